@@ -1,0 +1,330 @@
+//! Configuration: serde sections with defaults, layered file < environment < flags.
+//!
+//! The file layer is parsed by the binary (it reads the file); this module owns the shape, the
+//! defaults, the `DEMETER_*` environment layer (given the variables, so it stays pure) and the
+//! validation that turns a bad value into one clear sentence.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the engine and server need. Every section has defaults, so an empty file is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub watch: WatchConfig,
+    pub store: StoreConfig,
+    pub workers: WorkersConfig,
+    pub model: ModelConfig,
+    pub server: ServerConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WatchConfig {
+    /// The folder staff drop photos into (recursively watched; created if missing).
+    pub dir: PathBuf,
+    /// Full reconciliation rescan period, so photos are found even when events are dropped.
+    pub rescan_interval_secs: u64,
+    /// A file must keep its size and mtime this long before it is read (copies in progress).
+    pub stability_window_ms: u64,
+    /// A quiet gap longer than this starts a new upload session.
+    pub session_gap_secs: u64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("photos"),
+            rescan_interval_secs: 60,
+            stability_window_ms: 2000,
+            session_gap_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Where the job database and thumbnails live. `None`: the platform data directory
+    /// (`$XDG_DATA_HOME/demeter`, else `~/.local/share/demeter`), resolved by the binary.
+    pub data_dir: Option<PathBuf>,
+    /// sled's page cache. Its own default is 1 GiB, far more than an appliance should take.
+    pub cache_capacity_mb: u64,
+    /// Upload sessions disappear from the API this long after creation.
+    pub session_ttl_hours: u64,
+    /// Job records (and thumbnails) are removed this long after creation.
+    pub job_ttl_hours: u64,
+    /// How often the TTL sweeper runs.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: None,
+            cache_capacity_mb: 64,
+            session_ttl_hours: 24,
+            job_ttl_hours: 48,
+            sweep_interval_secs: 300,
+        }
+    }
+}
+
+/// Which execution provider runs the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// CUDA when it registers, CPU otherwise (with a warning in `/health`).
+    #[default]
+    Auto,
+    Cpu,
+    /// CUDA or refuse to start.
+    Cuda,
+}
+
+impl FromStr for Device {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Device::Auto),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda),
+            _ => Err("expected one of auto, cpu, cuda".into()),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Device::Auto => "auto",
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkersConfig {
+    /// Parallel workers, each with its own ONNX Runtime session.
+    pub count: usize,
+    pub device: Device,
+    /// Attempts before a job whose worker keeps dying fails with "worker crashed repeatedly".
+    pub max_attempts: u32,
+    /// Photos with more pixels than this fail before decoding (decompression bombs).
+    pub max_pixels: u64,
+    /// ONNX Runtime intra-op threads per worker; `None`: max(1, cores / workers).
+    pub intra_threads: Option<usize>,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self { count: 4, device: Device::Auto, max_attempts: 3, max_pixels: 100_000_000, intra_threads: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A folder with `model.onnx` and `manifest.toml`; `None`: the default model built into the binary.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the status API and page. Loopback by default: LAN access comes with auth.
+    pub listen: SocketAddr,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7878)) }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Path of `libonnxruntime.so` (1.31); `None`: searched next to the binary and in the cache.
+    pub ort_lib: Option<PathBuf>,
+}
+
+/// A configuration value that cannot be used, named so the user can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("environment variable {var}={value:?} is invalid: {reason}")]
+    Env { var: &'static str, value: String, reason: String },
+    #[error("config value {field} is invalid: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn parse_env<T: FromStr>(var: &'static str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    value.trim().parse::<T>().map_err(|e| ConfigError::Env {
+        var,
+        value: value.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl Config {
+    /// The `DEMETER_*` variables this layer understands, for documentation and `--help`.
+    pub const ENV_VARS: &'static [&'static str] = &[
+        "DEMETER_WATCH",
+        "DEMETER_DATA",
+        "DEMETER_LISTEN",
+        "DEMETER_WORKERS",
+        "DEMETER_DEVICE",
+        "DEMETER_MODEL",
+        "DEMETER_ORT_LIB",
+        "DEMETER_RESCAN_INTERVAL_SECS",
+        "DEMETER_STABILITY_WINDOW_MS",
+        "DEMETER_SESSION_GAP_SECS",
+        "DEMETER_SESSION_TTL_HOURS",
+        "DEMETER_JOB_TTL_HOURS",
+        "DEMETER_SWEEP_INTERVAL_SECS",
+        "DEMETER_MAX_PIXELS",
+        "DEMETER_MAX_ATTEMPTS",
+        "DEMETER_CACHE_CAPACITY_MB",
+    ];
+
+    /// Applies `DEMETER_*` variables on top of `self`. Other variables are ignored; an empty
+    /// value counts as unset.
+    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        for (key, value) in vars {
+            let value = value.as_ref();
+            if value.is_empty() {
+                continue;
+            }
+            match key.as_ref() {
+                "DEMETER_WATCH" => self.watch.dir = value.into(),
+                "DEMETER_DATA" => self.store.data_dir = Some(value.into()),
+                "DEMETER_LISTEN" => self.server.listen = parse_env("DEMETER_LISTEN", value)?,
+                "DEMETER_WORKERS" => self.workers.count = parse_env("DEMETER_WORKERS", value)?,
+                "DEMETER_DEVICE" => self.workers.device = parse_env("DEMETER_DEVICE", value)?,
+                "DEMETER_MODEL" => self.model.dir = Some(value.into()),
+                "DEMETER_ORT_LIB" => self.runtime.ort_lib = Some(value.into()),
+                "DEMETER_RESCAN_INTERVAL_SECS" => {
+                    self.watch.rescan_interval_secs = parse_env("DEMETER_RESCAN_INTERVAL_SECS", value)?
+                }
+                "DEMETER_STABILITY_WINDOW_MS" => {
+                    self.watch.stability_window_ms = parse_env("DEMETER_STABILITY_WINDOW_MS", value)?
+                }
+                "DEMETER_SESSION_GAP_SECS" => {
+                    self.watch.session_gap_secs = parse_env("DEMETER_SESSION_GAP_SECS", value)?
+                }
+                "DEMETER_SESSION_TTL_HOURS" => {
+                    self.store.session_ttl_hours = parse_env("DEMETER_SESSION_TTL_HOURS", value)?
+                }
+                "DEMETER_JOB_TTL_HOURS" => self.store.job_ttl_hours = parse_env("DEMETER_JOB_TTL_HOURS", value)?,
+                "DEMETER_SWEEP_INTERVAL_SECS" => {
+                    self.store.sweep_interval_secs = parse_env("DEMETER_SWEEP_INTERVAL_SECS", value)?
+                }
+                "DEMETER_MAX_PIXELS" => self.workers.max_pixels = parse_env("DEMETER_MAX_PIXELS", value)?,
+                "DEMETER_MAX_ATTEMPTS" => self.workers.max_attempts = parse_env("DEMETER_MAX_ATTEMPTS", value)?,
+                "DEMETER_CACHE_CAPACITY_MB" => {
+                    self.store.cache_capacity_mb = parse_env("DEMETER_CACHE_CAPACITY_MB", value)?
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks values serde cannot: ranges and relations between fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
+        if !(1..=64).contains(&self.workers.count) {
+            return invalid("workers.count", "must be between 1 and 64");
+        }
+        if self.workers.max_attempts == 0 {
+            return invalid("workers.max_attempts", "must be at least 1");
+        }
+        if self.workers.max_pixels < 1 {
+            return invalid("workers.max_pixels", "must be at least 1");
+        }
+        if self.workers.intra_threads == Some(0) {
+            return invalid("workers.intra_threads", "must be at least 1");
+        }
+        if self.watch.rescan_interval_secs == 0 {
+            return invalid("watch.rescan_interval_secs", "must be at least 1");
+        }
+        if self.watch.dir.as_os_str().is_empty() {
+            return invalid("watch.dir", "must not be empty");
+        }
+        if self.store.session_ttl_hours == 0 {
+            return invalid("store.session_ttl_hours", "must be at least 1");
+        }
+        if self.store.job_ttl_hours < self.store.session_ttl_hours {
+            return invalid("store.job_ttl_hours", "must be at least store.session_ttl_hours");
+        }
+        if self.store.sweep_interval_secs == 0 {
+            return invalid("store.sweep_interval_secs", "must be at least 1");
+        }
+        if self.store.cache_capacity_mb == 0 {
+            return invalid("store.cache_capacity_mb", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// ONNX Runtime intra-op threads per worker.
+    pub fn intra_threads(&self, cores: usize) -> usize {
+        self.workers.intra_threads.unwrap_or((cores / self.workers.count.max(1)).max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.workers.count, 4);
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:7878");
+        assert_eq!(c.watch.stability_window_ms, 2000);
+        assert_eq!(c.store.session_ttl_hours, 24);
+        assert_eq!(c.store.job_ttl_hours, 48);
+    }
+
+    #[test]
+    fn env_overrides_and_reports_bad_values_by_name() {
+        let mut c = Config::default();
+        c.apply_env([("DEMETER_WORKERS", "2"), ("DEMETER_LISTEN", "127.0.0.1:9000"), ("HOME", "/x")]).unwrap();
+        assert_eq!(c.workers.count, 2);
+        assert_eq!(c.server.listen.port(), 9000);
+        let err = c.apply_env([("DEMETER_WORKERS", "four")]).unwrap_err();
+        assert!(err.to_string().contains("DEMETER_WORKERS"), "{err}");
+        let err = c.apply_env([("DEMETER_DEVICE", "tpu")]).unwrap_err();
+        assert!(err.to_string().contains("auto, cpu, cuda"), "{err}");
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = Config::default();
+        c.workers.count = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("workers.count"));
+        let mut c = Config::default();
+        c.store.job_ttl_hours = 1;
+        assert!(c.validate().unwrap_err().to_string().contains("store.job_ttl_hours"));
+    }
+
+    #[test]
+    fn intra_threads_share_the_cores() {
+        let c = Config::default();
+        assert_eq!(c.intra_threads(16), 4);
+        assert_eq!(c.intra_threads(2), 1);
+    }
+}

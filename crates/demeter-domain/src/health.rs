@@ -1,0 +1,50 @@
+//! The `/health` snapshot: enough to tell at a glance whether the appliance works.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// True once the store is open, the model loaded and the workers running.
+    pub ready: bool,
+    pub version: String,
+    /// The execution provider actually registered ("CPU" or "CUDA").
+    pub execution_provider: String,
+    /// Why the requested device is not in use (e.g. `--device auto` without a GPU).
+    pub warnings: Vec<String>,
+    pub model: ModelHealth,
+    pub workers: WorkersHealth,
+    pub queue: QueueHealth,
+    pub watcher: WatcherHealth,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelHealth {
+    pub name: String,
+    pub version: String,
+    /// SHA-256 of `model.onnx`.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkersHealth {
+    pub count: usize,
+    pub busy: usize,
+    pub intra_threads: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueHealth {
+    pub pending: u64,
+    pub processing: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct WatcherHealth {
+    pub dir: String,
+    /// "events" (inotify and rescans) or "polling" (rescans only, when events are unavailable).
+    pub mode: String,
+    pub last_scan_at: Option<DateTime<Utc>>,
+    pub files_seen: u64,
+    pub last_error: Option<String>,
+}

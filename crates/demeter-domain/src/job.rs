@@ -1,0 +1,474 @@
+//! One job per photo, and the state machine it moves through.
+//!
+//! ```text
+//!            claim                advance(stage)*          complete
+//! Pending ──────────▶ Processing ───────────────▶ Processing ─────────▶ Completed
+//!    ▲                    │                                  fail
+//!    │     reclaim        ├────────────────────────────────────────────▶ Failed
+//!    └────────────────────┘ (attempts < max; else Failed "worker crashed repeatedly")
+//! ```
+//!
+//! Every transition is a method returning `Result<(), TransitionError>`, so an impossible move
+//! (completing a pending job, restarting a finished one) is an error the store refuses to write.
+
+use std::{fmt, path::PathBuf, str::FromStr};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{result::JobResult, session::SessionId};
+
+/// Identifies a job. UUIDv7, so ids sort by creation time and sled keys stay in FIFO order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub Uuid);
+
+impl JobId {
+    pub fn new_v7() -> Self {
+        Self(Uuid::now_v7())
+    }
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        Uuid::from_slice(b).ok().map(Self)
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// The processing stages of a job, in order. Each has the progress milestone that is stored and
+/// announced when the stage *starts*; a job only reaches 100 % by completing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Reading the file from disk.
+    Read,
+    /// Decoding, applying EXIF orientation and resizing to the model's input.
+    Decode,
+    /// Running the segmentation model (ONNX Runtime).
+    Segment,
+    /// Turning the mask into plant instances and a count.
+    Detect,
+    /// Matching the photo to a storage location.
+    Locate,
+    /// Writing the thumbnail and the result.
+    Save,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Read,
+        Stage::Decode,
+        Stage::Segment,
+        Stage::Detect,
+        Stage::Locate,
+        Stage::Save,
+    ];
+
+    /// Progress shown while this stage runs (percent).
+    pub fn milestone(self) -> u8 {
+        match self {
+            Stage::Read => 5,
+            Stage::Decode => 15,
+            Stage::Segment => 40,
+            Stage::Detect => 70,
+            Stage::Locate => 85,
+            Stage::Save => 95,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Read => "read",
+            Stage::Decode => "decode",
+            Stage::Segment => "segment",
+            Stage::Detect => "detect",
+            Stage::Locate => "locate",
+            Stage::Save => "save",
+        }
+    }
+}
+
+/// Whether retrying could help. Shown to users and decides nothing automatically yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The input itself is bad (undecodable, too large, not an image): retrying will not help.
+    Permanent,
+    /// The environment failed (I/O, runtime): a retry may succeed.
+    Transient,
+    /// The worker died while processing this job, repeatedly.
+    Crashed,
+}
+
+/// Why a job failed, in words a greenhouse worker can act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Permanent, message: message.into() }
+    }
+    pub fn transient(message: impl Into<String>) -> Self {
+        Self { kind: ErrorKind::Transient, message: message.into() }
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Where a job is in its life, with the data that only makes sense in that state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum JobState {
+    Pending {
+        /// When the job (re-)entered the queue.
+        queued_at: DateTime<Utc>,
+    },
+    Processing {
+        started_at: DateTime<Utc>,
+        /// The stage now running; its milestone is the job's progress.
+        stage: Stage,
+        /// Which worker holds the job (for logs and `/health`).
+        worker: usize,
+    },
+    Completed {
+        started_at: DateTime<Utc>,
+        completed_at: DateTime<Utc>,
+        result: Box<JobResult>,
+    },
+    Failed {
+        /// `None` when the job never started (e.g. a file that is not an image).
+        started_at: Option<DateTime<Utc>>,
+        completed_at: DateTime<Utc>,
+        error: JobError,
+    },
+}
+
+/// The four status names of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusName {
+    Pending,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl StatusName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusName::Pending => "pending",
+            StatusName::Processing => "processing",
+            StatusName::Completed => "completed",
+            StatusName::Failed => "failed",
+        }
+    }
+}
+
+/// A transition the state machine does not allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("job {job}: cannot {action} a job that is {from}")]
+pub struct TransitionError {
+    pub job: JobId,
+    pub action: &'static str,
+    pub from: &'static str,
+}
+
+/// A photo's job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    /// The upload session the photo arrived in.
+    pub upload_session_id: SessionId,
+    /// Stable id of the image content (first 16 hex digits of its SHA-256), as `image_id` in the API.
+    pub image_id: String,
+    /// Absolute path of the photo when it was queued; the folder is the source of truth.
+    pub path: PathBuf,
+    /// Path relative to the watched folder, shown as the filename.
+    pub filename: String,
+    pub size: u64,
+    /// File modification time in nanoseconds since the epoch, part of the dedup key.
+    pub mtime_ns: i128,
+    pub created_at: DateTime<Utc>,
+    /// How many times a worker has started this job; capped by `max_attempts`.
+    pub attempts: u32,
+    pub state: JobState,
+}
+
+impl Job {
+    /// A new job waiting in the queue.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: JobId,
+        upload_session_id: SessionId,
+        image_id: String,
+        path: PathBuf,
+        filename: String,
+        size: u64,
+        mtime_ns: i128,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            upload_session_id,
+            image_id,
+            path,
+            filename,
+            size,
+            mtime_ns,
+            created_at: now,
+            attempts: 0,
+            state: JobState::Pending { queued_at: now },
+        }
+    }
+
+    pub fn status(&self) -> StatusName {
+        match self.state {
+            JobState::Pending { .. } => StatusName::Pending,
+            JobState::Processing { .. } => StatusName::Processing,
+            JobState::Completed { .. } => StatusName::Completed,
+            JobState::Failed { .. } => StatusName::Failed,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self.state, JobState::Completed { .. } | JobState::Failed { .. })
+    }
+
+    /// Progress in percent from stored milestones, never from elapsed time.
+    pub fn progress_percent(&self) -> u8 {
+        match &self.state {
+            JobState::Pending { .. } => 0,
+            JobState::Processing { stage, .. } => stage.milestone(),
+            JobState::Completed { .. } => 100,
+            // A failed job is finished: the seed shows 0 for it; its bar is drawn red by the UI.
+            JobState::Failed { .. } => 0,
+        }
+    }
+
+    pub fn started_at(&self) -> Option<DateTime<Utc>> {
+        match &self.state {
+            JobState::Pending { .. } => None,
+            JobState::Processing { started_at, .. } | JobState::Completed { started_at, .. } => {
+                Some(*started_at)
+            }
+            JobState::Failed { started_at, .. } => *started_at,
+        }
+    }
+
+    pub fn completed_at(&self) -> Option<DateTime<Utc>> {
+        match &self.state {
+            JobState::Completed { completed_at, .. } | JobState::Failed { completed_at, .. } => {
+                Some(*completed_at)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn result(&self) -> Option<&JobResult> {
+        match &self.state {
+            JobState::Completed { result, .. } => Some(result),
+            _ => None,
+        }
+    }
+
+    pub fn error(&self) -> Option<&JobError> {
+        match &self.state {
+            JobState::Failed { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+
+    fn refuse(&self, action: &'static str) -> TransitionError {
+        TransitionError { job: self.id, action, from: self.status().as_str() }
+    }
+
+    /// A worker takes the job: counts an attempt and enters the first stage.
+    pub fn claim(&mut self, worker: usize, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.state {
+            JobState::Pending { .. } => {
+                self.attempts += 1;
+                self.state = JobState::Processing { started_at: now, stage: Stage::Read, worker };
+                Ok(())
+            }
+            _ => Err(self.refuse("claim")),
+        }
+    }
+
+    /// The job moves to a later stage. Going backwards is refused: progress never decreases.
+    pub fn advance(&mut self, next: Stage) -> Result<(), TransitionError> {
+        match &mut self.state {
+            JobState::Processing { stage, .. } if next >= *stage => {
+                *stage = next;
+                Ok(())
+            }
+            _ => Err(self.refuse("advance")),
+        }
+    }
+
+    pub fn complete(&mut self, result: JobResult, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.state {
+            JobState::Processing { started_at, .. } => {
+                self.state =
+                    JobState::Completed { started_at, completed_at: now, result: Box::new(result) };
+                Ok(())
+            }
+            _ => Err(self.refuse("complete")),
+        }
+    }
+
+    /// Fails a processing job, or a pending one that can never be processed (not an image).
+    pub fn fail(&mut self, error: JobError, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.state {
+            JobState::Processing { started_at, .. } => {
+                self.state = JobState::Failed { started_at: Some(started_at), completed_at: now, error };
+                Ok(())
+            }
+            JobState::Pending { .. } => {
+                self.state = JobState::Failed { started_at: None, completed_at: now, error };
+                Ok(())
+            }
+            _ => Err(self.refuse("fail")),
+        }
+    }
+
+    /// A job found in `processing` after its worker vanished (crash, `kill -9`). It goes back to
+    /// the queue, or fails once it has used `max_attempts` attempts, so a photo that kills the
+    /// process cannot crash-loop the appliance.
+    pub fn reclaim(&mut self, max_attempts: u32, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.state {
+            JobState::Processing { started_at, .. } => {
+                if self.attempts >= max_attempts {
+                    self.state = JobState::Failed {
+                        started_at: Some(started_at),
+                        completed_at: now,
+                        error: JobError {
+                            kind: ErrorKind::Crashed,
+                            message: "worker crashed repeatedly".into(),
+                        },
+                    };
+                } else {
+                    self.state = JobState::Pending { queued_at: now };
+                }
+                Ok(())
+            }
+            _ => Err(self.refuse("reclaim")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::result::{JobResult, ModelRef};
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn job() -> Job {
+        Job::new(
+            JobId::new_v7(),
+            SessionId::new_v7(),
+            "abc".into(),
+            "/p/a.jpg".into(),
+            "a.jpg".into(),
+            10,
+            1,
+            t(0),
+        )
+    }
+
+    fn result() -> JobResult {
+        JobResult {
+            session_id: uuid::Uuid::nil(),
+            total_detected: 3,
+            plants: vec![],
+            plant_area_fraction: 0.1,
+            storage_location_id: None,
+            model: ModelRef { name: "m".into(), version: "1".into() },
+            timings_ms: Default::default(),
+            width: 1,
+            height: 1,
+        }
+    }
+
+    #[test]
+    fn happy_path_moves_through_every_milestone() {
+        let mut j = job();
+        assert_eq!(j.progress_percent(), 0);
+        j.claim(0, t(1)).unwrap();
+        assert_eq!(j.attempts, 1);
+        let mut last = 0;
+        for s in Stage::ALL {
+            j.advance(s).unwrap();
+            assert!(j.progress_percent() > last, "progress must grow at {s:?}");
+            last = j.progress_percent();
+        }
+        j.complete(result(), t(2)).unwrap();
+        assert_eq!(j.progress_percent(), 100);
+        assert_eq!(j.status(), StatusName::Completed);
+        assert_eq!(j.started_at(), Some(t(1)));
+        assert_eq!(j.completed_at(), Some(t(2)));
+    }
+
+    #[test]
+    fn impossible_transitions_are_refused() {
+        let mut j = job();
+        assert!(j.complete(result(), t(1)).is_err());
+        assert!(j.advance(Stage::Decode).is_err());
+        assert!(j.reclaim(3, t(1)).is_err());
+        j.claim(0, t(1)).unwrap();
+        assert!(j.claim(1, t(1)).is_err(), "a processing job cannot be claimed twice");
+        j.advance(Stage::Detect).unwrap();
+        let err = j.advance(Stage::Decode).unwrap_err();
+        assert_eq!(err.action, "advance");
+        j.fail(JobError::permanent("bad"), t(2)).unwrap();
+        assert!(j.claim(0, t(3)).is_err(), "a failed job stays failed");
+        assert!(j.fail(JobError::permanent("again"), t(3)).is_err());
+    }
+
+    #[test]
+    fn reclaim_requeues_until_attempts_are_used_up() {
+        let mut j = job();
+        for attempt in 1..=3 {
+            j.claim(0, t(attempt)).unwrap();
+            j.reclaim(3, t(attempt)).unwrap();
+            if attempt < 3 {
+                assert_eq!(j.status(), StatusName::Pending, "attempt {attempt}");
+            }
+        }
+        assert_eq!(j.status(), StatusName::Failed);
+        let e = j.error().unwrap();
+        assert_eq!(e.kind, ErrorKind::Crashed);
+        assert_eq!(e.message, "worker crashed repeatedly");
+    }
+
+    #[test]
+    fn a_pending_job_can_fail_without_starting() {
+        let mut j = job();
+        j.fail(JobError::permanent("not an image"), t(1)).unwrap();
+        assert_eq!(j.started_at(), None);
+        assert_eq!(j.completed_at(), Some(t(1)));
+    }
+}

@@ -1,0 +1,24 @@
+//! Demeter's vocabulary, shared by every other crate and free of I/O.
+//!
+//! This crate owns:
+//! - [`job`]: a photo's job, its stages with their progress milestones, and the job state machine
+//!   (`pending → processing → completed | failed`, `processing → pending` when reclaimed);
+//! - [`session`]: upload sessions (photos that arrived together) and how photos are grouped into them;
+//! - [`result`]: what a finished job reports (plant count, boxes, location, model, timings);
+//! - [`config`]: every configuration section with its defaults, and the environment layer;
+//! - [`clock`]: an injectable clock, so TTL and grouping logic is testable without sleeping;
+//! - [`health`]: the appliance's health snapshot as served on `/health`.
+//!
+//! Anything that touches disk, network or ONNX Runtime lives elsewhere.
+
+pub mod clock;
+pub mod config;
+pub mod health;
+pub mod job;
+pub mod result;
+pub mod session;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use job::{ErrorKind, Job, JobError, JobId, JobState, Stage, StatusName, TransitionError};
+pub use result::{JobResult, ModelRef, Plant};
+pub use session::{SessionGrouper, SessionId, SessionSource, SessionSummary, UploadSession};

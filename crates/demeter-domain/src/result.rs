@@ -1,0 +1,45 @@
+//! What a completed job reports.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::job::Stage;
+
+/// One detected plant, in the stored photo's pixel coordinates (after EXIF orientation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plant {
+    /// `[x, y, width, height]`.
+    pub bbox: [u32; 4],
+    /// Centre of mass of the plant's pixels, `[x, y]`.
+    pub centroid: [f32; 2],
+    /// Plant pixels, scaled to the photo's resolution.
+    pub area_px: u64,
+}
+
+/// Which model produced a result, so results stay interpretable after a model upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub version: String,
+}
+
+/// The outcome of a completed job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// The processing run's id (the seed's `result.session_id`): new for every run of a job.
+    pub session_id: Uuid,
+    pub total_detected: u32,
+    pub plants: Vec<Plant>,
+    /// Share of the photo covered by plants, 0..=1.
+    pub plant_area_fraction: f32,
+    /// The storage location matched; for now the top-level subfolder's name.
+    pub storage_location_id: Option<String>,
+    pub model: ModelRef,
+    /// Milliseconds spent in each stage.
+    pub timings_ms: BTreeMap<Stage, u64>,
+    /// Photo size after EXIF orientation.
+    pub width: u32,
+    pub height: u32,
+}

@@ -1,0 +1,186 @@
+//! Upload sessions: photos that arrived together, reported on together.
+
+use std::{collections::HashMap, fmt, str::FromStr};
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Identifies an upload session (`upload_session_id` in the API). UUIDv7: sorts by creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(pub Uuid);
+
+impl SessionId {
+    pub fn new_v7() -> Self {
+        Self(Uuid::now_v7())
+    }
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        Uuid::from_slice(b).ok().map(Self)
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for SessionId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Where a session's photos came from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SessionSource {
+    /// Dropped into the watched folder; `subfolder` is the top-level subfolder, if any.
+    Folder { subfolder: Option<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UploadSession {
+    pub id: SessionId,
+    pub created_at: DateTime<Utc>,
+    /// After this the session is gone from the API (404) and swept.
+    pub expires_at: DateTime<Utc>,
+    pub source: SessionSource,
+}
+
+/// Counts of a session's jobs by status, as the seed's `summary`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub total_jobs: u32,
+    pub pending: u32,
+    pub processing: u32,
+    pub completed: u32,
+    pub failed: u32,
+    /// Mean of the jobs' progress, where finished jobs (completed or failed) count as 100 %.
+    pub overall_progress_percent: f64,
+}
+
+impl SessionSummary {
+    /// Folds jobs into a summary. Failed jobs count as done for the overall bar, so a session
+    /// with failures still reaches 100 % when nothing is left to do.
+    pub fn from_jobs<'a>(jobs: impl IntoIterator<Item = &'a crate::Job>) -> Self {
+        use crate::StatusName::*;
+        let mut s = SessionSummary::default();
+        let mut progress_sum = 0.0;
+        for job in jobs {
+            s.total_jobs += 1;
+            match job.status() {
+                Pending => s.pending += 1,
+                Processing => s.processing += 1,
+                Completed => s.completed += 1,
+                Failed => s.failed += 1,
+            }
+            progress_sum += if job.is_terminal() { 100.0 } else { f64::from(job.progress_percent()) };
+        }
+        if s.total_jobs > 0 {
+            s.overall_progress_percent = (progress_sum / f64::from(s.total_jobs) * 10.0).round() / 10.0;
+        }
+        s
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.total_jobs > 0 && self.pending == 0 && self.processing == 0
+    }
+}
+
+/// Decides which upload session an arriving photo joins: photos from the same top-level
+/// subfolder that arrive without a quiet gap longer than `gap` share a session.
+#[derive(Debug)]
+pub struct SessionGrouper {
+    gap: Duration,
+    /// Per subfolder: the open session and when its last photo arrived.
+    open: HashMap<Option<String>, (SessionId, DateTime<Utc>)>,
+}
+
+/// The grouper's decision for one photo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assignment {
+    pub session: SessionId,
+    /// The caller must create the session record before queuing the photo.
+    pub is_new: bool,
+}
+
+impl SessionGrouper {
+    pub fn new(gap: Duration) -> Self {
+        Self { gap, open: HashMap::new() }
+    }
+
+    pub fn assign(&mut self, subfolder: Option<&str>, now: DateTime<Utc>) -> Assignment {
+        let key = subfolder.map(str::to_owned);
+        match self.open.get_mut(&key) {
+            Some((id, last)) if now - *last <= self.gap => {
+                *last = now.max(*last);
+                Assignment { session: *id, is_new: false }
+            }
+            _ => {
+                let id = SessionId::new_v7();
+                self.open.insert(key, (id, now));
+                Assignment { session: id, is_new: true }
+            }
+        }
+    }
+
+    /// Forgets a session (e.g. its record could not be written), so the next photo opens a new one.
+    pub fn forget(&mut self, id: SessionId) {
+        self.open.retain(|_, (open, _)| *open != id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn photos_within_the_gap_share_a_session() {
+        let mut g = SessionGrouper::new(Duration::seconds(30));
+        let a = g.assign(None, t(0));
+        assert!(a.is_new);
+        let b = g.assign(None, t(20));
+        let c = g.assign(None, t(45)); // 25 s after the previous photo: still the same batch
+        assert_eq!((b.session, b.is_new), (a.session, false));
+        assert_eq!(c.session, a.session);
+    }
+
+    #[test]
+    fn a_quiet_gap_starts_a_new_session() {
+        let mut g = SessionGrouper::new(Duration::seconds(30));
+        let a = g.assign(None, t(0));
+        let b = g.assign(None, t(31));
+        assert!(b.is_new);
+        assert_ne!(a.session, b.session);
+    }
+
+    #[test]
+    fn each_top_level_subfolder_has_its_own_session() {
+        let mut g = SessionGrouper::new(Duration::seconds(30));
+        let root = g.assign(None, t(0));
+        let a = g.assign(Some("bench-a"), t(1));
+        let b = g.assign(Some("bench-b"), t(2));
+        let a2 = g.assign(Some("bench-a"), t(3));
+        assert_ne!(root.session, a.session);
+        assert_ne!(a.session, b.session);
+        assert_eq!(a.session, a2.session);
+    }
+
+    #[test]
+    fn forgetting_a_session_opens_a_new_one() {
+        let mut g = SessionGrouper::new(Duration::seconds(30));
+        let a = g.assign(None, t(0));
+        g.forget(a.session);
+        assert!(g.assign(None, t(1)).is_new);
+    }
+}

@@ -1,0 +1,1 @@
+//! Wires watcher, store and inference: ingest, workers, reclaim, TTL sweeps, health.

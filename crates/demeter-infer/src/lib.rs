@@ -1,0 +1,1 @@
+//! ONNX Runtime, models and their manifests, decoding with limits, plant detection, thumbnails.

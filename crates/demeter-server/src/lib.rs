@@ -1,0 +1,1 @@
+//! The HTTP API (axum): poll endpoint, sessions, health, the status page.

@@ -1,0 +1,28 @@
+//! The durable job store, on sled 0.34.
+//!
+//! This crate owns how Demeter's state is laid out on disk and the promise that goes with it:
+//! **every state change is written atomically across all indexes and flushed before the call
+//! returns**, so anything the API or a notification announced survives a `kill -9`.
+//!
+//! Trees (all keys big-endian so byte order is time order):
+//!
+//! | tree           | key                                   | value            | why |
+//! |----------------|---------------------------------------|------------------|-----|
+//! | `jobs`         | job id (UUIDv7)                        | `Job` as JSON    | the record |
+//! | `sessions`     | session id (UUIDv7)                    | `UploadSession`  | newest-first listing by reverse scan |
+//! | `session_jobs` | session id ++ job id                   | –                | poll cost grows with the session, not the store |
+//! | `queue`        | job id                                 | –                | FIFO of pending jobs (v7 ids are time-ordered) |
+//! | `processing`   | job id                                 | –                | orphans are found at start without a full scan |
+//! | `seen_path`    | path \0 size \0 mtime                  | job id           | a rescan never re-queues a photo, cheaply |
+//! | `seen_hash`    | SHA-256 of the content                 | job id           | a byte-identical copy is not processed twice |
+//! | `expiry`       | expires-at ms ++ kind ++ id            | –                | the sweeper reads only what is due |
+//!
+//! The `seen_*` indexes outlive job TTLs on purpose: photos stay in the folder (the source of
+//! truth) long after their job expires, and must not be processed again on every rescan.
+
+mod error;
+mod keys;
+mod store;
+
+pub use error::StoreError;
+pub use store::{EnqueueOutcome, SeenKey, Store, SweepReport};

@@ -1,0 +1,350 @@
+use std::{
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
+};
+
+use chrono::{DateTime, Duration, Utc};
+use demeter_domain::{Job, JobId, JobState, SessionId, TransitionError, UploadSession};
+use serde::{de::DeserializeOwned, Serialize};
+use sled::{transaction::ConflictableTransactionError, Transactional, Tree};
+use tracing::{debug, info};
+
+use crate::{
+    error::StoreError,
+    keys::{self, ExpiryKind},
+};
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The cheap identity of a file on disk: same path, size and mtime means "already seen".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenKey {
+    pub path: PathBuf,
+    pub size: u64,
+    pub mtime_ns: i128,
+}
+
+impl SeenKey {
+    fn encode(&self) -> Vec<u8> {
+        let mut k = self.path.as_os_str().as_encoded_bytes().to_vec();
+        k.push(0);
+        k.extend_from_slice(&self.size.to_be_bytes());
+        k.extend_from_slice(&self.mtime_ns.to_be_bytes());
+        k
+    }
+}
+
+/// What [`Store::enqueue`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// A new job was stored (pending, or failed when the file cannot be processed at all).
+    Stored,
+    /// The same content is already known under this job; nothing was queued.
+    Duplicate(JobId),
+}
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    pub sessions: usize,
+    pub jobs: Vec<JobId>,
+    /// True when the batch limit stopped the sweep before everything due was removed.
+    pub more: bool,
+}
+
+/// The sled-backed store. Cheap to share behind an `Arc`; all methods are blocking (call them
+/// from worker threads or `spawn_blocking`, never while holding up the async runtime for long).
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    jobs: Tree,
+    sessions: Tree,
+    session_jobs: Tree,
+    queue: Tree,
+    processing: Tree,
+    seen_path: Tree,
+    seen_hash: Tree,
+    expiry: Tree,
+    /// Serialises read-modify-write sequences. One process owns the database (sled's file lock),
+    /// so an in-process lock is enough, and transactions never conflict or retry.
+    write: Mutex<()>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("domain types always serialise")
+}
+
+fn decode<T: DeserializeOwned>(what: &'static str, b: &[u8]) -> Result<T> {
+    serde_json::from_slice(b).map_err(|source| StoreError::Codec { what, source })
+}
+
+fn abort(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`. A database held by another process and a
+    /// corrupt one are reported as such, never as a panic.
+    pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Self> {
+        let path = dir.join("db");
+        std::fs::create_dir_all(&path).map_err(|e| StoreError::Open { path: path.clone(), source: e.into() })?;
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(cache_capacity_bytes)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| classify_open_error(&path, e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| classify_open_error(&path, e));
+        let store = Self {
+            jobs: tree("jobs")?,
+            sessions: tree("sessions")?,
+            session_jobs: tree("session_jobs")?,
+            queue: tree("queue")?,
+            processing: tree("processing")?,
+            seen_path: tree("seen_path")?,
+            seen_hash: tree("seen_hash")?,
+            expiry: tree("expiry")?,
+            db,
+            path,
+            write: Mutex::new(()),
+        };
+        info!(path = %store.path.display(), jobs = store.jobs.len(), "job store open");
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Stores a new upload session and its expiry entry.
+    pub fn insert_session(&self, session: &UploadSession) -> Result<()> {
+        let _g = self.lock();
+        let id = session.id.as_bytes();
+        (&self.sessions, &self.expiry).transaction(|(sessions, expiry)| {
+            sessions.insert(id, encode(session))?;
+            expiry.insert(keys::expiry(session.expires_at, ExpiryKind::Session, id), &[])?;
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        self.flush()
+    }
+
+    /// The job already recorded for this exact file, if any.
+    pub fn seen(&self, key: &SeenKey) -> Result<Option<JobId>> {
+        Ok(self.seen_path.get(key.encode())?.and_then(|v| JobId::from_slice(&v)))
+    }
+
+    /// Records a new job for a photo whose content hash is `content_hash`: the job, its session
+    /// index entry, the queue entry (when pending), both dedup entries and its expiry, atomically.
+    /// When the content is already known the file is only remembered, under the existing job.
+    pub fn enqueue(&self, job: &Job, content_hash: &str, expires_at: DateTime<Utc>) -> Result<EnqueueOutcome> {
+        let _g = self.lock();
+        let seen = SeenKey { path: job.path.clone(), size: job.size, mtime_ns: job.mtime_ns }.encode();
+        if let Some(existing) = self.seen_hash.get(content_hash)?.and_then(|v| JobId::from_slice(&v)) {
+            self.seen_path.insert(seen, existing.as_bytes())?;
+            self.flush()?;
+            return Ok(EnqueueOutcome::Duplicate(existing));
+        }
+        let id = job.id.as_bytes();
+        let pending = matches!(job.state, JobState::Pending { .. });
+        (&self.jobs, &self.session_jobs, &self.queue, &self.seen_path, &self.seen_hash, &self.expiry).transaction(
+            |(jobs, session_jobs, queue, seen_path, seen_hash, expiry)| {
+                jobs.insert(id, encode(job))?;
+                session_jobs.insert(&keys::session_job(job.upload_session_id.as_bytes(), id), &[])?;
+                if pending {
+                    queue.insert(id, &[])?;
+                }
+                seen_path.insert(seen.as_slice(), id)?;
+                seen_hash.insert(content_hash.as_bytes(), id)?;
+                expiry.insert(keys::expiry(expires_at, ExpiryKind::Job, id), &[])?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
+        self.flush()?;
+        Ok(EnqueueOutcome::Stored)
+    }
+
+    pub fn job(&self, id: JobId) -> Result<Option<Job>> {
+        self.jobs.get(id.as_bytes())?.map(|v| decode("job", &v)).transpose()
+    }
+
+    pub fn session(&self, id: SessionId) -> Result<Option<UploadSession>> {
+        self.sessions.get(id.as_bytes())?.map(|v| decode("session", &v)).transpose()
+    }
+
+    /// A session's jobs in arrival order. Reads only this session's index range.
+    pub fn session_jobs(&self, id: SessionId) -> Result<Vec<Job>> {
+        let mut out = Vec::new();
+        for entry in self.session_jobs.scan_prefix(id.as_bytes()) {
+            let (k, _) = entry?;
+            if let Some(job) = self.jobs.get(&k[16..])? {
+                out.push(decode("job", &job)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` sessions, newest first.
+    pub fn recent_sessions(&self, limit: usize) -> Result<Vec<UploadSession>> {
+        self.sessions.iter().rev().take(limit).map(|e| decode("session", &e?.1)).collect()
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn processing_count(&self) -> usize {
+        self.processing.len()
+    }
+
+    /// Takes the oldest pending job for `worker`: it leaves the queue, counts an attempt and
+    /// enters `processing`, durably, before the worker touches the photo.
+    pub fn claim_next(&self, worker: usize, now: DateTime<Utc>) -> Result<Option<Job>> {
+        let _g = self.lock();
+        loop {
+            let Some((key, _)) = self.queue.first()? else { return Ok(None) };
+            let Some(bytes) = self.jobs.get(&key)? else {
+                // A queue entry without a job (swept): drop it and look further.
+                self.queue.remove(&key)?;
+                continue;
+            };
+            let mut job: Job = decode("job", &bytes)?;
+            job.claim(worker, now)?;
+            self.write_job(&job)?;
+            return Ok(Some(job));
+        }
+    }
+
+    /// Applies a state-machine transition to a stored job and stores the result with its index
+    /// changes; returns the job as stored. A refused transition writes nothing.
+    pub fn update(
+        &self,
+        id: JobId,
+        change: impl FnOnce(&mut Job) -> Result<(), TransitionError>,
+    ) -> Result<Job> {
+        let _g = self.lock();
+        let mut job = self.job(id)?.ok_or(StoreError::JobNotFound(id))?;
+        change(&mut job)?;
+        self.write_job(&job)?;
+        Ok(job)
+    }
+
+    /// Writes a job and keeps `queue` and `processing` in step with its state, then flushes.
+    /// Callers hold the write lock.
+    fn write_job(&self, job: &Job) -> Result<()> {
+        let id = job.id.as_bytes();
+        (&self.jobs, &self.queue, &self.processing).transaction(|(jobs, queue, processing)| {
+            if jobs.get(id)?.is_none() {
+                return Err(abort(StoreError::JobNotFound(job.id)));
+            }
+            jobs.insert(id, encode(job))?;
+            match job.state {
+                JobState::Pending { .. } => {
+                    queue.insert(id, &[])?;
+                    processing.remove(id)?;
+                }
+                JobState::Processing { .. } => {
+                    queue.remove(id)?;
+                    processing.insert(id, &[])?;
+                }
+                JobState::Completed { .. } | JobState::Failed { .. } => {
+                    queue.remove(id)?;
+                    processing.remove(id)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.flush()
+    }
+
+    /// At start-up: every job left in `processing` lost its worker. Each goes back to the queue
+    /// with the attempt counted, or fails after `max_attempts`. Returns the jobs as stored.
+    pub fn reclaim_orphans(&self, max_attempts: u32, now: DateTime<Utc>) -> Result<Vec<Job>> {
+        let ids: Vec<JobId> = self
+            .processing
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok().and_then(|k| JobId::from_slice(&k)))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.update(id, |job| job.reclaim(max_attempts, now)) {
+                Ok(job) => out.push(job),
+                Err(StoreError::JobNotFound(_)) => {
+                    self.processing.remove(id.as_bytes())?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes up to `batch` expired records (sessions with their index, jobs with their queue
+    /// entries) whose expiry is at or before `now`. Returns what went, so the caller can delete
+    /// the files that belong to removed jobs.
+    pub fn sweep_expired(&self, now: DateTime<Utc>, batch: usize) -> Result<SweepReport> {
+        let _g = self.lock();
+        let mut report = SweepReport::default();
+        let due: Vec<_> = self.expiry.range(..keys::expiry_upper(now)).keys().take(batch + 1).collect::<Result<_, _>>()?;
+        report.more = due.len() > batch;
+        for key in due.into_iter().take(batch) {
+            let Some((kind, id)) = keys::parse_expiry(&key) else {
+                self.expiry.remove(&key)?;
+                continue;
+            };
+            match kind {
+                ExpiryKind::Session => {
+                    let mut b = sled::Batch::default();
+                    for k in self.session_jobs.scan_prefix(id).keys() {
+                        b.remove(k?);
+                    }
+                    self.session_jobs.apply_batch(b)?;
+                    self.sessions.remove(id)?;
+                    report.sessions += 1;
+                }
+                ExpiryKind::Job => {
+                    (&self.jobs, &self.queue, &self.processing).transaction(|(jobs, queue, processing)| {
+                        jobs.remove(&id)?;
+                        queue.remove(&id)?;
+                        processing.remove(&id)?;
+                        Ok::<_, ConflictableTransactionError<StoreError>>(())
+                    })?;
+                    if let Some(job) = JobId::from_slice(&id) {
+                        report.jobs.push(job);
+                    }
+                }
+            }
+            self.expiry.remove(&key)?;
+        }
+        self.flush()?;
+        if report.sessions + report.jobs.len() > 0 {
+            debug!(sessions = report.sessions, jobs = report.jobs.len(), more = report.more, "swept expired records");
+        }
+        Ok(report)
+    }
+
+    /// Convenience for callers computing expiry times.
+    pub fn expires(now: DateTime<Utc>, hours: u64) -> DateTime<Utc> {
+        now + Duration::hours(i64::try_from(hours).unwrap_or(i64::MAX / 3_600_000))
+    }
+}
+
+fn classify_open_error(path: &Path, e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Io(ref io)
+            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
+        {
+            StoreError::Locked { path: path.to_owned() }
+        }
+        sled::Error::Corruption { .. } => StoreError::Corrupt { path: path.to_owned(), source: e },
+        e => StoreError::Open { path: path.to_owned(), source: e },
+    }
+}

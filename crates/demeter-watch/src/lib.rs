@@ -1,0 +1,21 @@
+//! Watches a folder for photos and says when each one is ready to read.
+//!
+//! This crate owns *finding* photos, and nothing about what happens to them next (it knows
+//! nothing of the store). It combines three sources so nothing is missed:
+//! - filesystem events (notify, recursive) for speed,
+//! - a scan of existing files at start,
+//! - a reconciliation rescan every `rescan_interval`, for dropped events and filesystems without
+//!   events (polling mode).
+//!
+//! A file is reported only when it passes the [`gate::StabilityGate`] (size and mtime unchanged
+//! for the stability window, so copies in progress are never read early), can be opened, and
+//! passes the [`filter`]s: junk names are ignored, content is sniffed for JPEG, PNG, TIFF or WebP,
+//! and an image-named file that is not an image is still reported (as [`FileKind::NotAnImage`])
+//! so the user sees a failed job rather than silence.
+
+pub mod filter;
+pub mod gate;
+mod watcher;
+
+pub use filter::ImageFormat;
+pub use watcher::{FileKind, FolderWatcher, ReadyFile, WatchError, WatchOptions, WatchStatus};

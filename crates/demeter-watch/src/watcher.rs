@@ -1,0 +1,345 @@
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    io::Read,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc, Mutex,
+    },
+    thread,
+    time::{Duration, Instant, SystemTime},
+};
+
+use chrono::{DateTime, Utc};
+use notify::{RecursiveMode, Watcher};
+use tracing::{debug, info, warn};
+
+use crate::{
+    filter::{self, ImageFormat, SNIFF_LEN},
+    gate::{Readiness, StabilityGate},
+};
+
+/// How the watcher is set up.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    pub dir: PathBuf,
+    pub rescan_interval: Duration,
+    pub stability_window: Duration,
+    /// How often candidates are re-examined by the gate.
+    pub tick: Duration,
+    /// Skip filesystem events and rely on rescans alone.
+    pub force_polling: bool,
+}
+
+impl WatchOptions {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            rescan_interval: Duration::from_secs(60),
+            stability_window: Duration::from_secs(2),
+            tick: Duration::from_millis(250),
+            force_polling: false,
+        }
+    }
+}
+
+/// What a ready file turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Image(ImageFormat),
+    /// Named like a photo, but its content is not a supported image (or it is empty).
+    NotAnImage,
+}
+
+/// A file that is complete and worth a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyFile {
+    pub path: PathBuf,
+    /// Path relative to the watched folder, with `/` separators.
+    pub rel_path: String,
+    /// The first component of `rel_path` when the file is in a subfolder.
+    pub top_level: Option<String>,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub kind: FileKind,
+}
+
+/// The watcher's state for `/health`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WatchStatus {
+    pub dir: PathBuf,
+    /// "events" or "polling".
+    pub mode: &'static str,
+    pub last_scan_at: Option<DateTime<Utc>>,
+    /// Files reported ready since start.
+    pub files_reported: u64,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot create the photo folder {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("the photo folder {path} is not a directory")]
+    NotADir { path: PathBuf },
+}
+
+/// A running watcher. Stops when dropped or on [`FolderWatcher::stop`].
+pub struct FolderWatcher {
+    stop: Arc<AtomicBool>,
+    status: Arc<Mutex<WatchStatus>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl FolderWatcher {
+    /// Creates the folder if missing and starts watching; ready files go to `sink`.
+    pub fn start(opts: WatchOptions, sink: mpsc::Sender<ReadyFile>) -> Result<Self, WatchError> {
+        std::fs::create_dir_all(&opts.dir).map_err(|source| WatchError::CreateDir { path: opts.dir.clone(), source })?;
+        if !opts.dir.is_dir() {
+            return Err(WatchError::NotADir { path: opts.dir.clone() });
+        }
+        let dir = opts.dir.canonicalize().unwrap_or_else(|_| opts.dir.clone());
+        let opts = WatchOptions { dir, ..opts };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mode = if opts.force_polling { "polling" } else { "events" };
+        let status = Arc::new(Mutex::new(WatchStatus { dir: opts.dir.clone(), mode, ..Default::default() }));
+        let thread = {
+            let (stop, status) = (stop.clone(), status.clone());
+            thread::Builder::new()
+                .name("demeter-watch".into())
+                .spawn(move || Loop::new(opts, sink, status).run(&stop))
+                .expect("spawning the watcher thread")
+        };
+        Ok(Self { stop, status, thread: Some(thread) })
+    }
+
+    pub fn status(&self) -> WatchStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for FolderWatcher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Loop {
+    opts: WatchOptions,
+    sink: mpsc::Sender<ReadyFile>,
+    status: Arc<Mutex<WatchStatus>>,
+    gate: StabilityGate,
+    /// (size, mtime) of every file already reported, so rescans do not report it again.
+    reported: HashMap<PathBuf, (u64, i128)>,
+}
+
+fn mtime_ns(t: SystemTime) -> i128 {
+    match t.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+impl Loop {
+    fn new(opts: WatchOptions, sink: mpsc::Sender<ReadyFile>, status: Arc<Mutex<WatchStatus>>) -> Self {
+        let gate = StabilityGate::new(opts.stability_window);
+        Self { opts, sink, status, gate, reported: HashMap::new() }
+    }
+
+    fn set_status(&self, f: impl FnOnce(&mut WatchStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
+        // Kept alive for the loop's lifetime; dropping it ends the events.
+        let _watcher = if self.opts.force_polling {
+            None
+        } else {
+            match notify::recommended_watcher(tx).and_then(|mut w| {
+                w.watch(&self.opts.dir, RecursiveMode::Recursive)?;
+                Ok(w)
+            }) {
+                Ok(w) => Some(w),
+                Err(e) => {
+                    warn!(error = %e, dir = %self.opts.dir.display(), "filesystem events unavailable; polling by rescans");
+                    self.set_status(|s| {
+                        s.mode = "polling";
+                        s.last_error = Some(format!("filesystem events unavailable: {e}"));
+                    });
+                    None
+                }
+            }
+        };
+        info!(dir = %self.opts.dir.display(), "watching for photos");
+        self.rescan();
+        let mut last_scan = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            match rx.recv_timeout(self.opts.tick) {
+                Ok(event) => {
+                    self.on_event(event);
+                    // Drain what queued up meanwhile before examining candidates.
+                    while let Ok(event) = rx.try_recv() {
+                        self.on_event(event);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(self.opts.tick),
+            }
+            if last_scan.elapsed() >= self.opts.rescan_interval {
+                self.rescan();
+                last_scan = Instant::now();
+            }
+            self.examine_candidates();
+        }
+        debug!("watcher stopped");
+    }
+
+    fn on_event(&mut self, event: notify::Result<notify::Event>) {
+        match event {
+            Ok(event) => {
+                if event.need_rescan() {
+                    warn!("filesystem events overflowed; rescanning");
+                    self.rescan();
+                    return;
+                }
+                // Opening and reading (our own sniffing, walkdir's opendir) raise access events;
+                // reacting to them would feed the loop its own echo.
+                if matches!(event.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                for path in event.paths {
+                    if path.is_dir() {
+                        // A folder moved in brings files that raise no events of their own.
+                        self.scan(&path);
+                    } else {
+                        self.consider(&path);
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "watch error; rescanning");
+                self.set_status(|s| s.last_error = Some(e.to_string()));
+                self.rescan();
+            }
+        }
+    }
+
+    fn rescan(&mut self) {
+        let dir = self.opts.dir.clone();
+        self.scan(&dir);
+        // Forget reported files that are gone, so a photo put back later is seen again.
+        self.reported.retain(|p, _| p.exists());
+        self.set_status(|s| s.last_scan_at = Some(Utc::now()));
+    }
+
+    fn scan(&mut self, dir: &Path) {
+        for entry in walkdir::WalkDir::new(dir).follow_links(false).into_iter().filter_map(Result::ok) {
+            if entry.file_type().is_file() {
+                self.consider(entry.path());
+            }
+        }
+    }
+
+    fn rel(&self, path: &Path) -> Option<PathBuf> {
+        path.strip_prefix(&self.opts.dir).ok().map(Path::to_owned)
+    }
+
+    /// Adds a path to the gate's candidates when its name could be a photo.
+    fn consider(&mut self, path: &Path) {
+        let Some(rel) = self.rel(path) else { return };
+        if rel.as_os_str().is_empty() || filter::is_ignored_path(&rel) {
+            return;
+        }
+        let Ok(meta) = std::fs::metadata(path) else {
+            self.gate.forget(path);
+            return;
+        };
+        if !meta.is_file() {
+            return;
+        }
+        let key = (meta.len(), meta.modified().map(mtime_ns).unwrap_or(0));
+        if self.reported.get(path) == Some(&key) {
+            return;
+        }
+        self.gate.observe(path, key.0, key.1, Instant::now());
+    }
+
+    fn examine_candidates(&mut self) {
+        if self.gate.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let paths: Vec<PathBuf> = self.gate.tracked().map(Path::to_owned).collect();
+        let mut done = HashSet::new();
+        for path in paths {
+            let Ok(meta) = std::fs::metadata(&path) else {
+                done.insert(path);
+                continue;
+            };
+            let (size, mtime) = (meta.len(), meta.modified().map(mtime_ns).unwrap_or(0));
+            if self.gate.observe(&path, size, mtime, now) != Readiness::Ready {
+                continue;
+            }
+            match self.classify(&path, size) {
+                Ok(Some(kind)) => {
+                    let rel = self.rel(&path).unwrap_or_default();
+                    let rel_path = rel.to_string_lossy().replace('\\', "/");
+                    let top_level = (rel.components().count() > 1)
+                        .then(|| rel.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()))
+                        .flatten();
+                    let file = ReadyFile { path: path.clone(), rel_path, top_level, size, mtime_ns: mtime, kind };
+                    debug!(path = %path.display(), ?kind, "file ready");
+                    if self.sink.send(file).is_err() {
+                        return; // the engine is shutting down
+                    }
+                    self.reported.insert(path.clone(), (size, mtime));
+                    self.set_status(|s| s.files_reported += 1);
+                    done.insert(path);
+                }
+                Ok(None) => {
+                    // Not a photo: remember it so rescans skip it until it changes.
+                    self.reported.insert(path.clone(), (size, mtime));
+                    done.insert(path);
+                }
+                Err(e) => {
+                    // Could not open it yet (permissions, still locked by the writer): retry later.
+                    debug!(path = %path.display(), error = %e, "not openable yet");
+                }
+            }
+        }
+        for p in done {
+            self.gate.forget(&p);
+        }
+    }
+
+    /// Opens the file and sniffs it. `Ok(None)`: not a photo and not named like one.
+    fn classify(&self, path: &Path, size: u64) -> std::io::Result<Option<FileKind>> {
+        let mut head = [0u8; SNIFF_LEN];
+        let mut f = File::open(path)?;
+        let mut n = 0;
+        while n < head.len() {
+            match f.read(&mut head[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(match filter::sniff(&head[..n]) {
+            Some(format) if size > 0 => Some(FileKind::Image(format)),
+            _ if filter::has_image_extension(path) => Some(FileKind::NotAnImage),
+            _ => None,
+        })
+    }
+}
