@@ -1,1 +1,26 @@
-//! ONNX Runtime, models and their manifests, decoding with limits, plant detection, thumbnails.
+//! Everything between a photo's bytes and a plant count.
+//!
+//! This crate owns:
+//! - [`runtime`]: loading the ONNX Runtime shared library (`load-dynamic`), choosing the
+//!   execution provider (CPU or CUDA, decided by registration, never by `is_available()`);
+//! - [`model`]: a model folder (`model.onnx` + `manifest.toml`) and the default model built in;
+//! - [`decode`]: decoding under pixel limits (bombs fail before allocation) with EXIF orientation;
+//! - [`analyzer`]: one worker's ONNX session: resize to the model's input, segment, detect;
+//! - [`detect`]: connected components of the mask → plants;
+//! - [`thumbnail`]: the small JPEG the status page shows.
+//!
+//! It does not know about jobs, stores or folders.
+
+pub mod analyzer;
+pub mod decode;
+pub mod detect;
+mod error;
+pub mod model;
+pub mod runtime;
+pub mod thumbnail;
+
+pub use analyzer::{Analyzer, Detection, Prepared};
+pub use decode::{decode, DecodeError, DecodeLimits};
+pub use error::InferError;
+pub use model::{Manifest, Model};
+pub use runtime::{Provider, Runtime, ORT_VERSION};

@@ -1,0 +1,140 @@
+//! One worker's model session and the three stages that use it.
+
+use std::sync::Arc;
+
+use image::{DynamicImage, RgbImage};
+use ort::{session::Session, value::Tensor};
+
+use crate::{detect, model::Model, runtime::Provider, InferError, Runtime};
+
+/// A photo resized to the model's input, with its original size for mapping results back.
+pub struct Prepared {
+    pub rgb: RgbImage,
+    pub orig_width: u32,
+    pub orig_height: u32,
+}
+
+/// Plants found in a photo, in the photo's coordinates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    pub plants: Vec<demeter_domain::Plant>,
+    pub plant_area_fraction: f32,
+}
+
+/// A model session owned by one worker (`Session::run` takes `&mut self`).
+pub struct Analyzer {
+    session: Session,
+    model: Arc<Model>,
+    provider: Provider,
+    warning: Option<String>,
+}
+
+fn build_session(
+    runtime: &Runtime,
+    model: &Model,
+    intra_threads: usize,
+) -> Result<ort::Result<(Session, Provider, Option<String>)>, InferError> {
+    // Builder errors hold the builder and are not `Send`: everything ort stays in here.
+    let mut builder = match Session::builder(runtime.env()).and_then(|b| Ok(b.with_intra_threads(intra_threads)?)) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(e)),
+    };
+    let (provider, warning) = runtime.register(&mut builder)?;
+    Ok(builder.commit_from_memory(&model.onnx).map(|s| (s, provider, warning)))
+}
+
+impl Analyzer {
+    /// Creates a session for `model` with `intra_threads` ONNX Runtime threads, and checks that
+    /// the graph has the input and output the manifest promises.
+    pub fn new(runtime: &Runtime, model: Arc<Model>, intra_threads: usize) -> Result<Self, InferError> {
+        let at = model.dir.clone().unwrap_or_else(|| "<built-in>".into());
+        let (session, provider, warning) = build_session(runtime, &model, intra_threads.max(1))?
+            .map_err(|e| InferError::Model { path: at.clone(), reason: e.to_string() })?;
+        let has_input = session.inputs().iter().any(|i| i.name() == model.manifest.input.name);
+        let has_mask = session.outputs().iter().any(|o| o.name() == model.mask_output());
+        if !has_input || !has_mask {
+            return Err(InferError::Model {
+                path: at,
+                reason: format!(
+                    "model.onnx has inputs [{}] and outputs [{}]; the manifest expects input {:?} and output {:?}",
+                    session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>().join(", "),
+                    session.outputs().iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
+                    model.manifest.input.name,
+                    model.mask_output()
+                ),
+            });
+        }
+        Ok(Self { session, model, provider, warning })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Set when the requested device could not be used.
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
+    }
+
+    /// Resizes the photo so its long side is the model's `long_side` (never upscaling).
+    pub fn prepare(&self, img: &DynamicImage) -> Prepared {
+        let side = self.model.manifest.input.long_side;
+        let (w, h) = (img.width(), img.height());
+        let rgb = if w.max(h) > side { img.thumbnail(side, side).to_rgb8() } else { img.to_rgb8() };
+        Prepared { rgb, orig_width: w, orig_height: h }
+    }
+
+    /// Runs the model; returns the mask (row-major, the prepared image's size).
+    pub fn segment(&mut self, p: &Prepared) -> Result<Vec<bool>, InferError> {
+        let spec = &self.model.manifest.input;
+        let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
+        let plane = w * h;
+        let mut data = vec![0f32; 3 * plane];
+        for (i, px) in p.rgb.pixels().enumerate() {
+            for c in 0..3 {
+                data[c * plane + i] = (f32::from(px.0[c]) * spec.scale - spec.mean[c]) / spec.std[c];
+            }
+        }
+        let input = Tensor::from_array(([1usize, 3, h, w], data.into_boxed_slice()))
+            .map_err(|e| InferError::Run(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![spec.name.as_str() => input])
+            .map_err(|e| InferError::Run(e.to_string()))?;
+        let (shape, mask) = outputs[self.model.mask_output()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| InferError::Run(format!("output {:?}: {e}", self.model.mask_output())))?;
+        if mask.len() != plane {
+            return Err(InferError::Run(format!("mask has shape {shape:?}, expected [1, 1, {h}, {w}]")));
+        }
+        Ok(mask.iter().map(|v| *v > 0.5).collect())
+    }
+
+    /// Turns the mask into plants in the original photo's coordinates.
+    pub fn detect(&self, mask: &[bool], p: &Prepared) -> Detection {
+        let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
+        let min_area = (self.model.manifest.thresholds.min_area_fraction * (w * h) as f64).ceil().max(1.0) as u64;
+        let sx = f64::from(p.orig_width) / w as f64;
+        let sy = f64::from(p.orig_height) / h as f64;
+        let comps = detect::components(mask, w, h, min_area);
+        let plant_px: u64 = mask.iter().filter(|m| **m).count() as u64;
+        let plants = comps
+            .into_iter()
+            .map(|c| demeter_domain::Plant {
+                bbox: [
+                    (f64::from(c.bbox[0]) * sx) as u32,
+                    (f64::from(c.bbox[1]) * sy) as u32,
+                    (f64::from(c.bbox[2]) * sx).ceil() as u32,
+                    (f64::from(c.bbox[3]) * sy).ceil() as u32,
+                ],
+                centroid: [((c.centroid[0] + 0.5) * sx) as f32, ((c.centroid[1] + 0.5) * sy) as f32],
+                area_px: (c.area as f64 * sx * sy).round() as u64,
+            })
+            .collect();
+        Detection { plants, plant_area_fraction: plant_px as f32 / (w * h).max(1) as f32 }
+    }
+}

@@ -1,0 +1,19 @@
+use std::path::PathBuf;
+
+/// Errors setting up or running inference. ort's own errors are turned into text at the
+/// boundary: they are not `Send`, and users need the sentence, not the type.
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("ONNX Runtime library not found (looked in: {}); run `make ort` or pass --ort-lib PATH to libonnxruntime.so.{}", .searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "), crate::ORT_VERSION)]
+    LibraryNotFound { searched: Vec<PathBuf> },
+    #[error("cannot load the ONNX Runtime library {path}: {reason}; Demeter needs ONNX Runtime {} (run `make ort`, or pass --ort-lib)", crate::ORT_VERSION)]
+    Library { path: PathBuf, reason: String },
+    #[error("cannot start ONNX Runtime: {0}")]
+    Environment(String),
+    #[error("cannot load the model in {path}: {reason}")]
+    Model { path: PathBuf, reason: String },
+    #[error("--device cuda was requested but the CUDA execution provider could not be registered: {0}")]
+    CudaUnavailable(String),
+    #[error("inference failed: {0}")]
+    Run(String),
+}
