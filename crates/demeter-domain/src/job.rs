@@ -352,6 +352,19 @@ impl Job {
         }
     }
 
+    /// Gives a job back to the queue because the appliance is shutting down: the attempt it
+    /// was using is not counted, since the photo did nothing wrong.
+    pub fn release(&mut self, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.state {
+            JobState::Processing { .. } => {
+                self.attempts = self.attempts.saturating_sub(1);
+                self.state = JobState::Pending { queued_at: now };
+                Ok(())
+            }
+            _ => Err(self.refuse("release")),
+        }
+    }
+
     /// A job found in `processing` after its worker vanished (crash, `kill -9`). It goes back to
     /// the queue, or fails once it has used `max_attempts` attempts, so a photo that kills the
     /// process cannot crash-loop the appliance.
@@ -462,6 +475,15 @@ mod tests {
         let e = j.error().unwrap();
         assert_eq!(e.kind, ErrorKind::Crashed);
         assert_eq!(e.message, "worker crashed repeatedly");
+    }
+
+    #[test]
+    fn release_returns_the_attempt() {
+        let mut j = job();
+        j.claim(0, t(1)).unwrap();
+        j.release(t(2)).unwrap();
+        assert_eq!((j.status(), j.attempts), (StatusName::Pending, 0));
+        assert!(j.release(t(3)).is_err());
     }
 
     #[test]

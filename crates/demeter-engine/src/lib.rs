@@ -1,1 +1,23 @@
-//! Wires watcher, store and inference: ingest, workers, reclaim, TTL sweeps, health.
+//! The engine: the only crate that wires the watcher, the store and inference together.
+//!
+//! ```text
+//! demeter-watch ──ReadyFile──▶ ingest ──enqueue──▶ demeter-store ◀──claim/advance/complete── workers ×N
+//!                               │ (dedup, sessions)      │                                  │ (demeter-infer)
+//!                               └──────── EngineEvent broadcast (after each durable write) ◀┘
+//! ```
+//!
+//! This crate owns: ingest (dedup by path+size+mtime then content hash, grouping into upload
+//! sessions), the worker threads (one ONNX session each, inference never on the async runtime),
+//! the photo [`pipeline`] with its stage milestones, reclaiming orphans at start, graceful
+//! shutdown, the TTL sweeper, `/health` data, and one-shot processing for `demeter process`.
+
+mod engine;
+mod error;
+mod ingest;
+pub mod oneshot;
+pub mod pipeline;
+mod sweeper;
+mod worker;
+
+pub use engine::{Engine, EngineEvent, EngineOptions};
+pub use error::EngineError;

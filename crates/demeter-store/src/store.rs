@@ -142,13 +142,25 @@ impl Store {
         Ok(self.seen_path.get(key.encode())?.and_then(|v| JobId::from_slice(&v)))
     }
 
+    /// The job already recorded for this content (SHA-256, hex), if any.
+    pub fn content_seen(&self, content_hash: &str) -> Result<Option<JobId>> {
+        Ok(self.seen_hash.get(content_hash)?.and_then(|v| JobId::from_slice(&v)))
+    }
+
+    /// Remembers a file whose content is already known under `existing`, so rescans skip it.
+    pub fn enqueue_alias(&self, key: &SeenKey, existing: JobId) -> Result<()> {
+        let _g = self.lock();
+        self.seen_path.insert(key.encode(), existing.as_bytes())?;
+        self.flush()
+    }
+
     /// Records a new job for a photo whose content hash is `content_hash`: the job, its session
     /// index entry, the queue entry (when pending), both dedup entries and its expiry, atomically.
     /// When the content is already known the file is only remembered, under the existing job.
     pub fn enqueue(&self, job: &Job, content_hash: &str, expires_at: DateTime<Utc>) -> Result<EnqueueOutcome> {
         let _g = self.lock();
         let seen = SeenKey { path: job.path.clone(), size: job.size, mtime_ns: job.mtime_ns }.encode();
-        if let Some(existing) = self.seen_hash.get(content_hash)?.and_then(|v| JobId::from_slice(&v)) {
+        if let Some(existing) = self.content_seen(content_hash)? {
             self.seen_path.insert(seen, existing.as_bytes())?;
             self.flush()?;
             return Ok(EnqueueOutcome::Duplicate(existing));

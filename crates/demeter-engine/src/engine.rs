@@ -1,0 +1,225 @@
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc, Arc, Condvar, Mutex,
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use demeter_domain::{
+    config::Config,
+    health::{Health, ModelHealth, QueueHealth, WatcherHealth, WorkersHealth},
+    Clock, Job, UploadSession,
+};
+use demeter_infer::{Analyzer, Model, Runtime};
+use demeter_store::Store;
+use demeter_watch::{FolderWatcher, WatchOptions};
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use crate::{ingest, sweeper, worker, EngineError};
+
+/// A change that has been durably stored. Sent only after the write is flushed.
+#[derive(Debug, Clone)]
+pub enum EngineEvent {
+    Session(UploadSession),
+    Job(Box<Job>),
+}
+
+/// How to start an engine.
+pub struct EngineOptions {
+    pub config: Config,
+    /// Resolved data directory (the config's may be `None`, meaning the platform default).
+    pub data_dir: PathBuf,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Wakes idle workers when a job is queued.
+#[derive(Default)]
+pub(crate) struct WorkSignal {
+    generation: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl WorkSignal {
+    pub(crate) fn notify(&self) {
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.cv.notify_all();
+    }
+
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let g = self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        let seen = *g;
+        let _ = self.cv.wait_timeout_while(g, timeout, |g| *g == seen);
+    }
+}
+
+/// State shared by the engine's threads.
+pub(crate) struct Shared {
+    pub store: Arc<Store>,
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    pub events: broadcast::Sender<EngineEvent>,
+    pub stop: AtomicBool,
+    pub work: WorkSignal,
+    pub busy: AtomicUsize,
+    pub thumbnails: PathBuf,
+}
+
+impl Shared {
+    pub(crate) fn publish(&self, e: EngineEvent) {
+        // No subscribers is normal (no browser open); a send error only means that.
+        let _ = self.events.send(e);
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn thumbnail_path(&self, job: demeter_domain::JobId) -> PathBuf {
+        self.thumbnails.join(format!("{job}.jpg"))
+    }
+}
+
+/// A running engine: watcher, ingest, workers and sweeper. Stop it with [`Engine::shutdown`].
+pub struct Engine {
+    shared: Arc<Shared>,
+    watcher: Option<FolderWatcher>,
+    threads: Vec<JoinHandle<()>>,
+    model: Arc<Model>,
+    provider: &'static str,
+    warnings: Vec<String>,
+    intra_threads: usize,
+}
+
+impl Engine {
+    /// Starts everything. Fails, without side effects on the photo folder, when the model,
+    /// the ONNX Runtime library, the device or the store cannot be used.
+    pub fn start(opts: EngineOptions) -> Result<Self, EngineError> {
+        let EngineOptions { config, data_dir, clock } = opts;
+        let model = Arc::new(match &config.model.dir {
+            Some(dir) => Model::load_dir(dir)?,
+            None => Model::builtin(),
+        });
+        let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let intra_threads = config.intra_threads(cores);
+        // Sessions first: a bad model or an unusable GPU stops start-up before anything is touched.
+        let analyzers = (0..config.workers.count)
+            .map(|_| Analyzer::new(&runtime, model.clone(), intra_threads))
+            .collect::<Result<Vec<_>, _>>()?;
+        let provider = analyzers[0].provider().as_str();
+        let warnings: Vec<String> = analyzers[0].warning().map(str::to_owned).into_iter().collect();
+
+        std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir { path: data_dir.clone(), source })?;
+        let thumbnails = data_dir.join("thumbnails");
+        std::fs::create_dir_all(&thumbnails).map_err(|source| EngineError::DataDir { path: thumbnails.clone(), source })?;
+        let store = Arc::new(Store::open(&data_dir, config.store.cache_capacity_mb << 20)?);
+
+        let reclaimed = store.reclaim_orphans(config.workers.max_attempts, clock.now())?;
+        if !reclaimed.is_empty() {
+            info!(count = reclaimed.len(), "reclaimed jobs left in processing by a previous run");
+        }
+
+        let (events, _) = broadcast::channel(1024);
+        let shared = Arc::new(Shared {
+            store,
+            config: config.clone(),
+            clock,
+            events,
+            stop: AtomicBool::new(false),
+            work: WorkSignal::default(),
+            busy: AtomicUsize::new(0),
+            thumbnails,
+        });
+        for job in reclaimed {
+            shared.publish(EngineEvent::Job(Box::new(job)));
+        }
+
+        let mut threads = Vec::new();
+        for (id, analyzer) in analyzers.into_iter().enumerate() {
+            threads.push(worker::spawn(id, analyzer, shared.clone()));
+        }
+        threads.push(sweeper::spawn(shared.clone()));
+
+        let (tx, rx) = mpsc::channel();
+        let watch = WatchOptions {
+            rescan_interval: Duration::from_secs(config.watch.rescan_interval_secs),
+            stability_window: Duration::from_millis(config.watch.stability_window_ms),
+            ..WatchOptions::new(&config.watch.dir)
+        };
+        let watcher = FolderWatcher::start(watch, tx)?;
+        threads.push(ingest::spawn(rx, shared.clone()));
+
+        info!(workers = config.workers.count, provider, model = %model.manifest.name, "engine started");
+        Ok(Self { shared, watcher: Some(watcher), threads, model, provider, warnings, intra_threads })
+    }
+
+    pub fn store(&self) -> Arc<Store> {
+        self.shared.store.clone()
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.shared.clock.clone()
+    }
+
+    /// Durable changes as they happen (for live pages and notifications).
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.shared.events.subscribe()
+    }
+
+    pub fn thumbnail_path(&self, job: demeter_domain::JobId) -> PathBuf {
+        self.shared.thumbnail_path(job)
+    }
+
+    /// The snapshot served on `/health`.
+    pub fn health(&self) -> Health {
+        let watcher = self.watcher.as_ref().map(|w| w.status()).map(|s| WatcherHealth {
+            dir: s.dir.display().to_string(),
+            mode: s.mode.to_owned(),
+            last_scan_at: s.last_scan_at,
+            files_seen: s.files_reported,
+            last_error: s.last_error,
+        });
+        Health {
+            ready: !self.shared.stopping(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            execution_provider: self.provider.to_owned(),
+            warnings: self.warnings.clone(),
+            model: ModelHealth {
+                name: self.model.manifest.name.clone(),
+                version: self.model.manifest.version.clone(),
+                sha256: self.model.sha256.clone(),
+            },
+            workers: WorkersHealth {
+                count: self.shared.config.workers.count,
+                busy: self.shared.busy.load(Ordering::Relaxed),
+                intra_threads: self.intra_threads,
+            },
+            queue: QueueHealth {
+                pending: self.shared.store.pending_count() as u64,
+                processing: self.shared.store.processing_count() as u64,
+            },
+            watcher: watcher.unwrap_or_default(),
+        }
+    }
+
+    /// Stops watching, lets workers put in-flight jobs back in the queue (without using an
+    /// attempt) at their next stage boundary, and waits for every thread.
+    pub fn shutdown(mut self) {
+        info!("engine stopping");
+        if let Some(w) = self.watcher.take() {
+            w.stop();
+        }
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.work.notify();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                warn!("an engine thread panicked while stopping");
+            }
+        }
+        info!("engine stopped");
+    }
+}

@@ -1,0 +1,118 @@
+//! Ready files → jobs: dedup, grouping into upload sessions, and durable enqueueing.
+
+use std::{io::Read, sync::mpsc, sync::Arc, thread, time::Duration};
+
+use chrono::Duration as ChronoDuration;
+use demeter_domain::{Job, JobError, JobId, SessionGrouper, SessionSource, UploadSession};
+use demeter_store::{EnqueueOutcome, SeenKey, Store};
+use demeter_watch::{FileKind, ReadyFile};
+use sha2::{Digest, Sha256};
+use tracing::{debug, info, warn};
+
+use crate::engine::{EngineEvent, Shared};
+
+pub(crate) fn spawn(rx: mpsc::Receiver<ReadyFile>, shared: Arc<Shared>) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name("demeter-ingest".into())
+        .spawn(move || {
+            let mut grouper = SessionGrouper::new(ChronoDuration::seconds(shared.config.watch.session_gap_secs as i64));
+            while !shared.stopping() {
+                match rx.recv_timeout(Duration::from_millis(200)) {
+                    Ok(file) => {
+                        if let Err(e) = ingest(&shared, &mut grouper, &file) {
+                            // The rescan offers the file again; nothing is lost.
+                            warn!(path = %file.path.display(), error = %e, "could not queue photo; will retry on the next rescan");
+                        }
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        })
+        .expect("spawning the ingest thread")
+}
+
+#[derive(Debug, thiserror::Error)]
+enum IngestError {
+    #[error("cannot read {0}")]
+    Read(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] demeter_store::StoreError),
+}
+
+fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Result<(), IngestError> {
+    let store: &Store = &shared.store;
+    let seen = SeenKey { path: file.path.clone(), size: file.size, mtime_ns: file.mtime_ns };
+    if store.seen(&seen)?.is_some() {
+        return Ok(());
+    }
+    let hash = sha256_file(&file.path)?;
+    if let Some(existing) = store.content_seen(&hash)? {
+        // Same bytes under another name or path: one job per photo content. Remember this file
+        // so rescans skip it, and say so.
+        store.enqueue_alias(&seen, existing)?;
+        info!(path = %file.path.display(), %existing, "identical to an already-known photo; not processed again");
+        return Ok(());
+    }
+    let now = shared.clock.now();
+    let assignment = grouper.assign(file.top_level.as_deref(), now);
+    if assignment.is_new {
+        let session = UploadSession {
+            id: assignment.session,
+            created_at: now,
+            expires_at: Store::expires(now, shared.config.store.session_ttl_hours),
+            source: SessionSource::Folder { subfolder: file.top_level.clone() },
+        };
+        if let Err(e) = store.insert_session(&session) {
+            grouper.forget(session.id);
+            return Err(e.into());
+        }
+        info!(session = %session.id, subfolder = ?file.top_level, "new upload session");
+        shared.publish(EngineEvent::Session(session));
+    }
+    let mut job = Job::new(
+        JobId::new_v7(),
+        assignment.session,
+        hash[..16].to_owned(),
+        file.path.clone(),
+        file.rel_path.clone(),
+        file.size,
+        file.mtime_ns,
+        now,
+    );
+    if file.kind == FileKind::NotAnImage {
+        let reason = if file.size == 0 {
+            "the file is empty"
+        } else {
+            "not an image: the file is named like a photo but is not JPEG, PNG, TIFF or WebP"
+        };
+        job.fail(JobError::permanent(reason), now).expect("a new job can fail");
+    }
+    let expires = Store::expires(now, shared.config.store.job_ttl_hours);
+    match store.enqueue(&job, &hash, expires)? {
+        EnqueueOutcome::Stored => {
+            debug!(job = %job.id, file = %job.filename, status = job.status().as_str(), "queued");
+            shared.publish(EngineEvent::Job(Box::new(job)));
+            shared.work.notify();
+        }
+        EnqueueOutcome::Duplicate(existing) => {
+            info!(path = %file.path.display(), %existing, "identical to an already-known photo; not processed again");
+        }
+    }
+    Ok(())
+}
+
+/// Streaming SHA-256 of a file, hex: the content identity used for dedup and `image_id`.
+fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}

@@ -1,0 +1,127 @@
+//! One photo through every stage: read → decode → segment → detect → locate → save.
+//! Shared by the daemon's workers and `demeter process`, so both behave the same.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    time::Instant,
+};
+
+use demeter_domain::{JobError, JobResult, ModelRef, Stage};
+use demeter_infer::{thumbnail, Analyzer, DecodeLimits};
+
+/// Why a photo did not complete.
+#[derive(Debug)]
+pub enum Interrupt {
+    /// The photo failed; the job fails with this reason.
+    Failed(JobError),
+    /// The caller asked to stop between stages (shutdown); the job goes back to the queue.
+    Stopped,
+}
+
+impl From<JobError> for Interrupt {
+    fn from(e: JobError) -> Self {
+        Interrupt::Failed(e)
+    }
+}
+
+/// What the pipeline needs besides the photo.
+pub struct PhotoInput<'a> {
+    pub path: &'a Path,
+    /// Path relative to the watched folder (`/`-separated), for location matching.
+    pub rel_path: &'a str,
+    pub limits: DecodeLimits,
+    /// Where to write the thumbnail, if anywhere.
+    pub thumbnail: Option<&'a Path>,
+}
+
+/// Runs every stage. `on_stage` is called as each stage starts (it stores and announces the
+/// milestone) and may stop the run by returning `false`.
+pub fn run(
+    analyzer: &mut Analyzer,
+    input: &PhotoInput<'_>,
+    mut on_stage: impl FnMut(Stage) -> bool,
+) -> Result<JobResult, Interrupt> {
+    let mut timings = BTreeMap::new();
+    let mut stage = |s: Stage, timings: &mut BTreeMap<Stage, u64>, started: &mut Instant, prev: Option<Stage>| {
+        if let Some(prev) = prev {
+            timings.insert(prev, started.elapsed().as_millis() as u64);
+        }
+        *started = Instant::now();
+        if on_stage(s) {
+            Ok(())
+        } else {
+            Err(Interrupt::Stopped)
+        }
+    };
+    let mut t = Instant::now();
+
+    stage(Stage::Read, &mut timings, &mut t, None)?;
+    let bytes = std::fs::read(input.path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => JobError::permanent("the photo was deleted before it could be read"),
+        _ => JobError::transient(format!("cannot read the photo: {e}")),
+    })?;
+
+    stage(Stage::Decode, &mut timings, &mut t, Some(Stage::Read))?;
+    let img = demeter_infer::decode(&bytes, input.limits).map_err(|e| JobError::permanent(e.to_string()))?;
+    drop(bytes);
+    let prepared = analyzer.prepare(&img);
+    let (width, height) = (img.width(), img.height());
+    drop(img);
+
+    stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Decode))?;
+    let mask = analyzer.segment(&prepared).map_err(|e| JobError::transient(e.to_string()))?;
+
+    stage(Stage::Detect, &mut timings, &mut t, Some(Stage::Segment))?;
+    let detection = analyzer.detect(&mask, &prepared);
+
+    stage(Stage::Locate, &mut timings, &mut t, Some(Stage::Detect))?;
+    let storage_location_id = top_level_folder(input.rel_path);
+
+    stage(Stage::Save, &mut timings, &mut t, Some(Stage::Locate))?;
+    if let Some(path) = input.thumbnail {
+        let jpeg = thumbnail::thumbnail_jpeg(&prepared.rgb)
+            .map_err(|e| JobError::transient(format!("cannot make the thumbnail: {e}")))?;
+        write_atomically(path, &jpeg).map_err(|e| JobError::transient(format!("cannot save the thumbnail: {e}")))?;
+    }
+    timings.insert(Stage::Save, t.elapsed().as_millis() as u64);
+
+    let model = &analyzer.model().manifest;
+    Ok(JobResult {
+        session_id: uuid::Uuid::now_v7(),
+        total_detected: detection.plants.len() as u32,
+        plants: detection.plants,
+        plant_area_fraction: detection.plant_area_fraction,
+        storage_location_id,
+        model: ModelRef { name: model.name.clone(), version: model.version.clone() },
+        timings_ms: timings,
+        width,
+        height,
+    })
+}
+
+/// The storage location for now: the photo's top-level subfolder, if any.
+fn top_level_folder(rel_path: &str) -> Option<String> {
+    let mut parts = rel_path.split('/');
+    let first = parts.next()?;
+    parts.next().map(|_| first.to_owned())
+}
+
+/// Writes via a temporary file and a rename, so readers never see half a file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("part");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_is_the_top_level_folder() {
+        assert_eq!(top_level_folder("bench-3/tray.jpg"), Some("bench-3".into()));
+        assert_eq!(top_level_folder("bench-3/a/b.jpg"), Some("bench-3".into()));
+        assert_eq!(top_level_folder("tray.jpg"), None);
+    }
+}

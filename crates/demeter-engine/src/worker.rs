@@ -1,0 +1,98 @@
+//! Worker threads: claim a job, run the pipeline, store every milestone and the outcome.
+//! Inference runs here, on dedicated OS threads, never on the async runtime.
+
+use std::{
+    panic::{catch_unwind, AssertUnwindSafe},
+    sync::{atomic::Ordering, Arc},
+    thread,
+    time::Duration,
+};
+
+use demeter_domain::{Job, JobError, Stage};
+use demeter_infer::{Analyzer, DecodeLimits};
+use demeter_store::StoreError;
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    engine::{EngineEvent, Shared},
+    pipeline::{self, Interrupt, PhotoInput},
+};
+
+pub(crate) fn spawn(id: usize, mut analyzer: Analyzer, shared: Arc<Shared>) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name(format!("demeter-worker-{id}"))
+        .spawn(move || {
+            while !shared.stopping() {
+                match shared.store.claim_next(id, shared.clock.now()) {
+                    Ok(Some(job)) => {
+                        shared.busy.fetch_add(1, Ordering::Relaxed);
+                        shared.publish(EngineEvent::Job(Box::new(job.clone())));
+                        process(&shared, &mut analyzer, job);
+                        shared.busy.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    Ok(None) => shared.work.wait(Duration::from_millis(500)),
+                    Err(e) => {
+                        error!(worker = id, error = %e, "cannot claim a job");
+                        thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            }
+            debug!(worker = id, "worker stopped");
+        })
+        .expect("spawning a worker thread")
+}
+
+fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
+    let id = job.id;
+    let thumbnail = shared.thumbnail_path(id);
+    let input = PhotoInput {
+        path: &job.path,
+        rel_path: &job.filename,
+        limits: DecodeLimits { max_pixels: shared.config.workers.max_pixels },
+        thumbnail: Some(&thumbnail),
+    };
+    let mut current = Stage::Read;
+    let on_stage = |stage: Stage| {
+        if shared.stopping() {
+            return false;
+        }
+        if stage != current {
+            current = stage;
+            match shared.store.update(id, |j| j.advance(stage)) {
+                Ok(j) => shared.publish(EngineEvent::Job(Box::new(j))),
+                Err(e) => warn!(job = %id, error = %e, "cannot store a milestone"),
+            }
+        }
+        true
+    };
+    // A panic in decoding or inference fails this job only; the worker carries on.
+    let outcome = catch_unwind(AssertUnwindSafe(|| pipeline::run(analyzer, &input, on_stage))).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        error!(job = %id, panic = %what, "worker panicked on this photo");
+        Err(Interrupt::Failed(JobError::transient(format!("internal error while processing: {what}"))))
+    });
+    let now = shared.clock.now();
+    let stored: Result<Job, StoreError> = match outcome {
+        Ok(result) => {
+            info!(job = %id, file = %job.filename, plants = result.total_detected, "completed");
+            shared.store.update(id, |j| j.complete(result, now))
+        }
+        Err(Interrupt::Failed(err)) => {
+            info!(job = %id, file = %job.filename, reason = %err, "failed");
+            shared.store.update(id, |j| j.fail(err, now))
+        }
+        Err(Interrupt::Stopped) => {
+            info!(job = %id, "shutting down: job back in the queue");
+            shared.store.update(id, |j| j.release(now))
+        }
+    };
+    match stored {
+        Ok(j) => shared.publish(EngineEvent::Job(Box::new(j))),
+        // The job stays `processing` in the store and is reclaimed at the next start.
+        Err(e) => error!(job = %id, error = %e, "cannot store the job's outcome"),
+    }
+}
