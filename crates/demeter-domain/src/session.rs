@@ -61,7 +61,7 @@ pub struct SessionSummary {
     pub processing: u32,
     pub completed: u32,
     pub failed: u32,
-    /// Mean of the jobs' progress, where finished jobs (completed or failed) count as 100 %.
+    /// Share of jobs finished (completed or failed), in percent with one decimal, as the seed.
     pub overall_progress_percent: f64,
 }
 
@@ -71,7 +71,6 @@ impl SessionSummary {
     pub fn from_jobs<'a>(jobs: impl IntoIterator<Item = &'a crate::Job>) -> Self {
         use crate::StatusName::*;
         let mut s = SessionSummary::default();
-        let mut progress_sum = 0.0;
         for job in jobs {
             s.total_jobs += 1;
             match job.status() {
@@ -80,10 +79,10 @@ impl SessionSummary {
                 Completed => s.completed += 1,
                 Failed => s.failed += 1,
             }
-            progress_sum += if job.is_terminal() { 100.0 } else { f64::from(job.progress_percent()) };
         }
         if s.total_jobs > 0 {
-            s.overall_progress_percent = (progress_sum / f64::from(s.total_jobs) * 10.0).round() / 10.0;
+            let done = f64::from(s.completed + s.failed);
+            s.overall_progress_percent = (done / f64::from(s.total_jobs) * 1000.0).round() / 10.0;
         }
         s
     }

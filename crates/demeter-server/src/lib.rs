@@ -1,1 +1,65 @@
-//! The HTTP API (axum): poll endpoint, sessions, health, the status page.
+//! The HTTP side of Demeter (axum): the seed's poll endpoint, recent sessions, `/health` and
+//! the status page.
+//!
+//! This crate owns routes, their JSON shapes and error mapping ([`error::AppError`]: one
+//! `IntoResponse`, internal errors logged and never leaked). It reads the store and a health
+//! snapshot and knows nothing of watchers, workers or ONNX Runtime; [`app`] builds the router
+//! so tests can drive it with `oneshot` and no socket.
+
+pub mod api;
+pub mod error;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::{
+    http::{header, StatusCode},
+    response::{Html, IntoResponse},
+    routing::get,
+    Router,
+};
+use demeter_domain::{health::Health, Clock};
+use demeter_store::Store;
+use tokio::net::TcpListener;
+
+/// The status page (a minimal one until the live page lands), compiled into the binary.
+const INDEX_HTML: &str = include_str!("../../../ui/index.html");
+
+/// What handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Produces the `/health` snapshot on demand.
+    pub health: Arc<dyn Fn() -> Health + Send + Sync>,
+}
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/health", get(health))
+        .nest("/api/v1", api::routes())
+        .fallback(error::not_found)
+        .with_state(state)
+}
+
+async fn index() -> impl IntoResponse {
+    ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML))
+}
+
+async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let h = (state.health)();
+    let code = if h.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, axum::Json(h))
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

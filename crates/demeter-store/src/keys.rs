@@ -24,7 +24,7 @@ pub(crate) fn expiry(at: DateTime<Utc>, kind: ExpiryKind, id: &[u8; 16]) -> Vec<
 
 /// Everything due at or before `now` sorts below this key.
 pub(crate) fn expiry_upper(now: DateTime<Utc>) -> Vec<u8> {
-    expiry(now, ExpiryKind::Job, &[0xff; 16])
+    ms_key(now + chrono::Duration::milliseconds(1)).to_vec()
 }
 
 pub(crate) fn parse_expiry(k: &[u8]) -> Option<(ExpiryKind, [u8; 16])> {
@@ -60,6 +60,7 @@ mod tests {
         let kc = expiry(c, ExpiryKind::Job, &[0; 16]);
         assert!(ka < kb && kb < kc);
         assert!(kb < expiry_upper(b) && expiry_upper(b) < kc);
+        assert!(expiry(b, ExpiryKind::Session, &[0xff; 16]) < expiry_upper(b), "every kind due at `now` is included");
         assert_eq!(parse_expiry(&ka), Some((ExpiryKind::Session, [9; 16])));
     }
 }

@@ -1,0 +1,50 @@
+//! One error type for every handler: the right status code and a JSON body.
+
+use axum::{
+    http::{StatusCode, Uri},
+    response::{IntoResponse, Response},
+    Json,
+};
+use serde_json::json;
+use tracing::error;
+
+#[derive(Debug)]
+pub enum AppError {
+    /// 400: the request is malformed (missing or invalid parameter).
+    BadRequest(String),
+    /// 404: unknown route, or a session that does not exist or has expired.
+    NotFound(String),
+    /// 500: logged with its cause; the client only learns that it happened.
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<demeter_store::StoreError> for AppError {
+    fn from(e: demeter_store::StoreError) -> Self {
+        AppError::Internal(Box::new(e))
+    }
+}
+
+impl From<tokio::task::JoinError> for AppError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        AppError::Internal(Box::new(e))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code, detail) = match self {
+            AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            AppError::Internal(e) => {
+                error!(error = %e, "internal error serving a request");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the appliance log".to_owned())
+            }
+        };
+        // `detail` as in the seed (FastAPI's HTTPException); `error` is a stable machine code.
+        (status, Json(json!({ "error": code, "detail": detail }))).into_response()
+    }
+}
+
+pub(crate) async fn not_found(uri: Uri) -> AppError {
+    AppError::NotFound(format!("no such route: {}", uri.path()))
+}
