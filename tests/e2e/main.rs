@@ -1,1 +1,5 @@
+//! End-to-end: the real `demeter` binary, real folders, real photos, real ONNX Runtime, over HTTP.
 
+mod cli;
+mod pipeline;
+mod restart;

@@ -1,1 +1,10 @@
-fn main() {}
+//! `demeter`: the headless daemon. See `cli` for the commands.
+
+mod cli;
+mod process;
+mod run;
+mod settings;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

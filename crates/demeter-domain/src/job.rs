@@ -123,10 +123,16 @@ pub struct JobError {
 
 impl JobError {
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Permanent, message: message.into() }
+        Self {
+            kind: ErrorKind::Permanent,
+            message: message.into(),
+        }
     }
     pub fn transient(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::Transient, message: message.into() }
+        Self {
+            kind: ErrorKind::Transient,
+            message: message.into(),
+        }
     }
 }
 
@@ -252,7 +258,10 @@ impl Job {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self.state, JobState::Completed { .. } | JobState::Failed { .. })
+        matches!(
+            self.state,
+            JobState::Completed { .. } | JobState::Failed { .. }
+        )
     }
 
     /// Progress in percent from stored milestones, never from elapsed time.
@@ -300,7 +309,11 @@ impl Job {
     }
 
     fn refuse(&self, action: &'static str) -> TransitionError {
-        TransitionError { job: self.id, action, from: self.status().as_str() }
+        TransitionError {
+            job: self.id,
+            action,
+            from: self.status().as_str(),
+        }
     }
 
     /// A worker takes the job: counts an attempt and enters the first stage.
@@ -308,7 +321,11 @@ impl Job {
         match self.state {
             JobState::Pending { .. } => {
                 self.attempts += 1;
-                self.state = JobState::Processing { started_at: now, stage: Stage::Read, worker };
+                self.state = JobState::Processing {
+                    started_at: now,
+                    stage: Stage::Read,
+                    worker,
+                };
                 Ok(())
             }
             _ => Err(self.refuse("claim")),
@@ -326,11 +343,18 @@ impl Job {
         }
     }
 
-    pub fn complete(&mut self, result: JobResult, now: DateTime<Utc>) -> Result<(), TransitionError> {
+    pub fn complete(
+        &mut self,
+        result: JobResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
         match self.state {
             JobState::Processing { started_at, .. } => {
-                self.state =
-                    JobState::Completed { started_at, completed_at: now, result: Box::new(result) };
+                self.state = JobState::Completed {
+                    started_at,
+                    completed_at: now,
+                    result: Box::new(result),
+                };
                 Ok(())
             }
             _ => Err(self.refuse("complete")),
@@ -341,11 +365,19 @@ impl Job {
     pub fn fail(&mut self, error: JobError, now: DateTime<Utc>) -> Result<(), TransitionError> {
         match self.state {
             JobState::Processing { started_at, .. } => {
-                self.state = JobState::Failed { started_at: Some(started_at), completed_at: now, error };
+                self.state = JobState::Failed {
+                    started_at: Some(started_at),
+                    completed_at: now,
+                    error,
+                };
                 Ok(())
             }
             JobState::Pending { .. } => {
-                self.state = JobState::Failed { started_at: None, completed_at: now, error };
+                self.state = JobState::Failed {
+                    started_at: None,
+                    completed_at: now,
+                    error,
+                };
                 Ok(())
             }
             _ => Err(self.refuse("fail")),
@@ -368,7 +400,11 @@ impl Job {
     /// A job found in `processing` after its worker vanished (crash, `kill -9`). It goes back to
     /// the queue, or fails once it has used `max_attempts` attempts, so a photo that kills the
     /// process cannot crash-loop the appliance.
-    pub fn reclaim(&mut self, max_attempts: u32, now: DateTime<Utc>) -> Result<(), TransitionError> {
+    pub fn reclaim(
+        &mut self,
+        max_attempts: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
         match self.state {
             JobState::Processing { started_at, .. } => {
                 if self.attempts >= max_attempts {
@@ -419,7 +455,10 @@ mod tests {
             plants: vec![],
             plant_area_fraction: 0.1,
             storage_location_id: None,
-            model: ModelRef { name: "m".into(), version: "1".into() },
+            model: ModelRef {
+                name: "m".into(),
+                version: "1".into(),
+            },
             timings_ms: Default::default(),
             width: 1,
             height: 1,
@@ -452,7 +491,10 @@ mod tests {
         assert!(j.advance(Stage::Decode).is_err());
         assert!(j.reclaim(3, t(1)).is_err());
         j.claim(0, t(1)).unwrap();
-        assert!(j.claim(1, t(1)).is_err(), "a processing job cannot be claimed twice");
+        assert!(
+            j.claim(1, t(1)).is_err(),
+            "a processing job cannot be claimed twice"
+        );
         j.advance(Stage::Detect).unwrap();
         let err = j.advance(Stage::Decode).unwrap_err();
         assert_eq!(err.action, "advance");

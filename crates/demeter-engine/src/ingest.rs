@@ -16,6 +16,9 @@ pub(crate) fn spawn(rx: mpsc::Receiver<ReadyFile>, shared: Arc<Shared>) -> threa
         .name("demeter-ingest".into())
         .spawn(move || {
             let mut grouper = SessionGrouper::new(ChronoDuration::seconds(shared.config.watch.session_gap_secs as i64));
+            if let Err(e) = resume_sessions(&shared, &mut grouper) {
+                warn!(error = %e, "cannot resume recent upload sessions; new photos start a new one");
+            }
             while !shared.stopping() {
                 match rx.recv_timeout(Duration::from_millis(200)) {
                     Ok(file) => {
@@ -32,6 +35,33 @@ pub(crate) fn spawn(rx: mpsc::Receiver<ReadyFile>, shared: Arc<Shared>) -> threa
         .expect("spawning the ingest thread")
 }
 
+/// After a restart, re-opens the newest session of each source whose last photo arrived
+/// within the session gap, so a batch interrupted by a restart stays one batch.
+fn resume_sessions(
+    shared: &Shared,
+    grouper: &mut SessionGrouper,
+) -> Result<(), demeter_store::StoreError> {
+    let now = shared.clock.now();
+    let gap = ChronoDuration::seconds(shared.config.watch.session_gap_secs as i64);
+    for session in shared.store.recent_sessions(16)? {
+        if now - session.created_at > ChronoDuration::hours(1) {
+            break; // newest first: nothing older can be within the gap
+        }
+        let last = shared
+            .store
+            .session_jobs(session.id)?
+            .iter()
+            .map(|j| j.created_at)
+            .max()
+            .unwrap_or(session.created_at);
+        if now - last <= gap {
+            let SessionSource::Folder { subfolder } = &session.source;
+            grouper.resume(subfolder.as_deref(), session.id, last);
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 enum IngestError {
     #[error("cannot read {0}")]
@@ -40,9 +70,17 @@ enum IngestError {
     Store(#[from] demeter_store::StoreError),
 }
 
-fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Result<(), IngestError> {
+fn ingest(
+    shared: &Shared,
+    grouper: &mut SessionGrouper,
+    file: &ReadyFile,
+) -> Result<(), IngestError> {
     let store: &Store = &shared.store;
-    let seen = SeenKey { path: file.path.clone(), size: file.size, mtime_ns: file.mtime_ns };
+    let seen = SeenKey {
+        path: file.path.clone(),
+        size: file.size,
+        mtime_ns: file.mtime_ns,
+    };
     if store.seen(&seen)?.is_some() {
         return Ok(());
     }
@@ -61,7 +99,9 @@ fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Re
             id: assignment.session,
             created_at: now,
             expires_at: Store::expires(now, shared.config.store.session_ttl_hours),
-            source: SessionSource::Folder { subfolder: file.top_level.clone() },
+            source: SessionSource::Folder {
+                subfolder: file.top_level.clone(),
+            },
         };
         if let Err(e) = store.insert_session(&session) {
             grouper.forget(session.id);
@@ -86,7 +126,8 @@ fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Re
         } else {
             "not an image: the file is named like a photo but is not JPEG, PNG, TIFF or WebP"
         };
-        job.fail(JobError::permanent(reason), now).expect("a new job can fail");
+        job.fail(JobError::permanent(reason), now)
+            .expect("a new job can fail");
     }
     let expires = Store::expires(now, shared.config.store.job_ttl_hours);
     match store.enqueue(&job, &hash, expires)? {

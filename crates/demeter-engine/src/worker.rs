@@ -18,7 +18,11 @@ use crate::{
     pipeline::{self, Interrupt, PhotoInput},
 };
 
-pub(crate) fn spawn(id: usize, mut analyzer: Analyzer, shared: Arc<Shared>) -> thread::JoinHandle<()> {
+pub(crate) fn spawn(
+    id: usize,
+    mut analyzer: Analyzer,
+    shared: Arc<Shared>,
+) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name(format!("demeter-worker-{id}"))
         .spawn(move || {
@@ -48,7 +52,9 @@ fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
     let input = PhotoInput {
         path: &job.path,
         rel_path: &job.filename,
-        limits: DecodeLimits { max_pixels: shared.config.workers.max_pixels },
+        limits: DecodeLimits {
+            max_pixels: shared.config.workers.max_pixels,
+        },
         thumbnail: Some(&thumbnail),
     };
     let mut current = Stage::Read;
@@ -66,14 +72,19 @@ fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
         true
     };
     // A panic in decoding or inference fails this job only; the worker carries on.
-    let outcome = catch_unwind(AssertUnwindSafe(|| pipeline::run(analyzer, &input, on_stage))).unwrap_or_else(|panic| {
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        pipeline::run(analyzer, &input, on_stage)
+    }))
+    .unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<&str>()
             .map(|s| (*s).to_owned())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
         error!(job = %id, panic = %what, "worker panicked on this photo");
-        Err(Interrupt::Failed(JobError::transient(format!("internal error while processing: {what}"))))
+        Err(Interrupt::Failed(JobError::transient(format!(
+            "internal error while processing: {what}"
+        ))))
     });
     let now = shared.clock.now();
     let stored: Result<Job, StoreError> = match outcome {

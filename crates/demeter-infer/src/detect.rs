@@ -50,7 +50,12 @@ pub fn components(mask: &[bool], width: usize, height: usize, min_area: u64) -> 
         }
         if area >= min_area {
             out.push(Component {
-                bbox: [x0 as u32, y0 as u32, (x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32],
+                bbox: [
+                    x0 as u32,
+                    y0 as u32,
+                    (x1 - x0 + 1) as u32,
+                    (y1 - y0 + 1) as u32,
+                ],
                 centroid: [sx / area as f64, sy / area as f64],
                 area,
             });
@@ -66,18 +71,18 @@ mod tests {
 
     fn parse(rows: &[&str]) -> (Vec<bool>, usize, usize) {
         let w = rows[0].len();
-        (rows.iter().flat_map(|r| r.chars().map(|c| c == '#')).collect(), w, rows.len())
+        (
+            rows.iter()
+                .flat_map(|r| r.chars().map(|c| c == '#'))
+                .collect(),
+            w,
+            rows.len(),
+        )
     }
 
     #[test]
     fn counts_separate_blobs_and_joins_diagonals() {
-        let (m, w, h) = parse(&[
-            "##....#",
-            "##.....",
-            "..#....",
-            ".....##",
-            ".....##",
-        ]);
+        let (m, w, h) = parse(&["##....#", "##.....", "..#....", ".....##", ".....##"]);
         let c = components(&m, w, h, 1);
         assert_eq!(c.len(), 3, "{c:?}");
         assert_eq!(c[0].area, 5, "the diagonal pixel joins the top-left blob");

@@ -75,7 +75,10 @@ pub struct PollResponse {
 
 fn live_session(state: &AppState, id: SessionId) -> Result<Option<UploadSession>, AppError> {
     // Expired but not yet swept is still gone for clients.
-    Ok(state.store.session(id)?.filter(|s| s.expires_at > state.clock.now()))
+    Ok(state
+        .store
+        .session(id)?
+        .filter(|s| s.expires_at > state.clock.now()))
 }
 
 /// `GET /api/v1/photos/jobs/status?upload_session_id=…`. Reads only this session's jobs.
@@ -84,14 +87,17 @@ async fn poll_status(
     params: Result<Query<PollParams>, QueryRejection>,
 ) -> Result<Json<PollResponse>, AppError> {
     let Query(params) = params.map_err(|e| AppError::BadRequest(e.body_text()))?;
-    let raw = params
-        .upload_session_id
-        .ok_or_else(|| AppError::BadRequest("query parameter upload_session_id is required".into()))?;
-    let id: SessionId =
-        raw.parse().map_err(|_| AppError::BadRequest(format!("upload_session_id {raw:?} is not a UUID")))?;
+    let raw = params.upload_session_id.ok_or_else(|| {
+        AppError::BadRequest("query parameter upload_session_id is required".into())
+    })?;
+    let id: SessionId = raw
+        .parse()
+        .map_err(|_| AppError::BadRequest(format!("upload_session_id {raw:?} is not a UUID")))?;
     let response = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         if live_session(&state, id)?.is_none() {
-            return Err(AppError::NotFound("Upload session not found or expired".into()));
+            return Err(AppError::NotFound(
+                "Upload session not found or expired".into(),
+            ));
         }
         let jobs = state.store.session_jobs(id)?;
         Ok(PollResponse {

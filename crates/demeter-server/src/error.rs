@@ -37,7 +37,11 @@ impl IntoResponse for AppError {
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             AppError::Internal(e) => {
                 error!(error = %e, "internal error serving a request");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the appliance log".to_owned())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the appliance log".to_owned(),
+                )
             }
         };
         // `detail` as in the seed (FastAPI's HTTPException); `error` is a stable machine code.

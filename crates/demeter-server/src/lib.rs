@@ -49,7 +49,11 @@ async fn index() -> impl IntoResponse {
 
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     let h = (state.health)();
-    let code = if h.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if h.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, axum::Json(h))
 }
 
@@ -59,7 +63,10 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -87,14 +87,20 @@ impl Store {
     /// corrupt one are reported as such, never as a panic.
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Self> {
         let path = dir.join("db");
-        std::fs::create_dir_all(&path).map_err(|e| StoreError::Open { path: path.clone(), source: e.into() })?;
+        std::fs::create_dir_all(&path).map_err(|e| StoreError::Open {
+            path: path.clone(),
+            source: e.into(),
+        })?;
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_capacity_bytes)
             .mode(sled::Mode::LowSpace)
             .open()
             .map_err(|e| classify_open_error(&path, e))?;
-        let tree = |name: &str| db.open_tree(name).map_err(|e| classify_open_error(&path, e));
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| classify_open_error(&path, e))
+        };
         let store = Self {
             jobs: tree("jobs")?,
             sessions: tree("sessions")?,
@@ -131,7 +137,10 @@ impl Store {
         let id = session.id.as_bytes();
         (&self.sessions, &self.expiry).transaction(|(sessions, expiry)| {
             sessions.insert(id, encode(session))?;
-            expiry.insert(keys::expiry(session.expires_at, ExpiryKind::Session, id), &[])?;
+            expiry.insert(
+                keys::expiry(session.expires_at, ExpiryKind::Session, id),
+                &[],
+            )?;
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
         self.flush()
@@ -139,12 +148,18 @@ impl Store {
 
     /// The job already recorded for this exact file, if any.
     pub fn seen(&self, key: &SeenKey) -> Result<Option<JobId>> {
-        Ok(self.seen_path.get(key.encode())?.and_then(|v| JobId::from_slice(&v)))
+        Ok(self
+            .seen_path
+            .get(key.encode())?
+            .and_then(|v| JobId::from_slice(&v)))
     }
 
     /// The job already recorded for this content (SHA-256, hex), if any.
     pub fn content_seen(&self, content_hash: &str) -> Result<Option<JobId>> {
-        Ok(self.seen_hash.get(content_hash)?.and_then(|v| JobId::from_slice(&v)))
+        Ok(self
+            .seen_hash
+            .get(content_hash)?
+            .and_then(|v| JobId::from_slice(&v)))
     }
 
     /// Remembers a file whose content is already known under `existing`, so rescans skip it.
@@ -157,9 +172,19 @@ impl Store {
     /// Records a new job for a photo whose content hash is `content_hash`: the job, its session
     /// index entry, the queue entry (when pending), both dedup entries and its expiry, atomically.
     /// When the content is already known the file is only remembered, under the existing job.
-    pub fn enqueue(&self, job: &Job, content_hash: &str, expires_at: DateTime<Utc>) -> Result<EnqueueOutcome> {
+    pub fn enqueue(
+        &self,
+        job: &Job,
+        content_hash: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<EnqueueOutcome> {
         let _g = self.lock();
-        let seen = SeenKey { path: job.path.clone(), size: job.size, mtime_ns: job.mtime_ns }.encode();
+        let seen = SeenKey {
+            path: job.path.clone(),
+            size: job.size,
+            mtime_ns: job.mtime_ns,
+        }
+        .encode();
         if let Some(existing) = self.content_seen(content_hash)? {
             self.seen_path.insert(seen, existing.as_bytes())?;
             self.flush()?;
@@ -167,29 +192,46 @@ impl Store {
         }
         let id = job.id.as_bytes();
         let pending = matches!(job.state, JobState::Pending { .. });
-        (&self.jobs, &self.session_jobs, &self.queue, &self.seen_path, &self.seen_hash, &self.expiry).transaction(
-            |(jobs, session_jobs, queue, seen_path, seen_hash, expiry)| {
-                jobs.insert(id, encode(job))?;
-                session_jobs.insert(&keys::session_job(job.upload_session_id.as_bytes(), id), &[])?;
-                if pending {
-                    queue.insert(id, &[])?;
-                }
-                seen_path.insert(seen.as_slice(), id)?;
-                seen_hash.insert(content_hash.as_bytes(), id)?;
-                expiry.insert(keys::expiry(expires_at, ExpiryKind::Job, id), &[])?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            },
-        )?;
+        (
+            &self.jobs,
+            &self.session_jobs,
+            &self.queue,
+            &self.seen_path,
+            &self.seen_hash,
+            &self.expiry,
+        )
+            .transaction(
+                |(jobs, session_jobs, queue, seen_path, seen_hash, expiry)| {
+                    jobs.insert(id, encode(job))?;
+                    session_jobs.insert(
+                        &keys::session_job(job.upload_session_id.as_bytes(), id),
+                        &[],
+                    )?;
+                    if pending {
+                        queue.insert(id, &[])?;
+                    }
+                    seen_path.insert(seen.as_slice(), id)?;
+                    seen_hash.insert(content_hash.as_bytes(), id)?;
+                    expiry.insert(keys::expiry(expires_at, ExpiryKind::Job, id), &[])?;
+                    Ok::<_, ConflictableTransactionError<StoreError>>(())
+                },
+            )?;
         self.flush()?;
         Ok(EnqueueOutcome::Stored)
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>> {
-        self.jobs.get(id.as_bytes())?.map(|v| decode("job", &v)).transpose()
+        self.jobs
+            .get(id.as_bytes())?
+            .map(|v| decode("job", &v))
+            .transpose()
     }
 
     pub fn session(&self, id: SessionId) -> Result<Option<UploadSession>> {
-        self.sessions.get(id.as_bytes())?.map(|v| decode("session", &v)).transpose()
+        self.sessions
+            .get(id.as_bytes())?
+            .map(|v| decode("session", &v))
+            .transpose()
     }
 
     /// A session's jobs in arrival order. Reads only this session's index range.
@@ -206,7 +248,12 @@ impl Store {
 
     /// Up to `limit` sessions, newest first.
     pub fn recent_sessions(&self, limit: usize) -> Result<Vec<UploadSession>> {
-        self.sessions.iter().rev().take(limit).map(|e| decode("session", &e?.1)).collect()
+        self.sessions
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|e| decode("session", &e?.1))
+            .collect()
     }
 
     pub fn pending_count(&self) -> usize {
@@ -222,7 +269,9 @@ impl Store {
     pub fn claim_next(&self, worker: usize, now: DateTime<Utc>) -> Result<Option<Job>> {
         let _g = self.lock();
         loop {
-            let Some((key, _)) = self.queue.first()? else { return Ok(None) };
+            let Some((key, _)) = self.queue.first()? else {
+                return Ok(None);
+            };
             let Some(bytes) = self.jobs.get(&key)? else {
                 // A queue entry without a job (swept): drop it and look further.
                 self.queue.remove(&key)?;
@@ -305,7 +354,12 @@ impl Store {
     pub fn sweep_expired(&self, now: DateTime<Utc>, batch: usize) -> Result<SweepReport> {
         let _g = self.lock();
         let mut report = SweepReport::default();
-        let due: Vec<_> = self.expiry.range(..keys::expiry_upper(now)).keys().take(batch + 1).collect::<Result<_, _>>()?;
+        let due: Vec<_> = self
+            .expiry
+            .range(..keys::expiry_upper(now))
+            .keys()
+            .take(batch + 1)
+            .collect::<Result<_, _>>()?;
         report.more = due.len() > batch;
         for key in due.into_iter().take(batch) {
             let Some((kind, id)) = keys::parse_expiry(&key) else {
@@ -323,12 +377,14 @@ impl Store {
                     report.sessions += 1;
                 }
                 ExpiryKind::Job => {
-                    (&self.jobs, &self.queue, &self.processing).transaction(|(jobs, queue, processing)| {
-                        jobs.remove(&id)?;
-                        queue.remove(&id)?;
-                        processing.remove(&id)?;
-                        Ok::<_, ConflictableTransactionError<StoreError>>(())
-                    })?;
+                    (&self.jobs, &self.queue, &self.processing).transaction(
+                        |(jobs, queue, processing)| {
+                            jobs.remove(&id)?;
+                            queue.remove(&id)?;
+                            processing.remove(&id)?;
+                            Ok::<_, ConflictableTransactionError<StoreError>>(())
+                        },
+                    )?;
                     if let Some(job) = JobId::from_slice(&id) {
                         report.jobs.push(job);
                     }
@@ -338,7 +394,12 @@ impl Store {
         }
         self.flush()?;
         if report.sessions + report.jobs.len() > 0 {
-            debug!(sessions = report.sessions, jobs = report.jobs.len(), more = report.more, "swept expired records");
+            debug!(
+                sessions = report.sessions,
+                jobs = report.jobs.len(),
+                more = report.more,
+                "swept expired records"
+            );
         }
         Ok(report)
     }
@@ -354,9 +415,17 @@ fn classify_open_error(path: &Path, e: sled::Error) -> StoreError {
         sled::Error::Io(ref io)
             if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
         {
-            StoreError::Locked { path: path.to_owned() }
+            StoreError::Locked {
+                path: path.to_owned(),
+            }
         }
-        sled::Error::Corruption { .. } => StoreError::Corrupt { path: path.to_owned(), source: e },
-        e => StoreError::Open { path: path.to_owned(), source: e },
+        sled::Error::Corruption { .. } => StoreError::Corrupt {
+            path: path.to_owned(),
+            source: e,
+        },
+        e => StoreError::Open {
+            path: path.to_owned(),
+            source: e,
+        },
     }
 }

@@ -39,7 +39,9 @@ pub fn sniff(head: &[u8]) -> Option<ImageFormat> {
 /// Files that are never photos: hidden files (and macOS `._*` resource forks), `.DS_Store`,
 /// `Thumbs.db`, and partial downloads or editor leftovers (`*.tmp`, `*.part`, `*~`).
 pub fn is_ignored_name(name: &OsStr) -> bool {
-    let Some(name) = name.to_str() else { return false };
+    let Some(name) = name.to_str() else {
+        return false;
+    };
     let lower = name.to_ascii_lowercase();
     name.starts_with('.')
         || lower == "thumbs.db"
@@ -60,7 +62,12 @@ pub fn is_ignored_path(rel: &Path) -> bool {
 pub fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(OsStr::to_str)
-        .map(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "jpe" | "png" | "tif" | "tiff" | "webp"))
+        .map(|e| {
+            matches!(
+                e.to_ascii_lowercase().as_str(),
+                "jpg" | "jpeg" | "jpe" | "png" | "tif" | "tiff" | "webp"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -70,7 +77,10 @@ mod tests {
 
     #[test]
     fn sniffs_by_content() {
-        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0]), Some(ImageFormat::Jpeg));
+        assert_eq!(
+            sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0]),
+            Some(ImageFormat::Jpeg)
+        );
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some(ImageFormat::Png));
         assert_eq!(sniff(b"II*\0abcd"), Some(ImageFormat::Tiff));
         assert_eq!(sniff(b"MM\0*abcd"), Some(ImageFormat::Tiff));
@@ -82,7 +92,16 @@ mod tests {
 
     #[test]
     fn junk_names_are_ignored() {
-        for junk in [".hidden.jpg", "._IMG_1.JPG", ".DS_Store", "Thumbs.db", "THUMBS.DB", "a.tmp", "b.jpg.part", "c.jpg~"] {
+        for junk in [
+            ".hidden.jpg",
+            "._IMG_1.JPG",
+            ".DS_Store",
+            "Thumbs.db",
+            "THUMBS.DB",
+            "a.tmp",
+            "b.jpg.part",
+            "c.jpg~",
+        ] {
             assert!(is_ignored_name(OsStr::new(junk)), "{junk}");
         }
         for ok in ["IMG_0001.JPG", "tray 3.png", "x.tiff"] {

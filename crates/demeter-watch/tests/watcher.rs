@@ -9,7 +9,9 @@ use std::{
 
 use demeter_watch::{FileKind, FolderWatcher, ImageFormat, ReadyFile, WatchOptions};
 
-const JPEG_HEAD: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0];
+const JPEG_HEAD: &[u8] = &[
+    0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0,
+];
 
 fn opts(dir: &std::path::Path) -> WatchOptions {
     WatchOptions {
@@ -50,11 +52,18 @@ fn reports_existing_and_new_photos_once_and_skips_junk() {
     fs::write(dir.join("Thumbs.db"), b"x").unwrap();
 
     let got = collect(&rx, 3, Duration::from_secs(10));
-    let names: Vec<_> = got.iter().map(|f| (f.rel_path.as_str(), f.kind, f.top_level.as_deref())).collect();
+    let names: Vec<_> = got
+        .iter()
+        .map(|f| (f.rel_path.as_str(), f.kind, f.top_level.as_deref()))
+        .collect();
     assert_eq!(
         names,
         vec![
-            ("bench-a/new.png", FileKind::Image(ImageFormat::Png), Some("bench-a")),
+            (
+                "bench-a/new.png",
+                FileKind::Image(ImageFormat::Png),
+                Some("bench-a")
+            ),
             ("fake.jpg", FileKind::NotAnImage, None),
             ("old.JPG", FileKind::Image(ImageFormat::Jpeg), None),
         ]
@@ -76,12 +85,19 @@ fn a_file_still_being_written_is_not_reported_early() {
         std::thread::sleep(Duration::from_millis(120));
         f.write_all(&[0u8; 1000]).unwrap();
         f.flush().unwrap();
-        assert!(rx.try_recv().is_err(), "reported while the copy was still growing");
+        assert!(
+            rx.try_recv().is_err(),
+            "reported while the copy was still growing"
+        );
     }
     drop(f);
     let got = collect(&rx, 1, Duration::from_secs(5));
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].size, JPEG_HEAD.len() as u64 + 8000, "reported with its final size");
+    assert_eq!(
+        got[0].size,
+        JPEG_HEAD.len() as u64 + 8000,
+        "reported with its final size"
+    );
 }
 
 #[test]
@@ -89,7 +105,11 @@ fn polling_mode_finds_photos_by_rescan() {
     let tmp = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::channel();
     let w = FolderWatcher::start(
-        WatchOptions { force_polling: true, rescan_interval: Duration::from_millis(200), ..opts(tmp.path()) },
+        WatchOptions {
+            force_polling: true,
+            rescan_interval: Duration::from_millis(200),
+            ..opts(tmp.path())
+        },
         tx,
     )
     .unwrap();

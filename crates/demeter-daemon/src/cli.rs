@@ -1,0 +1,137 @@
+//! Command-line surface and exit codes: 0 success, 1 a photo failed (`process`) or the daemon
+//! stopped on an error, 2 usage, configuration or start-up problems. Errors are one line on
+//! stderr, never a panic or a backtrace.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+use demeter_domain::config::Device;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "demeter",
+    version,
+    about = "Greenhouse photo-processing appliance: watches a folder, counts plants, serves live status."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the appliance: watch the photo folder, process photos, serve the status API.
+    Run(RunArgs),
+    /// Process photos or folders once, without the daemon, and report the results.
+    Process(ProcessArgs),
+}
+
+/// Settings shared by both commands. Each beats `DEMETER_*` variables, which beat the file.
+#[derive(Debug, Args, Default)]
+pub struct CommonArgs {
+    /// TOML config file (default: $XDG_CONFIG_HOME/demeter/config.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Parallel workers, each with its own ONNX Runtime session [default: 4].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Execution provider: auto (CUDA if it registers, else CPU), cpu, cuda [default: auto].
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<Device>,
+    /// Model folder with model.onnx and manifest.toml [default: the built-in plant-exg model].
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Path to libonnxruntime.so.1.31.1 [default: next to the binary, .ort/, ~/.cache/demeter].
+    #[arg(long, value_name = "PATH")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Folder to watch for photos, recursively; created if missing [default: ./photos].
+    #[arg(long, value_name = "DIR")]
+    pub watch: Option<PathBuf>,
+    /// Data directory: job database and thumbnails [default: $XDG_DATA_HOME/demeter].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Address to serve the status API and page on [default: 127.0.0.1:7878].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Photos and folders (searched recursively).
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Write per-photo results to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Exit status for usage, configuration and start-up errors.
+pub const EXIT_CONFIG: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    // `process` draws a progress bar on stderr: only warnings may interrupt it.
+    init_logging(if matches!(cli.command, Command::Process(_)) {
+        "warn"
+    } else {
+        "info,ort=warn"
+    });
+    let result = match cli.command {
+        Command::Run(args) => crate::run::run(args),
+        Command::Process(args) => crate::process::process(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("demeter: error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+/// An error with the exit status it should produce.
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub code: u8,
+}
+
+impl Failure {
+    pub fn config(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            error: error.into(),
+            code: EXIT_CONFIG,
+        }
+    }
+    pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            error: error.into(),
+            code: 1,
+        }
+    }
+}
+
+fn init_logging(default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("DEMETER_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,108 @@
+//! `demeter run`: engine + HTTP server until Ctrl-C or SIGTERM.
+
+use std::{process::ExitCode, sync::Arc};
+
+use anyhow::Context;
+use demeter_domain::SystemClock;
+use demeter_engine::{Engine, EngineOptions};
+use demeter_server::{app, AppState};
+use tracing::info;
+
+use crate::{
+    cli::{Failure, RunArgs},
+    settings,
+};
+
+pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
+    let config = settings::load(&args.common, |c| {
+        if let Some(w) = &args.watch {
+            c.watch.dir = w.clone();
+        }
+        if let Some(d) = &args.data {
+            c.store.data_dir = Some(d.clone());
+        }
+        if let Some(l) = args.listen {
+            c.server.listen = l;
+        }
+    })
+    .map_err(Failure::config)?;
+    let data_dir = settings::data_dir(&config);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("demeter-http")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .map_err(Failure::runtime)?;
+    // Bind first: a taken port should stop start-up before any photo is touched.
+    let listen = config.server.listen;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("cannot listen on {listen} (is another demeter running? choose another with --listen)"))
+        .map_err(Failure::config)?;
+
+    let engine = Engine::start(EngineOptions {
+        config: config.clone(),
+        data_dir: data_dir.clone(),
+        clock: Arc::new(SystemClock),
+    })
+    .map_err(Failure::config)?;
+    let engine = Arc::new(engine);
+    let state = AppState {
+        store: engine.store(),
+        clock: engine.clock(),
+        health: {
+            let engine = engine.clone();
+            Arc::new(move || engine.health())
+        },
+    };
+    let watch_dir = config
+        .watch
+        .dir
+        .canonicalize()
+        .unwrap_or(config.watch.dir.clone());
+    println!("Demeter is running at http://{listen}/");
+    println!("  watching {}", watch_dir.display());
+    println!("  data in  {}", data_dir.display());
+    println!("Press Ctrl-C to stop.");
+
+    let served = runtime.block_on(demeter_server::serve(
+        listener,
+        app(state),
+        shutdown_signal(),
+    ));
+    info!("HTTP server stopped");
+    drop(runtime);
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => engine.shutdown(),
+        Err(_) => tracing::warn!(
+            "engine still referenced at exit; jobs in flight are reclaimed at next start"
+        ),
+    }
+    served
+        .context("HTTP server failed")
+        .map_err(Failure::runtime)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!("Ctrl-C received; stopping"),
+        _ = term => info!("SIGTERM received; stopping"),
+    }
+}

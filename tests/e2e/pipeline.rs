@@ -1,0 +1,185 @@
+use std::{fs, time::Duration};
+
+use demeter_tests::{real_photos, wait_for, Daemon};
+use serde_json::Value;
+
+/// Waits until exactly one session exists with `n` jobs, all terminal; returns its poll body.
+fn finished_session(d: &Daemon, n: u64) -> Value {
+    let id = wait_for(
+        "a session with every job queued",
+        Duration::from_secs(60),
+        || {
+            let s = d.sessions();
+            (s.len() == 1 && s[0]["summary"]["total_jobs"] == n)
+                .then(|| s[0]["upload_session_id"].as_str().unwrap().to_owned())
+        },
+    );
+    wait_for("every job to finish", Duration::from_secs(120), || {
+        let body = d.poll(&id);
+        let s = &body["summary"];
+        (s["completed"].as_u64().unwrap() + s["failed"].as_u64().unwrap() == n).then_some(body)
+    })
+}
+
+#[test]
+fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons() {
+    let d = Daemon::start();
+    let photos = real_photos();
+    assert!(photos.len() >= 9, "the shared real photo set");
+    for p in &photos {
+        fs::copy(p, d.watch_dir().join(p.file_name().unwrap())).unwrap();
+    }
+    // A truncated JPEG, a text file named .jpg, and junk that must be ignored.
+    let jpeg = fs::read(&photos[0]).unwrap();
+    fs::write(d.watch_dir().join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
+    fs::write(
+        d.watch_dir().join("notes.jpg"),
+        "this is a text file, not a photo\n",
+    )
+    .unwrap();
+    fs::write(d.watch_dir().join("readme.txt"), "ignored").unwrap();
+    fs::write(d.watch_dir().join(".hidden.jpg"), &jpeg[..100]).unwrap();
+
+    let n = photos.len() as u64 + 2;
+    let body = finished_session(&d, n);
+    let jobs = body["jobs"].as_array().unwrap();
+    assert_eq!(
+        jobs.len() as u64,
+        n,
+        "one job per photo, junk ignored: {body:#}"
+    );
+    for job in jobs {
+        let name = job["filename"].as_str().unwrap();
+        match name {
+            "truncated.jpg" => {
+                assert_eq!(job["status"], "failed", "{job}");
+                let msg = job["error_message"].as_str().unwrap();
+                assert!(msg.contains("corrupt or truncated JPEG"), "{msg}");
+            }
+            "notes.jpg" => {
+                assert_eq!(job["status"], "failed", "{job}");
+                assert!(
+                    job["error_message"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("not an image"),
+                    "{job}"
+                );
+            }
+            _ => {
+                assert_eq!(job["status"], "completed", "{name}: {job}");
+                assert_eq!(job["progress_percent"], 100);
+                assert!(
+                    job["result"]["total_detected"].as_u64().unwrap() >= 1,
+                    "{name} has plants"
+                );
+                assert!(job["started_at"].is_string() && job["completed_at"].is_string());
+                assert_eq!(job["image_id"].as_str().unwrap().len(), 16);
+                let thumb = d
+                    .data_dir()
+                    .join("thumbnails")
+                    .join(format!("{}.jpg", job["job_id"].as_str().unwrap()));
+                let t = image_size(&thumb);
+                assert!(
+                    t.0.max(t.1) <= 256 && t.0.max(t.1) >= 128,
+                    "{name}: thumbnail {t:?}"
+                );
+            }
+        }
+    }
+    let tray = jobs
+        .iter()
+        .find(|j| j["filename"] == "01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg")
+        .unwrap();
+    let count = tray["result"]["total_detected"].as_u64().unwrap();
+    assert!(
+        (15..=21).contains(&count),
+        "tray of 19 plants counted {count}"
+    );
+    assert_eq!(body["summary"]["overall_progress_percent"], 100.0);
+    assert_eq!(body["summary"]["failed"], 2);
+
+    let (code, health) = d.get("/health");
+    assert_eq!(code, 200);
+    assert_eq!(health["ready"], true);
+    assert_eq!(health["execution_provider"], "CPU");
+    assert_eq!(health["workers"]["count"], 4);
+    assert_eq!(health["queue"]["pending"], 0);
+    assert_eq!(health["watcher"]["mode"], "events");
+    assert!(
+        health["warnings"][0].as_str().unwrap().contains("CPU"),
+        "auto fell back to CPU and says so"
+    );
+
+    // A rescan (every 2 s here) must not queue anything again, nor may a byte-identical copy.
+    fs::copy(&photos[1], d.watch_dir().join("copy-of-02.jpg")).unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        d.poll(body["upload_session_id"].as_str().unwrap())["summary"]["total_jobs"],
+        n
+    );
+    let total: u64 = d
+        .sessions()
+        .iter()
+        .map(|s| s["summary"]["total_jobs"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, n, "no duplicate jobs");
+}
+
+#[test]
+fn subfolders_form_their_own_sessions_with_their_location() {
+    let d = Daemon::start();
+    let photos = real_photos();
+    for bench in ["bench-a", "bench-b"] {
+        fs::create_dir(d.watch_dir().join(bench)).unwrap();
+    }
+    fs::copy(&photos[1], d.watch_dir().join("bench-a/tray.jpg")).unwrap();
+    fs::copy(&photos[3], d.watch_dir().join("bench-b/tray.jpg")).unwrap();
+    let sessions = wait_for("two sessions, finished", Duration::from_secs(60), || {
+        let s = d.sessions();
+        (s.len() == 2 && s.iter().all(|s| s["summary"]["completed"] == 1)).then_some(s)
+    });
+    for s in sessions {
+        let folder = s["source"]["subfolder"].as_str().unwrap().to_owned();
+        let body = d.poll(s["upload_session_id"].as_str().unwrap());
+        assert_eq!(body["jobs"][0]["filename"], format!("{folder}/tray.jpg"));
+        assert_eq!(body["jobs"][0]["result"]["storage_location_id"], folder);
+    }
+}
+
+#[test]
+fn api_errors_are_json_with_the_right_status() {
+    let d = Daemon::start();
+    let (code, body) = d.get(&format!(
+        "/api/v1/photos/jobs/status?upload_session_id={}",
+        "0192f5d2-0000-7000-8000-000000000000"
+    ));
+    assert_eq!(code, 404);
+    assert_eq!(body["detail"], "Upload session not found or expired");
+    let (code, _) = d.get("/api/v1/photos/jobs/status?upload_session_id=42");
+    assert_eq!(code, 400);
+    let page = ureq::get(&d.url("/"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(page.contains("<title>Demeter</title>"));
+}
+
+fn image_size(path: &std::path::Path) -> (u32, u32) {
+    // Parse the JPEG SOF marker: avoids an image dependency for one check.
+    let b = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut i = 2;
+    while i + 9 < b.len() {
+        assert_eq!(b[i], 0xFF, "JPEG marker");
+        let marker = b[i + 1];
+        let len = u16::from_be_bytes([b[i + 2], b[i + 3]]) as usize;
+        if (0xC0..=0xC2).contains(&marker) {
+            let h = u16::from_be_bytes([b[i + 5], b[i + 6]]) as u32;
+            let w = u16::from_be_bytes([b[i + 7], b[i + 8]]) as u32;
+            return (w, h);
+        }
+        i += 2 + len;
+    }
+    panic!("no SOF in {}", path.display())
+}
