@@ -127,7 +127,7 @@ impl Model {
         if !(16..=4096).contains(&manifest.input.long_side) {
             return Err(err("input.long_side must be between 16 and 4096".into()));
         }
-        if manifest.input.std.iter().any(|s| *s == 0.0) {
+        if manifest.input.std.contains(&0.0) {
             return Err(err("input.std must not contain 0".into()));
         }
         if !manifest.outputs.contains_key("mask") {
