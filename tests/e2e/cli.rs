@@ -148,3 +148,89 @@ fn a_taken_port_or_locked_database_is_a_clear_error() {
     assert_eq!(code, 2);
     assert!(stderr.contains("in use by another process"), "{stderr}");
 }
+
+#[test]
+fn a_user_model_folder_loads_through_the_model_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("my-model");
+    fs::create_dir(&model).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/plant-exg");
+    let manifest = fs::read_to_string(src.join("manifest.toml"))
+        .unwrap()
+        .replace("name = \"plant-exg\"", "name = \"my-model\"");
+    fs::write(model.join("manifest.toml"), manifest).unwrap();
+    fs::copy(src.join("model.onnx"), model.join("model.onnx")).unwrap();
+    let json = tmp.path().join("out.json");
+    let photo = real_photos()[4].to_str().unwrap().to_owned();
+    let (code, stdout, stderr) = demeter(&[
+        "process",
+        &photo,
+        "--model",
+        model.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--workers",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    assert_eq!(doc["photos"][0]["result"]["model"]["name"], "my-model");
+
+    // A manifest naming an output the graph does not have is refused at start-up.
+    let m = fs::read_to_string(model.join("manifest.toml"))
+        .unwrap()
+        .replace("name = \"mask\"", "name = \"plants\"");
+    fs::write(model.join("manifest.toml"), m).unwrap();
+    let (code, _, stderr) = demeter(&["process", &photo, "--model", model.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("\"plants\"") && stderr.contains("outputs [mask, vegetation]"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn flags_beat_environment_which_beats_the_config_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = tmp.path().join("demeter.toml");
+    fs::write(
+        &cfg,
+        format!(
+            "[watch]\ndir = {:?}\n[store]\ndata_dir = {:?}\n[workers]\ncount = 1\n[server]\nlisten = \"127.0.0.1:1\"\n",
+            tmp.path().join("photos"),
+            tmp.path().join("data")
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(demeter_bin())
+        .args(["run", "--config", cfg.to_str().unwrap(), "--workers", "3"])
+        .env("DEMETER_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DEMETER_WORKERS", "2")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let health: serde_json::Value =
+        demeter_tests::wait_for("health", std::time::Duration::from_secs(30), || {
+            ureq::get(&format!("http://127.0.0.1:{port}/health"))
+                .call()
+                .ok()
+                .map(|r| r.into_json().unwrap())
+        });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(health["workers"]["count"], 3, "flag beats env and file");
+    assert!(
+        health["watcher"]["dir"]
+            .as_str()
+            .unwrap()
+            .ends_with("photos"),
+        "file sets what nothing overrides"
+    );
+    assert!(tmp.path().join("data/db").is_dir());
+}

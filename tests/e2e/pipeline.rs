@@ -148,8 +148,8 @@ fn subfolders_form_their_own_sessions_with_their_location() {
 }
 
 #[test]
-fn api_errors_are_json_with_the_right_status() {
-    let d = Daemon::start();
+fn api_errors_are_json_with_the_right_status_and_sigterm_stops_cleanly() {
+    let mut d = Daemon::start();
     let (code, body) = d.get(&format!(
         "/api/v1/photos/jobs/status?upload_session_id={}",
         "0192f5d2-0000-7000-8000-000000000000"
@@ -164,6 +164,13 @@ fn api_errors_are_json_with_the_right_status() {
         .into_string()
         .unwrap();
     assert!(page.contains("<title>Demeter</title>"));
+    assert_eq!(
+        d.terminate(),
+        Some(0),
+        "SIGTERM is a clean exit:\n{}",
+        d.log()
+    );
+    assert!(d.log().contains("engine stopped"), "{}", d.log());
 }
 
 fn image_size(path: &std::path::Path) -> (u32, u32) {
