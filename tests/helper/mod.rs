@@ -124,7 +124,7 @@ impl Daemon {
             .arg(self.data_dir())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .env("DEMETER_STABILITY_WINDOW_MS", "300")
+            .env("DEMETER_STABILITY_WINDOW_MS", "500")
             .env("DEMETER_RESCAN_INTERVAL_SECS", "2")
             .env("DEMETER_CONFIG", self.root.path().join("no-config.toml"))
             .env("DEMETER_LOG", "info,ort=warn")

@@ -11,42 +11,16 @@
 //! Every transition is a method returning `Result<(), TransitionError>`, so an impossible move
 //! (completing a pending job, restarting a finished one) is an error the store refuses to write.
 
-use std::{fmt, path::PathBuf, str::FromStr};
+use std::{fmt, path::PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::{result::JobResult, session::SessionId};
 
-/// Identifies a job. UUIDv7, so ids sort by creation time and sled keys stay in FIFO order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(pub Uuid);
-
-impl JobId {
-    pub fn new_v7() -> Self {
-        Self(Uuid::now_v7())
-    }
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        Uuid::from_slice(b).ok().map(Self)
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for JobId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
+crate::ids::uuid_id! {
+    /// Identifies a job. UUIDv7, so ids sort by creation time and sled keys stay in FIFO order.
+    JobId
 }
 
 /// The processing stages of a job, in order. Each has the progress milestone that is stored and

@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod config;
 pub mod health;
+mod ids;
 pub mod job;
 pub mod result;
 pub mod session;

@@ -1,39 +1,13 @@
 //! Upload sessions: photos that arrived together, reported on together.
 
-use std::{collections::HashMap, fmt, str::FromStr};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
-/// Identifies an upload session (`upload_session_id` in the API). UUIDv7: sorts by creation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct SessionId(pub Uuid);
-
-impl SessionId {
-    pub fn new_v7() -> Self {
-        Self(Uuid::now_v7())
-    }
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-    pub fn from_slice(b: &[u8]) -> Option<Self> {
-        Uuid::from_slice(b).ok().map(Self)
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for SessionId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
+crate::ids::uuid_id! {
+    /// Identifies an upload session (`upload_session_id` in the API). UUIDv7: sorts by creation.
+    SessionId
 }
 
 /// Where a session's photos came from.

@@ -13,7 +13,7 @@ use demeter_domain::{
     health::{Health, ModelHealth, QueueHealth, WatcherHealth, WorkersHealth},
     Clock, Job, UploadSession,
 };
-use demeter_infer::{Analyzer, Model, Runtime};
+use demeter_infer::Model;
 use demeter_store::Store;
 use demeter_watch::{FolderWatcher, WatchOptions};
 use tokio::sync::broadcast;
@@ -103,19 +103,8 @@ impl Engine {
             data_dir,
             clock,
         } = opts;
-        let model = Arc::new(match &config.model.dir {
-            Some(dir) => Model::load_dir(dir)?,
-            None => Model::builtin(),
-        });
-        let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
-        let cores = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let intra_threads = config.intra_threads(cores);
-        // Sessions first: a bad model or an unusable GPU stops start-up before anything is touched.
-        let analyzers = (0..config.workers.count)
-            .map(|_| Analyzer::new(&runtime, model.clone(), intra_threads))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (analyzers, intra_threads) = worker::analyzers(&config, config.workers.count)?;
+        let model = Arc::new(analyzers[0].model().clone());
         let provider = analyzers[0].provider().as_str();
         let warnings: Vec<String> = analyzers[0]
             .warning()

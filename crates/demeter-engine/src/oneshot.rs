@@ -5,13 +5,13 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicUsize, Ordering},
-        Arc, Mutex,
+        Mutex,
     },
     time::Instant,
 };
 
 use demeter_domain::{config::Config, JobError, JobResult};
-use demeter_infer::{Analyzer, DecodeLimits, Model, Runtime};
+use demeter_infer::DecodeLimits;
 use demeter_watch::filter;
 
 use crate::{
@@ -92,19 +92,8 @@ pub fn process(
     photos: Vec<Photo>,
     on_done: impl Fn(&PhotoReport) + Sync,
 ) -> Result<Vec<PhotoReport>, EngineError> {
-    let model = Arc::new(match &config.model.dir {
-        Some(dir) => Model::load_dir(dir)?,
-        None => Model::builtin(),
-    });
-    let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    let workers = config.workers.count.min(photos.len()).max(1);
-    let intra = config.intra_threads(cores);
-    let mut analyzers = (0..workers)
-        .map(|_| Analyzer::new(&runtime, model.clone(), intra))
-        .collect::<Result<Vec<_>, _>>()?;
+    let workers = config.workers.count.min(photos.len());
+    let (mut analyzers, _) = crate::worker::analyzers(config, workers)?;
     let limits = DecodeLimits {
         max_pixels: config.workers.max_pixels,
     };

@@ -8,15 +8,38 @@ use std::{
     time::Duration,
 };
 
-use demeter_domain::{Job, JobError, Stage};
-use demeter_infer::{Analyzer, DecodeLimits};
+use demeter_domain::{config::Config, Job, JobError, Stage};
+use demeter_infer::{Analyzer, DecodeLimits, Model, Runtime};
 use demeter_store::StoreError;
 use tracing::{debug, error, info, warn};
 
 use crate::{
     engine::{EngineEvent, Shared},
     pipeline::{self, Interrupt, PhotoInput},
+    EngineError,
 };
+
+/// One analyzer (ONNX session) per worker for the configured model, runtime and device. Built
+/// before anything else starts, so a bad model or an unusable GPU stops start-up early.
+/// Returns the analyzers and the intra-op thread count each uses.
+pub(crate) fn analyzers(
+    config: &Config,
+    count: usize,
+) -> Result<(Vec<Analyzer>, usize), EngineError> {
+    let model = Arc::new(match &config.model.dir {
+        Some(dir) => Model::load_dir(dir)?,
+        None => Model::builtin(),
+    });
+    let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
+    let cores = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let intra = config.intra_threads(cores);
+    let analyzers = (0..count.max(1))
+        .map(|_| Analyzer::new(&runtime, model.clone(), intra))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((analyzers, intra))
+}
 
 pub(crate) fn spawn(
     id: usize,

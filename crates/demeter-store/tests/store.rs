@@ -79,7 +79,7 @@ fn state_survives_reopen_and_orphans_are_reclaimed_in_fifo_order() {
         store.update(a, |j| j.complete(result(), t(2))).unwrap();
         // Dropped without any shutdown: like a kill -9 after the last flush.
     }
-    let store = Store::open(dir.path(), CACHE).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.processing_count(), 1);
     let reclaimed = store.reclaim_orphans(3, t(3)).unwrap();
     assert_eq!(reclaimed.len(), 1);
@@ -110,7 +110,7 @@ fn a_job_that_keeps_killing_its_worker_fails_after_max_attempts() {
         enqueue(&store, s, 1).id
     };
     for attempt in 1..=3 {
-        let store = Store::open(dir.path(), CACHE).unwrap();
+        let store = reopen(dir.path());
         store.reclaim_orphans(3, t(attempt)).unwrap();
         // The worker claims it, then the process dies (the store is dropped mid-job).
         let j = store
@@ -119,7 +119,7 @@ fn a_job_that_keeps_killing_its_worker_fails_after_max_attempts() {
             .expect("re-queued after each crash");
         assert_eq!(j.attempts, attempt as u32);
     }
-    let store = Store::open(dir.path(), CACHE).unwrap();
+    let store = reopen(dir.path());
     let reclaimed = store.reclaim_orphans(3, t(10)).unwrap();
     assert_eq!(reclaimed[0].id, id);
     let e = reclaimed[0].error().unwrap();
@@ -273,8 +273,19 @@ fn check(store: &Store, session: SessionId, model: &BTreeMap<JobId, StatusName>,
     );
 }
 
+/// Opens the store again after dropping it. sled releases its file lock from a background
+/// flusher thread shortly after the last handle goes, so an immediate reopen in the same
+/// process may briefly see it held (a real restart is a new process, where this cannot happen).
 fn reopen(dir: &Path) -> Store {
-    Store::open(dir, CACHE).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, CACHE) {
+            Err(StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 #[test]

@@ -77,12 +77,20 @@ fn reports_existing_and_new_photos_once_and_skips_junk() {
 fn a_file_still_being_written_is_not_reported_early() {
     let tmp = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::channel();
-    let _w = FolderWatcher::start(opts(tmp.path()), tx).unwrap();
+    // A window well above the write interval, so a loaded CI machine cannot fake a pause.
+    let _w = FolderWatcher::start(
+        WatchOptions {
+            stability_window: Duration::from_millis(1500),
+            ..opts(tmp.path())
+        },
+        tx,
+    )
+    .unwrap();
     let path = tmp.path().join("slow.jpg");
     let mut f = fs::File::create(&path).unwrap();
     f.write_all(JPEG_HEAD).unwrap();
     for _ in 0..8 {
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(100));
         f.write_all(&[0u8; 1000]).unwrap();
         f.flush().unwrap();
         assert!(
