@@ -3,11 +3,7 @@ use std::{fs, process::Command};
 use demeter_tests::{demeter_bin, real_photos};
 
 fn demeter(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(demeter_bin())
-        .args(args)
-        .env("DEMETER_CONFIG", "")
-        .output()
-        .unwrap();
+    let out = Command::new(demeter_bin()).args(args).env("DEMETER_CONFIG", "").output().unwrap();
     (
         out.status.code().unwrap(),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -22,33 +18,17 @@ fn process_reports_each_photo_and_exits_1_when_one_failed() {
     fs::copy(&photos[0], tmp.path().join("tray.jpg")).unwrap();
     fs::copy(&photos[4], tmp.path().join("pot.jpg")).unwrap();
     let json = tmp.path().join("out.json");
-    let (code, stdout, stderr) = demeter(&[
-        "process",
-        tmp.path().to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let (code, stdout, stderr) = demeter(&["process", tmp.path().to_str().unwrap(), "--json", json.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("2 of 2 photos completed"), "{stdout}");
     let doc: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
     assert_eq!(doc["photos"].as_array().unwrap().len(), 2);
-    assert!(doc["photos"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .all(|p| p["status"] == "completed"));
+    assert!(doc["photos"].as_array().unwrap().iter().all(|p| p["status"] == "completed"));
 
-    fs::write(
-        tmp.path().join("broken.jpg"),
-        [0xFF, 0xD8, 0xFF, 0xE0, 0, 16],
-    )
-    .unwrap();
+    fs::write(tmp.path().join("broken.jpg"), [0xFF, 0xD8, 0xFF, 0xE0, 0, 16]).unwrap();
     let (code, stdout, _) = demeter(&["process", tmp.path().to_str().unwrap()]);
     assert_eq!(code, 1, "{stdout}");
-    assert!(
-        stdout.contains("broken.jpg") && stdout.contains("failed"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("broken.jpg") && stdout.contains("failed"), "{stdout}");
 }
 
 #[test]
@@ -62,14 +42,8 @@ fn bad_flags_config_and_libraries_stop_start_up_with_one_clear_line() {
     fs::write(&cfg, "[workers]\ncount = \"many\"\n").unwrap();
     let (code, _, stderr) = demeter(&["run", "--config", cfg.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("bad.toml") && stderr.contains("count"),
-        "{stderr}"
-    );
-    assert!(
-        !stderr.contains("panicked") && !stderr.contains("backtrace"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("bad.toml") && stderr.contains("count"), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
 
     fs::write(&cfg, "[workers]\ncount = 0\n").unwrap();
     let (code, _, stderr) = demeter(&["run", "--config", cfg.to_str().unwrap()]);
@@ -77,43 +51,26 @@ fn bad_flags_config_and_libraries_stop_start_up_with_one_clear_line() {
     assert!(stderr.contains("workers.count"), "{stderr}");
 
     let photo = real_photos()[1].to_str().unwrap().to_owned();
-    let (code, _, stderr) = demeter(&[
-        "process",
-        &photo,
-        "--ort-lib",
-        "/nonexistent/libonnxruntime.so",
-    ]);
+    let (code, _, stderr) = demeter(&["process", &photo, "--ort-lib", "/nonexistent/libonnxruntime.so"]);
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("ONNX Runtime library not found") && stderr.contains("make ort"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("ONNX Runtime library not found") && stderr.contains("make ort"), "{stderr}");
 
     // A file that is not ONNX Runtime at all.
     let fake = tmp.path().join("libonnxruntime.so.1.31.1");
     fs::write(&fake, b"not a library").unwrap();
     let (code, _, stderr) = demeter(&["process", &photo, "--ort-lib", fake.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("cannot load the ONNX Runtime library"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot load the ONNX Runtime library"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     let model = tmp.path().join("model");
     fs::create_dir(&model).unwrap();
     let (code, _, stderr) = demeter(&["process", &photo, "--model", model.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("cannot load the model") && stderr.contains("manifest.toml"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("cannot load the model") && stderr.contains("manifest.toml"), "{stderr}");
 
     let (code, _, stderr) = demeter(&["process", &photo, "--device", "cuda"]);
-    assert_eq!(
-        code, 2,
-        "no CUDA in this build or machine: --device cuda refuses to start"
-    );
+    assert_eq!(code, 2, "no CUDA in this build or machine: --device cuda refuses to start");
     assert!(stderr.contains("CUDA"), "{stderr}");
 }
 
@@ -155,9 +112,8 @@ fn a_user_model_folder_loads_through_the_model_flag() {
     let model = tmp.path().join("my-model");
     fs::create_dir(&model).unwrap();
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/plant-exg");
-    let manifest = fs::read_to_string(src.join("manifest.toml"))
-        .unwrap()
-        .replace("name = \"plant-exg\"", "name = \"my-model\"");
+    let manifest =
+        fs::read_to_string(src.join("manifest.toml")).unwrap().replace("name = \"plant-exg\"", "name = \"my-model\"");
     fs::write(model.join("manifest.toml"), manifest).unwrap();
     fs::copy(src.join("model.onnx"), model.join("model.onnx")).unwrap();
     let json = tmp.path().join("out.json");
@@ -177,26 +133,17 @@ fn a_user_model_folder_loads_through_the_model_flag() {
     assert_eq!(doc["photos"][0]["result"]["model"]["name"], "my-model");
 
     // A manifest naming an output the graph does not have is refused at start-up.
-    let m = fs::read_to_string(model.join("manifest.toml"))
-        .unwrap()
-        .replace("name = \"mask\"", "name = \"plants\"");
+    let m = fs::read_to_string(model.join("manifest.toml")).unwrap().replace("name = \"mask\"", "name = \"plants\"");
     fs::write(model.join("manifest.toml"), m).unwrap();
     let (code, _, stderr) = demeter(&["process", &photo, "--model", model.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(
-        stderr.contains("\"plants\"") && stderr.contains("outputs [mask, vegetation]"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("\"plants\"") && stderr.contains("outputs [mask, vegetation]"), "{stderr}");
 }
 
 #[test]
 fn flags_beat_environment_which_beats_the_config_file() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let cfg = tmp.path().join("demeter.toml");
     fs::write(
         &cfg,
@@ -215,22 +162,12 @@ fn flags_beat_environment_which_beats_the_config_file() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let health: serde_json::Value =
-        demeter_tests::wait_for("health", std::time::Duration::from_secs(30), || {
-            ureq::get(&format!("http://127.0.0.1:{port}/health"))
-                .call()
-                .ok()
-                .map(|r| r.into_json().unwrap())
-        });
+    let health: serde_json::Value = demeter_tests::wait_for("health", std::time::Duration::from_secs(30), || {
+        ureq::get(&format!("http://127.0.0.1:{port}/health")).call().ok().map(|r| r.into_json().unwrap())
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(health["workers"]["count"], 3, "flag beats env and file");
-    assert!(
-        health["watcher"]["dir"]
-            .as_str()
-            .unwrap()
-            .ends_with("photos"),
-        "file sets what nothing overrides"
-    );
+    assert!(health["watcher"]["dir"].as_str().unwrap().ends_with("photos"), "file sets what nothing overrides");
     assert!(tmp.path().join("data/db").is_dir());
 }

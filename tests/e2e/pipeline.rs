@@ -5,15 +5,11 @@ use serde_json::Value;
 
 /// Waits until exactly one session exists with `n` jobs, all terminal; returns its poll body.
 fn finished_session(d: &Daemon, n: u64) -> Value {
-    let id = wait_for(
-        "a session with every job queued",
-        Duration::from_secs(60),
-        || {
-            let s = d.sessions();
-            (s.len() == 1 && s[0]["summary"]["total_jobs"] == n)
-                .then(|| s[0]["upload_session_id"].as_str().unwrap().to_owned())
-        },
-    );
+    let id = wait_for("a session with every job queued", Duration::from_secs(60), || {
+        let s = d.sessions();
+        (s.len() == 1 && s[0]["summary"]["total_jobs"] == n)
+            .then(|| s[0]["upload_session_id"].as_str().unwrap().to_owned())
+    });
     wait_for("every job to finish", Duration::from_secs(120), || {
         let body = d.poll(&id);
         let s = &body["summary"];
@@ -32,22 +28,14 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
     // A truncated JPEG, a text file named .jpg, and junk that must be ignored.
     let jpeg = fs::read(&photos[0]).unwrap();
     fs::write(d.watch_dir().join("truncated.jpg"), &jpeg[..jpeg.len() / 3]).unwrap();
-    fs::write(
-        d.watch_dir().join("notes.jpg"),
-        "this is a text file, not a photo\n",
-    )
-    .unwrap();
+    fs::write(d.watch_dir().join("notes.jpg"), "this is a text file, not a photo\n").unwrap();
     fs::write(d.watch_dir().join("readme.txt"), "ignored").unwrap();
     fs::write(d.watch_dir().join(".hidden.jpg"), &jpeg[..100]).unwrap();
 
     let n = photos.len() as u64 + 2;
     let body = finished_session(&d, n);
     let jobs = body["jobs"].as_array().unwrap();
-    assert_eq!(
-        jobs.len() as u64,
-        n,
-        "one job per photo, junk ignored: {body:#}"
-    );
+    assert_eq!(jobs.len() as u64, n, "one job per photo, junk ignored: {body:#}");
     for job in jobs {
         let name = job["filename"].as_str().unwrap();
         match name {
@@ -58,44 +46,23 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
             }
             "notes.jpg" => {
                 assert_eq!(job["status"], "failed", "{job}");
-                assert!(
-                    job["error_message"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with("not an image"),
-                    "{job}"
-                );
+                assert!(job["error_message"].as_str().unwrap().starts_with("not an image"), "{job}");
             }
             _ => {
                 assert_eq!(job["status"], "completed", "{name}: {job}");
                 assert_eq!(job["progress_percent"], 100);
-                assert!(
-                    job["result"]["total_detected"].as_u64().unwrap() >= 1,
-                    "{name} has plants"
-                );
+                assert!(job["result"]["total_detected"].as_u64().unwrap() >= 1, "{name} has plants");
                 assert!(job["started_at"].is_string() && job["completed_at"].is_string());
                 assert_eq!(job["image_id"].as_str().unwrap().len(), 16);
-                let thumb = d
-                    .data_dir()
-                    .join("thumbnails")
-                    .join(format!("{}.jpg", job["job_id"].as_str().unwrap()));
+                let thumb = d.data_dir().join("thumbnails").join(format!("{}.jpg", job["job_id"].as_str().unwrap()));
                 let t = image_size(&thumb);
-                assert!(
-                    t.0.max(t.1) <= 256 && t.0.max(t.1) >= 128,
-                    "{name}: thumbnail {t:?}"
-                );
+                assert!(t.0.max(t.1) <= 256 && t.0.max(t.1) >= 128, "{name}: thumbnail {t:?}");
             }
         }
     }
-    let tray = jobs
-        .iter()
-        .find(|j| j["filename"] == "01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg")
-        .unwrap();
+    let tray = jobs.iter().find(|j| j["filename"] == "01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg").unwrap();
     let count = tray["result"]["total_detected"].as_u64().unwrap();
-    assert!(
-        (15..=21).contains(&count),
-        "tray of 19 plants counted {count}"
-    );
+    assert!((15..=21).contains(&count), "tray of 19 plants counted {count}");
     assert_eq!(body["summary"]["overall_progress_percent"], 100.0);
     assert_eq!(body["summary"]["failed"], 2);
 
@@ -106,23 +73,13 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
     assert_eq!(health["workers"]["count"], 4);
     assert_eq!(health["queue"]["pending"], 0);
     assert_eq!(health["watcher"]["mode"], "events");
-    assert!(
-        health["warnings"][0].as_str().unwrap().contains("CPU"),
-        "auto fell back to CPU and says so"
-    );
+    assert!(health["warnings"][0].as_str().unwrap().contains("CPU"), "auto fell back to CPU and says so");
 
     // A rescan (every 2 s here) must not queue anything again, nor may a byte-identical copy.
     fs::copy(&photos[1], d.watch_dir().join("copy-of-02.jpg")).unwrap();
     std::thread::sleep(Duration::from_secs(5));
-    assert_eq!(
-        d.poll(body["upload_session_id"].as_str().unwrap())["summary"]["total_jobs"],
-        n
-    );
-    let total: u64 = d
-        .sessions()
-        .iter()
-        .map(|s| s["summary"]["total_jobs"].as_u64().unwrap())
-        .sum();
+    assert_eq!(d.poll(body["upload_session_id"].as_str().unwrap())["summary"]["total_jobs"], n);
+    let total: u64 = d.sessions().iter().map(|s| s["summary"]["total_jobs"].as_u64().unwrap()).sum();
     assert_eq!(total, n, "no duplicate jobs");
 }
 
@@ -150,26 +107,15 @@ fn subfolders_form_their_own_sessions_with_their_location() {
 #[test]
 fn api_errors_are_json_with_the_right_status_and_sigterm_stops_cleanly() {
     let mut d = Daemon::start();
-    let (code, body) = d.get(&format!(
-        "/api/v1/photos/jobs/status?upload_session_id={}",
-        "0192f5d2-0000-7000-8000-000000000000"
-    ));
+    let (code, body) =
+        d.get(&format!("/api/v1/photos/jobs/status?upload_session_id={}", "0192f5d2-0000-7000-8000-000000000000"));
     assert_eq!(code, 404);
     assert_eq!(body["detail"], "Upload session not found or expired");
     let (code, _) = d.get("/api/v1/photos/jobs/status?upload_session_id=42");
     assert_eq!(code, 400);
-    let page = ureq::get(&d.url("/"))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
+    let page = ureq::get(&d.url("/")).call().unwrap().into_string().unwrap();
     assert!(page.contains("<title>Demeter</title>"));
-    assert_eq!(
-        d.terminate(),
-        Some(0),
-        "SIGTERM is a clean exit:\n{}",
-        d.log()
-    );
+    assert_eq!(d.terminate(), Some(0), "SIGTERM is a clean exit:\n{}", d.log());
     assert!(d.log().contains("engine stopped"), "{}", d.log());
 }
 
@@ -189,4 +135,63 @@ fn image_size(path: &std::path::Path) -> (u32, u32) {
         i += 2 + len;
     }
     panic!("no SOF in {}", path.display())
+}
+
+#[test]
+fn the_event_stream_shows_each_stage_of_a_dropped_photo_and_a_learned_eta() {
+    use std::io::{BufRead, BufReader, Write};
+    let d = Daemon::start();
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(tcp, "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    let mut lines = BufReader::new(tcp).lines();
+    assert!(lines.next().unwrap().unwrap().contains("200"));
+
+    let photos = real_photos();
+    fs::copy(&photos[1], d.watch_dir().join("first.jpg")).unwrap();
+    let mut seen = Vec::new();
+    let mut last_id = 0u64;
+    let mut session_event = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(id) = line.strip_prefix("id: ") {
+            let id: u64 = id.parse().unwrap();
+            assert!(id > last_id, "ids increase");
+            last_id = id;
+        }
+        let Some(data) = line.strip_prefix("data: ") else { continue };
+        let v: Value = serde_json::from_str(data).unwrap();
+        match v["type"].as_str() {
+            Some("session") => session_event = true,
+            Some("job") => {
+                let job = &v["job"];
+                seen.push((job["status"].as_str().unwrap().to_owned(), job["progress_percent"].as_u64().unwrap()));
+                if job["status"] == "completed" {
+                    assert_eq!(v["summary"]["completed"], 1);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    assert!(session_event, "the new session was announced");
+    let statuses: Vec<&str> = seen.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(statuses.first(), Some(&"pending"));
+    assert_eq!(statuses.last(), Some(&"completed"));
+    assert!(statuses.iter().filter(|s| **s == "processing").count() >= 5, "every stage is announced: {seen:?}");
+    assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "progress never goes backwards: {seen:?}");
+
+    // The completed job taught the engine its stage durations: a second photo has an ETA.
+    fs::copy(&photos[3], d.watch_dir().join("second.jpg")).unwrap();
+    let eta = wait_for("an ETA for the second photo", Duration::from_secs(30), || {
+        let s = d.sessions();
+        let body = d.poll(s[0]["upload_session_id"].as_str().unwrap());
+        body["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["filename"] == "second.jpg")
+            .map(|j| j["eta_seconds"].clone())
+    });
+    assert!(eta.is_number(), "{eta}");
 }

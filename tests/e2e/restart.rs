@@ -10,10 +10,7 @@ fn kill_9_while_processing_then_restart_loses_and_repeats_nothing() {
     let mut d = Daemon::start();
     // Enough distinct photos to keep four workers busy for a while: each copy gets a different
     // trailing byte after the JPEG's end marker, so the content hashes differ.
-    let photos: Vec<_> = real_photos()
-        .into_iter()
-        .filter(|p| p.extension().unwrap() != "png")
-        .collect();
+    let photos: Vec<_> = real_photos().into_iter().filter(|p| p.extension().unwrap() != "png").collect();
     let mut n = 0u64;
     for round in 0..8u8 {
         for p in &photos {
@@ -26,42 +23,31 @@ fn kill_9_while_processing_then_restart_loses_and_repeats_nothing() {
         }
     }
     let session = wait_for("the session", Duration::from_secs(60), || {
-        d.sessions()
-            .first()
-            .map(|s| s["upload_session_id"].as_str().unwrap().to_owned())
+        d.sessions().first().map(|s| s["upload_session_id"].as_str().unwrap().to_owned())
     });
     // Kill as soon as some jobs are finished and others are mid-flight.
-    let before = wait_for(
-        "jobs in flight after some completed",
-        Duration::from_secs(120),
-        || {
-            let body = d.poll(&session);
-            let s = &body["summary"];
-            (s["processing"].as_u64().unwrap() > 0 && s["completed"].as_u64().unwrap() > 0)
-                .then_some(body)
-        },
-    );
+    let before = wait_for("jobs in flight after some completed", Duration::from_secs(120), || {
+        let body = d.poll(&session);
+        let s = &body["summary"];
+        (s["processing"].as_u64().unwrap() > 0 && s["completed"].as_u64().unwrap() > 0).then_some(body)
+    });
     assert!(before["summary"]["total_jobs"].as_u64().unwrap() > 0);
     d.kill9();
 
     // Every state reported before the kill was durable: read the store again after restart.
     d.restart();
     let mut last = Value::Null;
-    let after = wait_for(
-        "every job to finish after restart",
-        Duration::from_secs(180),
-        || {
-            let body = d.poll(&session);
-            if body["summary"]["total_jobs"] == n && body["summary"]["completed"] == n {
-                return Some(body);
-            }
-            if last["summary"] != body["summary"] {
-                eprintln!("after restart: {}", body["summary"]);
-            }
-            last = body;
-            None
-        },
-    );
+    let after = wait_for("every job to finish after restart", Duration::from_secs(180), || {
+        let body = d.poll(&session);
+        if body["summary"]["total_jobs"] == n && body["summary"]["completed"] == n {
+            return Some(body);
+        }
+        if last["summary"] != body["summary"] {
+            eprintln!("after restart: {}", body["summary"]);
+        }
+        last = body;
+        None
+    });
 
     let runs: HashMap<&str, &Value> = after["jobs"]
         .as_array()
@@ -75,11 +61,7 @@ fn kill_9_while_processing_then_restart_loses_and_repeats_nothing() {
         if job["status"] == "completed" {
             finished_before += 1;
             // Same processing-run id: the job was not processed a second time.
-            assert_eq!(
-                runs[job["job_id"].as_str().unwrap()],
-                &job["result"]["session_id"],
-                "{job}"
-            );
+            assert_eq!(runs[job["job_id"].as_str().unwrap()], &job["result"]["session_id"], "{job}");
         }
     }
     assert!(finished_before > 0);

@@ -18,8 +18,7 @@ pub fn real_photos_dir() -> PathBuf {
 /// Every photo of the real set (JPEG and PNG files named in its manifest).
 pub fn real_photos() -> Vec<PathBuf> {
     let manifest: Value = serde_json::from_slice(
-        &std::fs::read(real_photos_dir().join("manifest.json"))
-            .expect("shared/data/real/manifest.json"),
+        &std::fs::read(real_photos_dir().join("manifest.json")).expect("shared/data/real/manifest.json"),
     )
     .expect("manifest is JSON");
     manifest["images"]
@@ -37,25 +36,13 @@ pub fn demeter_bin() -> PathBuf {
     }
     // target/debug/deps/e2e-xxxx → target/debug/demeter
     let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("demeter");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p demeter-daemon` first (make test does)",
-        bin.display()
-    );
+    let bin = exe.parent().and_then(Path::parent).expect("target dir").join("demeter");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p demeter-daemon` first (make test does)", bin.display());
     bin
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
@@ -65,10 +52,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -93,10 +77,7 @@ impl Daemon {
             root,
             port: free_port(),
             child: None,
-            extra_env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         };
         d.spawn();
         d
@@ -111,11 +92,8 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.root.path().join("daemon.log"))
-            .unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.root.path().join("daemon.log")).unwrap();
         let mut cmd = Command::new(demeter_bin());
         cmd.arg("run")
             .arg("--watch")
@@ -141,10 +119,7 @@ impl Daemon {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("demeter exited during start-up ({status}):\n{}", self.log());
             }
-            ureq::get(&format!("http://127.0.0.1:{port}/health"))
-                .call()
-                .ok()
-                .map(|_| ())
+            ureq::get(&format!("http://127.0.0.1:{port}/health")).call().ok().map(|_| ())
         });
     }
 
@@ -166,17 +141,12 @@ impl Daemon {
     }
 
     pub fn sessions(&self) -> Vec<Value> {
-        self.get("/api/v1/sessions").1["sessions"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+        self.get("/api/v1/sessions").1["sessions"].as_array().cloned().unwrap_or_default()
     }
 
     /// Polls the seed's endpoint for one session.
     pub fn poll(&self, session: &str) -> Value {
-        let (code, body) = self.get(&format!(
-            "/api/v1/photos/jobs/status?upload_session_id={session}"
-        ));
+        let (code, body) = self.get(&format!("/api/v1/photos/jobs/status?upload_session_id={session}"));
         assert_eq!(code, 200, "{body}");
         body
     }
@@ -192,14 +162,8 @@ impl Daemon {
     /// SIGTERM and wait for a clean exit; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status()
-            .unwrap();
-        let status = wait_for("the daemon to exit", Duration::from_secs(20), || {
-            c.try_wait().unwrap()
-        });
+        Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+        let status = wait_for("the daemon to exit", Duration::from_secs(20), || c.try_wait().unwrap());
         status.code()
     }
 

@@ -86,11 +86,7 @@ pub fn main() -> ExitCode {
         }
     };
     // `process` draws a progress bar on stderr: only warnings may interrupt it.
-    init_logging(if matches!(cli.command, Command::Process(_)) {
-        "warn"
-    } else {
-        "info,ort=warn"
-    });
+    init_logging(if matches!(cli.command, Command::Process(_)) { "warn" } else { "info,ort=warn" });
     let result = match cli.command {
         Command::Run(args) => crate::run::run(args),
         Command::Process(args) => crate::process::process(args),
@@ -112,16 +108,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn config(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            error: error.into(),
-            code: EXIT_CONFIG,
-        }
+        Self { error: error.into(), code: EXIT_CONFIG }
     }
     pub fn runtime(error: impl Into<anyhow::Error>) -> Self {
-        Self {
-            error: error.into(),
-            code: 1,
-        }
+        Self { error: error.into(), code: 1 }
     }
 }
 
@@ -132,9 +122,5 @@ fn init_logging(default: &str) {
         .unwrap_or_else(|_| EnvFilter::new(default));
     // Colours only for a person at a terminal, not in log files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
 }

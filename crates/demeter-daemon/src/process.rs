@@ -14,20 +14,15 @@ use crate::{
 
 pub fn process(args: ProcessArgs) -> Result<ExitCode, Failure> {
     let config = settings::load(&args.common, |_| {}).map_err(Failure::config)?;
-    let photos = oneshot::collect_photos(&args.paths)
-        .context("cannot read the given paths")
-        .map_err(Failure::config)?;
+    let photos =
+        oneshot::collect_photos(&args.paths).context("cannot read the given paths").map_err(Failure::config)?;
     if photos.is_empty() {
-        return Err(Failure::config(anyhow::anyhow!(
-            "no photos found in the given paths"
-        )));
+        return Err(Failure::config(anyhow::anyhow!("no photos found in the given paths")));
     }
     let bar = ProgressBar::new(photos.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template(
-            "{bar:40} {pos}/{len} photos  {elapsed_precise} (eta {eta})  {msg}",
-        )
-        .expect("valid template"),
+        ProgressStyle::with_template("{bar:40} {pos}/{len} photos  {elapsed_precise} (eta {eta})  {msg}")
+            .expect("valid template"),
     );
     let reports = oneshot::process(&config, photos, |r| {
         bar.set_message(r.photo.rel_path.clone());
@@ -44,11 +39,7 @@ pub fn process(args: ProcessArgs) -> Result<ExitCode, Failure> {
             .map_err(Failure::runtime)?;
     }
     let failed = reports.iter().filter(|r| r.outcome.is_err()).count();
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn to_json(r: &PhotoReport) -> serde_json::Value {
@@ -64,25 +55,14 @@ fn to_json(r: &PhotoReport) -> serde_json::Value {
 }
 
 fn print_table(reports: &[PhotoReport]) {
-    let width = reports
-        .iter()
-        .map(|r| r.photo.rel_path.chars().count())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, 60);
+    let width = reports.iter().map(|r| r.photo.rel_path.chars().count()).max().unwrap_or(5).clamp(5, 60);
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{:<width$}  {:<9}  {:>6}  {:>8}  DETAIL",
-        "PHOTO", "STATUS", "PLANTS", "TIME"
-    );
+    let _ = writeln!(out, "{:<width$}  {:<9}  {:>6}  {:>8}  DETAIL", "PHOTO", "STATUS", "PLANTS", "TIME");
     for r in reports {
         let (status, plants, detail) = match &r.outcome {
-            Ok(res) => (
-                "completed",
-                res.total_detected.to_string(),
-                res.storage_location_id.clone().unwrap_or_default(),
-            ),
+            Ok(res) => {
+                ("completed", res.total_detected.to_string(), res.storage_location_id.clone().unwrap_or_default())
+            }
             Err(e) => ("failed", "-".into(), e.message.clone()),
         };
         let _ = writeln!(
@@ -92,11 +72,7 @@ fn print_table(reports: &[PhotoReport]) {
         );
     }
     let ok = reports.iter().filter(|r| r.outcome.is_ok()).count();
-    let plants: u32 = reports
-        .iter()
-        .filter_map(|r| r.outcome.as_ref().ok())
-        .map(|r| r.total_detected)
-        .sum();
+    let plants: u32 = reports.iter().filter_map(|r| r.outcome.as_ref().ok()).map(|r| r.total_detected).sum();
     let _ = writeln!(
         out,
         "{ok} of {} photos completed, {} failed, {plants} plants counted",

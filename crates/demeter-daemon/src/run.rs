@@ -4,8 +4,8 @@ use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context;
 use demeter_domain::SystemClock;
-use demeter_engine::{Engine, EngineOptions};
-use demeter_server::{app, AppState};
+use demeter_engine::{Engine, EngineEvent, EngineOptions};
+use demeter_server::{app, events, events::EventHub, AppState};
 use tracing::info;
 
 use crate::{
@@ -39,7 +39,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     let listen = config.server.listen;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
-        .with_context(|| format!("cannot listen on {listen} (is another demeter running? choose another with --listen)"))
+        .with_context(|| {
+            format!("cannot listen on {listen} (is another demeter running? choose another with --listen)")
+        })
         .map_err(Failure::config)?;
 
     let engine = Engine::start(EngineOptions {
@@ -56,34 +58,63 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             let engine = engine.clone();
             Arc::new(move || engine.health())
         },
+        cleanup: {
+            let engine = engine.clone();
+            Arc::new(move || engine.sweep_now())
+        },
+        workers: engine.workers(),
+        thumbnails: engine.thumbnails_dir(),
+        hub: Arc::new(EventHub::new(EVENT_HISTORY, CLIENT_BUFFER)),
     };
-    let watch_dir = config
-        .watch
-        .dir
-        .canonicalize()
-        .unwrap_or(config.watch.dir.clone());
+    runtime.spawn(forward_events(engine.subscribe(), state.clone()));
+    let watch_dir = config.watch.dir.canonicalize().unwrap_or(config.watch.dir.clone());
     println!("Demeter is running at http://{listen}/");
     println!("  watching {}", watch_dir.display());
     println!("  data in  {}", data_dir.display());
     println!("Press Ctrl-C to stop.");
 
-    let served = runtime.block_on(demeter_server::serve(
-        listener,
-        app(state),
-        shutdown_signal(),
-    ));
+    let served = runtime.block_on(demeter_server::serve(listener, app(state), shutdown_signal()));
     info!("HTTP server stopped");
     drop(runtime);
     match Arc::try_unwrap(engine) {
         Ok(engine) => engine.shutdown(),
-        Err(_) => tracing::warn!(
-            "engine still referenced at exit; jobs in flight are reclaimed at next start"
-        ),
+        Err(_) => tracing::warn!("engine still referenced at exit; jobs in flight are reclaimed at next start"),
     }
-    served
-        .context("HTTP server failed")
-        .map_err(Failure::runtime)?;
+    served.context("HTTP server failed").map_err(Failure::runtime)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Events kept for `Last-Event-ID` resume (a few minutes of a busy batch).
+const EVENT_HISTORY: usize = 4096;
+/// Events one SSE client may fall behind before it is told to resync.
+const CLIENT_BUFFER: usize = 512;
+
+/// Turns the engine's durable changes into SSE events (with ETA and session summary).
+async fn forward_events(mut rx: tokio::sync::broadcast::Receiver<EngineEvent>, state: AppState) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let event = match rx.recv().await {
+            Ok(e) => e,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "event publisher fell behind; clients told to resync");
+                events::publish_resync(&state, "the server skipped events; reload");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let state = state.clone();
+        let published = tokio::task::spawn_blocking(move || match event {
+            EngineEvent::Job(job) => events::publish_job(&state, &job),
+            EngineEvent::Session(session) => {
+                events::publish_session(&state, &session);
+                Ok(())
+            }
+        })
+        .await;
+        if let Ok(Err(e)) = published {
+            tracing::warn!(error = ?e, "cannot publish an event");
+        }
+    }
 }
 
 async fn shutdown_signal() {

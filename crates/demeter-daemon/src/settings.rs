@@ -35,12 +35,7 @@ pub fn load(common: &CommonArgs, apply_flags: impl FnOnce(&mut Config)) -> anyho
                     let content = text.lines().nth(line - 1).unwrap_or("").trim();
                     format!(", line {line} `{content}`")
                 });
-                anyhow::anyhow!(
-                    "config file {}{}: {}",
-                    path.display(),
-                    at.unwrap_or_default(),
-                    e.message().trim()
-                )
+                anyhow::anyhow!("config file {}{}: {}", path.display(), at.unwrap_or_default(), e.message().trim())
             })?
         }
         _ => Config::default(),

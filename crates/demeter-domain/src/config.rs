@@ -35,12 +35,7 @@ pub struct WatchConfig {
 
 impl Default for WatchConfig {
     fn default() -> Self {
-        Self {
-            dir: PathBuf::from("photos"),
-            rescan_interval_secs: 60,
-            stability_window_ms: 2000,
-            session_gap_secs: 30,
-        }
+        Self { dir: PathBuf::from("photos"), rescan_interval_secs: 60, stability_window_ms: 2000, session_gap_secs: 30 }
     }
 }
 
@@ -122,13 +117,7 @@ pub struct WorkersConfig {
 
 impl Default for WorkersConfig {
     fn default() -> Self {
-        Self {
-            count: 4,
-            device: Device::Auto,
-            max_attempts: 3,
-            max_pixels: 100_000_000,
-            intra_threads: None,
-        }
+        Self { count: 4, device: Device::Auto, max_attempts: 3, max_pixels: 100_000_000, intra_threads: None }
     }
 }
 
@@ -148,9 +137,7 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7878)) }
     }
 }
 
@@ -165,11 +152,7 @@ pub struct RuntimeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("environment variable {var}={value:?} is invalid: {reason}")]
-    Env {
-        var: &'static str,
-        value: String,
-        reason: String,
-    },
+    Env { var: &'static str, value: String, reason: String },
     #[error("config value {field} is invalid: {reason}")]
     Invalid { field: &'static str, reason: String },
 }
@@ -178,11 +161,7 @@ fn parse_env<T: FromStr>(var: &'static str, value: &str) -> Result<T, ConfigErro
 where
     T::Err: fmt::Display,
 {
-    value.trim().parse::<T>().map_err(|e| ConfigError::Env {
-        var,
-        value: value.to_owned(),
-        reason: e.to_string(),
-    })
+    value.trim().parse::<T>().map_err(|e| ConfigError::Env { var, value: value.to_owned(), reason: e.to_string() })
 }
 
 impl Config {
@@ -228,12 +207,10 @@ impl Config {
                 "DEMETER_MODEL" => self.model.dir = Some(value.into()),
                 "DEMETER_ORT_LIB" => self.runtime.ort_lib = Some(value.into()),
                 "DEMETER_RESCAN_INTERVAL_SECS" => {
-                    self.watch.rescan_interval_secs =
-                        parse_env("DEMETER_RESCAN_INTERVAL_SECS", value)?
+                    self.watch.rescan_interval_secs = parse_env("DEMETER_RESCAN_INTERVAL_SECS", value)?
                 }
                 "DEMETER_STABILITY_WINDOW_MS" => {
-                    self.watch.stability_window_ms =
-                        parse_env("DEMETER_STABILITY_WINDOW_MS", value)?
+                    self.watch.stability_window_ms = parse_env("DEMETER_STABILITY_WINDOW_MS", value)?
                 }
                 "DEMETER_SESSION_GAP_SECS" => {
                     self.watch.session_gap_secs = parse_env("DEMETER_SESSION_GAP_SECS", value)?
@@ -241,19 +218,12 @@ impl Config {
                 "DEMETER_SESSION_TTL_HOURS" => {
                     self.store.session_ttl_hours = parse_env("DEMETER_SESSION_TTL_HOURS", value)?
                 }
-                "DEMETER_JOB_TTL_HOURS" => {
-                    self.store.job_ttl_hours = parse_env("DEMETER_JOB_TTL_HOURS", value)?
-                }
+                "DEMETER_JOB_TTL_HOURS" => self.store.job_ttl_hours = parse_env("DEMETER_JOB_TTL_HOURS", value)?,
                 "DEMETER_SWEEP_INTERVAL_SECS" => {
-                    self.store.sweep_interval_secs =
-                        parse_env("DEMETER_SWEEP_INTERVAL_SECS", value)?
+                    self.store.sweep_interval_secs = parse_env("DEMETER_SWEEP_INTERVAL_SECS", value)?
                 }
-                "DEMETER_MAX_PIXELS" => {
-                    self.workers.max_pixels = parse_env("DEMETER_MAX_PIXELS", value)?
-                }
-                "DEMETER_MAX_ATTEMPTS" => {
-                    self.workers.max_attempts = parse_env("DEMETER_MAX_ATTEMPTS", value)?
-                }
+                "DEMETER_MAX_PIXELS" => self.workers.max_pixels = parse_env("DEMETER_MAX_PIXELS", value)?,
+                "DEMETER_MAX_ATTEMPTS" => self.workers.max_attempts = parse_env("DEMETER_MAX_ATTEMPTS", value)?,
                 "DEMETER_CACHE_CAPACITY_MB" => {
                     self.store.cache_capacity_mb = parse_env("DEMETER_CACHE_CAPACITY_MB", value)?
                 }
@@ -265,12 +235,7 @@ impl Config {
 
     /// Checks values serde cannot: ranges and relations between fields.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, reason: &str| {
-            Err(ConfigError::Invalid {
-                field,
-                reason: reason.into(),
-            })
-        };
+        let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
         if !(1..=64).contains(&self.workers.count) {
             return invalid("workers.count", "must be between 1 and 64");
         }
@@ -293,10 +258,7 @@ impl Config {
             return invalid("store.session_ttl_hours", "must be at least 1");
         }
         if self.store.job_ttl_hours < self.store.session_ttl_hours {
-            return invalid(
-                "store.job_ttl_hours",
-                "must be at least store.session_ttl_hours",
-            );
+            return invalid("store.job_ttl_hours", "must be at least store.session_ttl_hours");
         }
         if self.store.sweep_interval_secs == 0 {
             return invalid("store.sweep_interval_secs", "must be at least 1");
@@ -309,9 +271,7 @@ impl Config {
 
     /// ONNX Runtime intra-op threads per worker.
     pub fn intra_threads(&self, cores: usize) -> usize {
-        self.workers
-            .intra_threads
-            .unwrap_or((cores / self.workers.count.max(1)).max(1))
+        self.workers.intra_threads.unwrap_or((cores / self.workers.count.max(1)).max(1))
     }
 }
 
@@ -333,12 +293,7 @@ mod tests {
     #[test]
     fn env_overrides_and_reports_bad_values_by_name() {
         let mut c = Config::default();
-        c.apply_env([
-            ("DEMETER_WORKERS", "2"),
-            ("DEMETER_LISTEN", "127.0.0.1:9000"),
-            ("HOME", "/x"),
-        ])
-        .unwrap();
+        c.apply_env([("DEMETER_WORKERS", "2"), ("DEMETER_LISTEN", "127.0.0.1:9000"), ("HOME", "/x")]).unwrap();
         assert_eq!(c.workers.count, 2);
         assert_eq!(c.server.listen.port(), 9000);
         let err = c.apply_env([("DEMETER_WORKERS", "four")]).unwrap_err();
@@ -351,18 +306,10 @@ mod tests {
     fn validation_names_the_field() {
         let mut c = Config::default();
         c.workers.count = 0;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("workers.count"));
+        assert!(c.validate().unwrap_err().to_string().contains("workers.count"));
         let mut c = Config::default();
         c.store.job_ttl_hours = 1;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("store.job_ttl_hours"));
+        assert!(c.validate().unwrap_err().to_string().contains("store.job_ttl_hours"));
     }
 
     #[test]

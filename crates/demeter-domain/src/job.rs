@@ -43,14 +43,7 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
-        Stage::Read,
-        Stage::Decode,
-        Stage::Segment,
-        Stage::Detect,
-        Stage::Locate,
-        Stage::Save,
-    ];
+    pub const ALL: [Stage; 6] = [Stage::Read, Stage::Decode, Stage::Segment, Stage::Detect, Stage::Locate, Stage::Save];
 
     /// Progress shown while this stage runs (percent).
     pub fn milestone(self) -> u8 {
@@ -86,6 +79,8 @@ pub enum ErrorKind {
     Transient,
     /// The worker died while processing this job, repeatedly.
     Crashed,
+    /// A person cancelled the job before it ran.
+    Cancelled,
 }
 
 /// Why a job failed, in words a greenhouse worker can act on.
@@ -97,16 +92,10 @@ pub struct JobError {
 
 impl JobError {
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Permanent,
-            message: message.into(),
-        }
+        Self { kind: ErrorKind::Permanent, message: message.into() }
     }
     pub fn transient(message: impl Into<String>) -> Self {
-        Self {
-            kind: ErrorKind::Transient,
-            message: message.into(),
-        }
+        Self { kind: ErrorKind::Transient, message: message.into() }
     }
 }
 
@@ -128,6 +117,9 @@ pub enum JobState {
         started_at: DateTime<Utc>,
         /// The stage now running; its milestone is the job's progress.
         stage: Stage,
+        /// When `stage` began: with the stage's measured mean duration this gives the
+        /// in-stage progress and the ETA, never more than the next milestone.
+        stage_since: DateTime<Utc>,
         /// Which worker holds the job (for logs and `/health`).
         worker: usize,
     },
@@ -232,10 +224,7 @@ impl Job {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.state,
-            JobState::Completed { .. } | JobState::Failed { .. }
-        )
+        matches!(self.state, JobState::Completed { .. } | JobState::Failed { .. })
     }
 
     /// Progress in percent from stored milestones, never from elapsed time.
@@ -252,18 +241,14 @@ impl Job {
     pub fn started_at(&self) -> Option<DateTime<Utc>> {
         match &self.state {
             JobState::Pending { .. } => None,
-            JobState::Processing { started_at, .. } | JobState::Completed { started_at, .. } => {
-                Some(*started_at)
-            }
+            JobState::Processing { started_at, .. } | JobState::Completed { started_at, .. } => Some(*started_at),
             JobState::Failed { started_at, .. } => *started_at,
         }
     }
 
     pub fn completed_at(&self) -> Option<DateTime<Utc>> {
         match &self.state {
-            JobState::Completed { completed_at, .. } | JobState::Failed { completed_at, .. } => {
-                Some(*completed_at)
-            }
+            JobState::Completed { completed_at, .. } | JobState::Failed { completed_at, .. } => Some(*completed_at),
             _ => None,
         }
     }
@@ -283,11 +268,7 @@ impl Job {
     }
 
     fn refuse(&self, action: &'static str) -> TransitionError {
-        TransitionError {
-            job: self.id,
-            action,
-            from: self.status().as_str(),
-        }
+        TransitionError { job: self.id, action, from: self.status().as_str() }
     }
 
     /// A worker takes the job: counts an attempt and enters the first stage.
@@ -295,11 +276,7 @@ impl Job {
         match self.state {
             JobState::Pending { .. } => {
                 self.attempts += 1;
-                self.state = JobState::Processing {
-                    started_at: now,
-                    stage: Stage::Read,
-                    worker,
-                };
+                self.state = JobState::Processing { started_at: now, stage: Stage::Read, stage_since: now, worker };
                 Ok(())
             }
             _ => Err(self.refuse("claim")),
@@ -307,28 +284,23 @@ impl Job {
     }
 
     /// The job moves to a later stage. Going backwards is refused: progress never decreases.
-    pub fn advance(&mut self, next: Stage) -> Result<(), TransitionError> {
+    pub fn advance(&mut self, next: Stage, now: DateTime<Utc>) -> Result<(), TransitionError> {
         match &mut self.state {
-            JobState::Processing { stage, .. } if next >= *stage => {
-                *stage = next;
+            JobState::Processing { stage, stage_since, .. } if next >= *stage => {
+                if next != *stage {
+                    *stage = next;
+                    *stage_since = now;
+                }
                 Ok(())
             }
             _ => Err(self.refuse("advance")),
         }
     }
 
-    pub fn complete(
-        &mut self,
-        result: JobResult,
-        now: DateTime<Utc>,
-    ) -> Result<(), TransitionError> {
+    pub fn complete(&mut self, result: JobResult, now: DateTime<Utc>) -> Result<(), TransitionError> {
         match self.state {
             JobState::Processing { started_at, .. } => {
-                self.state = JobState::Completed {
-                    started_at,
-                    completed_at: now,
-                    result: Box::new(result),
-                };
+                self.state = JobState::Completed { started_at, completed_at: now, result: Box::new(result) };
                 Ok(())
             }
             _ => Err(self.refuse("complete")),
@@ -339,19 +311,11 @@ impl Job {
     pub fn fail(&mut self, error: JobError, now: DateTime<Utc>) -> Result<(), TransitionError> {
         match self.state {
             JobState::Processing { started_at, .. } => {
-                self.state = JobState::Failed {
-                    started_at: Some(started_at),
-                    completed_at: now,
-                    error,
-                };
+                self.state = JobState::Failed { started_at: Some(started_at), completed_at: now, error };
                 Ok(())
             }
             JobState::Pending { .. } => {
-                self.state = JobState::Failed {
-                    started_at: None,
-                    completed_at: now,
-                    error,
-                };
+                self.state = JobState::Failed { started_at: None, completed_at: now, error };
                 Ok(())
             }
             _ => Err(self.refuse("fail")),
@@ -371,24 +335,45 @@ impl Job {
         }
     }
 
+    /// A person asks for a failed job to be tried again: back to the queue with a fresh
+    /// attempt budget.
+    pub fn retry(&mut self, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.state {
+            JobState::Failed { .. } => {
+                self.attempts = 0;
+                self.state = JobState::Pending { queued_at: now };
+                Ok(())
+            }
+            _ => Err(self.refuse("retry")),
+        }
+    }
+
+    /// A person cancels a job that has not started yet.
+    pub fn cancel(&mut self, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.state {
+            JobState::Pending { .. } => {
+                self.state = JobState::Failed {
+                    started_at: None,
+                    completed_at: now,
+                    error: JobError { kind: ErrorKind::Cancelled, message: "cancelled by user".into() },
+                };
+                Ok(())
+            }
+            _ => Err(self.refuse("cancel")),
+        }
+    }
+
     /// A job found in `processing` after its worker vanished (crash, `kill -9`). It goes back to
     /// the queue, or fails once it has used `max_attempts` attempts, so a photo that kills the
     /// process cannot crash-loop the appliance.
-    pub fn reclaim(
-        &mut self,
-        max_attempts: u32,
-        now: DateTime<Utc>,
-    ) -> Result<(), TransitionError> {
+    pub fn reclaim(&mut self, max_attempts: u32, now: DateTime<Utc>) -> Result<(), TransitionError> {
         match self.state {
             JobState::Processing { started_at, .. } => {
                 if self.attempts >= max_attempts {
                     self.state = JobState::Failed {
                         started_at: Some(started_at),
                         completed_at: now,
-                        error: JobError {
-                            kind: ErrorKind::Crashed,
-                            message: "worker crashed repeatedly".into(),
-                        },
+                        error: JobError { kind: ErrorKind::Crashed, message: "worker crashed repeatedly".into() },
                     };
                 } else {
                     self.state = JobState::Pending { queued_at: now };
@@ -410,16 +395,7 @@ mod tests {
     }
 
     fn job() -> Job {
-        Job::new(
-            JobId::new_v7(),
-            SessionId::new_v7(),
-            "abc".into(),
-            "/p/a.jpg".into(),
-            "a.jpg".into(),
-            10,
-            1,
-            t(0),
-        )
+        Job::new(JobId::new_v7(), SessionId::new_v7(), "abc".into(), "/p/a.jpg".into(), "a.jpg".into(), 10, 1, t(0))
     }
 
     fn result() -> JobResult {
@@ -429,10 +405,7 @@ mod tests {
             plants: vec![],
             plant_area_fraction: 0.1,
             storage_location_id: None,
-            model: ModelRef {
-                name: "m".into(),
-                version: "1".into(),
-            },
+            model: ModelRef { name: "m".into(), version: "1".into() },
             timings_ms: Default::default(),
             width: 1,
             height: 1,
@@ -447,7 +420,7 @@ mod tests {
         assert_eq!(j.attempts, 1);
         let mut last = 0;
         for s in Stage::ALL {
-            j.advance(s).unwrap();
+            j.advance(s, t(1)).unwrap();
             assert!(j.progress_percent() > last, "progress must grow at {s:?}");
             last = j.progress_percent();
         }
@@ -462,15 +435,12 @@ mod tests {
     fn impossible_transitions_are_refused() {
         let mut j = job();
         assert!(j.complete(result(), t(1)).is_err());
-        assert!(j.advance(Stage::Decode).is_err());
+        assert!(j.advance(Stage::Decode, t(1)).is_err());
         assert!(j.reclaim(3, t(1)).is_err());
         j.claim(0, t(1)).unwrap();
-        assert!(
-            j.claim(1, t(1)).is_err(),
-            "a processing job cannot be claimed twice"
-        );
-        j.advance(Stage::Detect).unwrap();
-        let err = j.advance(Stage::Decode).unwrap_err();
+        assert!(j.claim(1, t(1)).is_err(), "a processing job cannot be claimed twice");
+        j.advance(Stage::Detect, t(1)).unwrap();
+        let err = j.advance(Stage::Decode, t(1)).unwrap_err();
         assert_eq!(err.action, "advance");
         j.fail(JobError::permanent("bad"), t(2)).unwrap();
         assert!(j.claim(0, t(3)).is_err(), "a failed job stays failed");
@@ -491,6 +461,21 @@ mod tests {
         let e = j.error().unwrap();
         assert_eq!(e.kind, ErrorKind::Crashed);
         assert_eq!(e.message, "worker crashed repeatedly");
+    }
+
+    #[test]
+    fn retry_and_cancel_follow_the_rules() {
+        let mut j = job();
+        assert!(j.retry(t(1)).is_err(), "a pending job has nothing to retry");
+        j.cancel(t(1)).unwrap();
+        assert_eq!(j.error().unwrap().kind, ErrorKind::Cancelled);
+        assert!(j.cancel(t(2)).is_err());
+        j.retry(t(2)).unwrap();
+        assert_eq!((j.status(), j.attempts), (StatusName::Pending, 0));
+        j.claim(0, t(3)).unwrap();
+        assert!(j.cancel(t(3)).is_err(), "a running job is not cancelled under the worker");
+        j.complete(result(), t(4)).unwrap();
+        assert!(j.retry(t(5)).is_err(), "a completed job is not retried");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`session`]: upload sessions (photos that arrived together) and how photos are grouped into them;
 //! - [`result`]: what a finished job reports (plant count, boxes, location, model, timings);
 //! - [`config`]: every configuration section with its defaults, and the environment layer;
+//! - [`eta`]: honest progress and ETA from measured stage durations;
 //! - [`clock`]: an injectable clock, so TTL and grouping logic is testable without sleeping;
 //! - [`health`]: the appliance's health snapshot as served on `/health`.
 //!
@@ -13,6 +14,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod eta;
 pub mod health;
 mod ids;
 pub mod job;

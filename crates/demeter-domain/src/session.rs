@@ -85,10 +85,7 @@ pub struct Assignment {
 
 impl SessionGrouper {
     pub fn new(gap: Duration) -> Self {
-        Self {
-            gap,
-            open: HashMap::new(),
-        }
+        Self { gap, open: HashMap::new() }
     }
 
     pub fn assign(&mut self, subfolder: Option<&str>, now: DateTime<Utc>) -> Assignment {
@@ -96,18 +93,12 @@ impl SessionGrouper {
         match self.open.get_mut(&key) {
             Some((id, last)) if now - *last <= self.gap => {
                 *last = now.max(*last);
-                Assignment {
-                    session: *id,
-                    is_new: false,
-                }
+                Assignment { session: *id, is_new: false }
             }
             _ => {
                 let id = SessionId::new_v7();
                 self.open.insert(key, (id, now));
-                Assignment {
-                    session: id,
-                    is_new: true,
-                }
+                Assignment { session: id, is_new: true }
             }
         }
     }
@@ -115,10 +106,7 @@ impl SessionGrouper {
     /// Re-opens a session after a restart, so photos still arriving within the gap join the
     /// batch they belong to instead of starting a new one. Keeps the most recent per subfolder.
     pub fn resume(&mut self, subfolder: Option<&str>, id: SessionId, last_arrival: DateTime<Utc>) {
-        let entry = self
-            .open
-            .entry(subfolder.map(str::to_owned))
-            .or_insert((id, last_arrival));
+        let entry = self.open.entry(subfolder.map(str::to_owned)).or_insert((id, last_arrival));
         if last_arrival > entry.1 {
             *entry = (id, last_arrival);
         }
@@ -175,13 +163,7 @@ mod tests {
         let mut g = SessionGrouper::new(Duration::seconds(30));
         let id = SessionId::new_v7();
         g.resume(Some("bench-a"), id, t(0));
-        assert_eq!(
-            g.assign(Some("bench-a"), t(10)),
-            Assignment {
-                session: id,
-                is_new: false
-            }
-        );
+        assert_eq!(g.assign(Some("bench-a"), t(10)), Assignment { session: id, is_new: false });
         assert!(g.assign(Some("bench-a"), t(100)).is_new);
     }
 

@@ -98,40 +98,21 @@ impl Engine {
     /// Starts everything. Fails, without side effects on the photo folder, when the model,
     /// the ONNX Runtime library, the device or the store cannot be used.
     pub fn start(opts: EngineOptions) -> Result<Self, EngineError> {
-        let EngineOptions {
-            config,
-            data_dir,
-            clock,
-        } = opts;
+        let EngineOptions { config, data_dir, clock } = opts;
         let (analyzers, intra_threads) = worker::analyzers(&config, config.workers.count)?;
         let model = Arc::new(analyzers[0].model().clone());
         let provider = analyzers[0].provider().as_str();
-        let warnings: Vec<String> = analyzers[0]
-            .warning()
-            .map(str::to_owned)
-            .into_iter()
-            .collect();
+        let warnings: Vec<String> = analyzers[0].warning().map(str::to_owned).into_iter().collect();
 
-        std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir { path: data_dir.clone(), source })?;
         let thumbnails = data_dir.join("thumbnails");
-        std::fs::create_dir_all(&thumbnails).map_err(|source| EngineError::DataDir {
-            path: thumbnails.clone(),
-            source,
-        })?;
-        let store = Arc::new(Store::open(
-            &data_dir,
-            config.store.cache_capacity_mb << 20,
-        )?);
+        std::fs::create_dir_all(&thumbnails)
+            .map_err(|source| EngineError::DataDir { path: thumbnails.clone(), source })?;
+        let store = Arc::new(Store::open(&data_dir, config.store.cache_capacity_mb << 20)?);
 
         let reclaimed = store.reclaim_orphans(config.workers.max_attempts, clock.now())?;
         if !reclaimed.is_empty() {
-            info!(
-                count = reclaimed.len(),
-                "reclaimed jobs left in processing by a previous run"
-            );
+            info!(count = reclaimed.len(), "reclaimed jobs left in processing by a previous run");
         }
 
         let (events, _) = broadcast::channel(1024);
@@ -165,15 +146,7 @@ impl Engine {
         threads.push(ingest::spawn(rx, shared.clone()));
 
         info!(workers = config.workers.count, provider, model = %model.manifest.name, "engine started");
-        Ok(Self {
-            shared,
-            watcher: Some(watcher),
-            threads,
-            model,
-            provider,
-            warnings,
-            intra_threads,
-        })
+        Ok(Self { shared, watcher: Some(watcher), threads, model, provider, warnings, intra_threads })
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -193,19 +166,29 @@ impl Engine {
         self.shared.thumbnail_path(job)
     }
 
+    /// The folder holding `<job_id>.jpg` thumbnails.
+    pub fn thumbnails_dir(&self) -> PathBuf {
+        self.shared.thumbnails.clone()
+    }
+
+    pub fn workers(&self) -> usize {
+        self.shared.config.workers.count
+    }
+
+    /// Runs the TTL sweep now (as `POST /admin/cleanup-sessions`); returns (sessions, jobs).
+    pub fn sweep_now(&self) -> (usize, usize) {
+        sweeper::sweep(&self.shared)
+    }
+
     /// The snapshot served on `/health`.
     pub fn health(&self) -> Health {
-        let watcher = self
-            .watcher
-            .as_ref()
-            .map(|w| w.status())
-            .map(|s| WatcherHealth {
-                dir: s.dir.display().to_string(),
-                mode: s.mode.to_owned(),
-                last_scan_at: s.last_scan_at,
-                files_seen: s.files_reported,
-                last_error: s.last_error,
-            });
+        let watcher = self.watcher.as_ref().map(|w| w.status()).map(|s| WatcherHealth {
+            dir: s.dir.display().to_string(),
+            mode: s.mode.to_owned(),
+            last_scan_at: s.last_scan_at,
+            files_seen: s.files_reported,
+            last_error: s.last_error,
+        });
         Health {
             ready: !self.shared.stopping(),
             version: env!("CARGO_PKG_VERSION").to_owned(),

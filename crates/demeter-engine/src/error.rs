@@ -14,8 +14,5 @@ pub enum EngineError {
     #[error(transparent)]
     Watch(#[from] WatchError),
     #[error("cannot create {path}: {source}")]
-    DataDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    DataDir { path: PathBuf, source: std::io::Error },
 }

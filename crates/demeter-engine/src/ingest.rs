@@ -37,23 +37,15 @@ pub(crate) fn spawn(rx: mpsc::Receiver<ReadyFile>, shared: Arc<Shared>) -> threa
 
 /// After a restart, re-opens the newest session of each source whose last photo arrived
 /// within the session gap, so a batch interrupted by a restart stays one batch.
-fn resume_sessions(
-    shared: &Shared,
-    grouper: &mut SessionGrouper,
-) -> Result<(), demeter_store::StoreError> {
+fn resume_sessions(shared: &Shared, grouper: &mut SessionGrouper) -> Result<(), demeter_store::StoreError> {
     let now = shared.clock.now();
     let gap = ChronoDuration::seconds(shared.config.watch.session_gap_secs as i64);
     for session in shared.store.recent_sessions(16)? {
         if now - session.created_at > ChronoDuration::hours(1) {
             break; // newest first: nothing older can be within the gap
         }
-        let last = shared
-            .store
-            .session_jobs(session.id)?
-            .iter()
-            .map(|j| j.created_at)
-            .max()
-            .unwrap_or(session.created_at);
+        let last =
+            shared.store.session_jobs(session.id)?.iter().map(|j| j.created_at).max().unwrap_or(session.created_at);
         if now - last <= gap {
             let SessionSource::Folder { subfolder } = &session.source;
             grouper.resume(subfolder.as_deref(), session.id, last);
@@ -70,17 +62,9 @@ enum IngestError {
     Store(#[from] demeter_store::StoreError),
 }
 
-fn ingest(
-    shared: &Shared,
-    grouper: &mut SessionGrouper,
-    file: &ReadyFile,
-) -> Result<(), IngestError> {
+fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Result<(), IngestError> {
     let store: &Store = &shared.store;
-    let seen = SeenKey {
-        path: file.path.clone(),
-        size: file.size,
-        mtime_ns: file.mtime_ns,
-    };
+    let seen = SeenKey { path: file.path.clone(), size: file.size, mtime_ns: file.mtime_ns };
     if store.seen(&seen)?.is_some() {
         return Ok(());
     }
@@ -99,9 +83,7 @@ fn ingest(
             id: assignment.session,
             created_at: now,
             expires_at: Store::expires(now, shared.config.store.session_ttl_hours),
-            source: SessionSource::Folder {
-                subfolder: file.top_level.clone(),
-            },
+            source: SessionSource::Folder { subfolder: file.top_level.clone() },
         };
         if let Err(e) = store.insert_session(&session) {
             grouper.forget(session.id);
@@ -126,8 +108,7 @@ fn ingest(
         } else {
             "not an image: the file is named like a photo but is not JPEG, PNG, TIFF or WebP"
         };
-        job.fail(JobError::permanent(reason), now)
-            .expect("a new job can fail");
+        job.fail(JobError::permanent(reason), now).expect("a new job can fail");
     }
     let expires = Store::expires(now, shared.config.store.job_ttl_hours);
     match store.enqueue(&job, &hash, expires)? {

@@ -39,25 +39,15 @@ pub struct PhotoReport {
 pub fn collect_photos(paths: &[PathBuf]) -> std::io::Result<Vec<Photo>> {
     let mut out = Vec::new();
     for root in paths {
-        let meta = std::fs::metadata(root)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
+        let meta =
+            std::fs::metadata(root).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", root.display())))?;
         if meta.is_file() {
-            let name = root
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            out.push(Photo {
-                path: root.clone(),
-                rel_path: name,
-            });
+            let name = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            out.push(Photo { path: root.clone(), rel_path: name });
             continue;
         }
         let mut found = Vec::new();
-        for entry in walkdir::WalkDir::new(root)
-            .sort_by_file_name()
-            .into_iter()
-            .filter_map(Result::ok)
-        {
+        for entry in walkdir::WalkDir::new(root).sort_by_file_name().into_iter().filter_map(Result::ok) {
             let Ok(rel) = entry.path().strip_prefix(root) else {
                 continue;
             };
@@ -65,10 +55,7 @@ pub fn collect_photos(paths: &[PathBuf]) -> std::io::Result<Vec<Photo>> {
                 continue;
             }
             if filter::has_image_extension(entry.path()) || looks_like_image(entry.path()) {
-                found.push(Photo {
-                    path: entry.path().to_owned(),
-                    rel_path: rel.to_string_lossy().replace('\\', "/"),
-                });
+                found.push(Photo { path: entry.path().to_owned(), rel_path: rel.to_string_lossy().replace('\\', "/") });
             }
         }
         out.extend(found);
@@ -94,9 +81,7 @@ pub fn process(
 ) -> Result<Vec<PhotoReport>, EngineError> {
     let workers = config.workers.count.min(photos.len());
     let (mut analyzers, _) = crate::worker::analyzers(config, workers)?;
-    let limits = DecodeLimits {
-        max_pixels: config.workers.max_pixels,
-    };
+    let limits = DecodeLimits { max_pixels: config.workers.max_pixels };
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<Option<PhotoReport>>> = Mutex::new(vec![None; photos.len()]);
     std::thread::scope(|s| {
@@ -105,38 +90,20 @@ pub fn process(
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(photo) = photos.get(i) else { break };
                 let t = Instant::now();
-                let input = PhotoInput {
-                    path: &photo.path,
-                    rel_path: &photo.rel_path,
-                    limits,
-                    thumbnail: None,
-                };
+                let input = PhotoInput { path: &photo.path, rel_path: &photo.rel_path, limits, thumbnail: None };
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     pipeline::run(analyzer, &input, |_| true)
                 }))
-                .unwrap_or_else(|_| {
-                    Err(Interrupt::Failed(JobError::transient(
-                        "internal error while processing",
-                    )))
-                })
+                .unwrap_or_else(|_| Err(Interrupt::Failed(JobError::transient("internal error while processing"))))
                 .map_err(|e| match e {
                     Interrupt::Failed(e) => e,
                     Interrupt::Stopped => JobError::transient("stopped"),
                 });
-                let report = PhotoReport {
-                    photo: photo.clone(),
-                    outcome,
-                    elapsed_ms: t.elapsed().as_millis() as u64,
-                };
+                let report = PhotoReport { photo: photo.clone(), outcome, elapsed_ms: t.elapsed().as_millis() as u64 };
                 on_done(&report);
                 reports.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(report);
             });
         }
     });
-    Ok(reports
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .flatten()
-        .collect())
+    Ok(reports.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().flatten().collect())
 }

@@ -39,10 +39,7 @@ pub fn run(
     mut on_stage: impl FnMut(Stage) -> bool,
 ) -> Result<JobResult, Interrupt> {
     let mut timings = BTreeMap::new();
-    let mut stage = |s: Stage,
-                     timings: &mut BTreeMap<Stage, u64>,
-                     started: &mut Instant,
-                     prev: Option<Stage>| {
+    let mut stage = |s: Stage, timings: &mut BTreeMap<Stage, u64>, started: &mut Instant, prev: Option<Stage>| {
         if let Some(prev) = prev {
             timings.insert(prev, started.elapsed().as_millis() as u64);
         }
@@ -57,24 +54,19 @@ pub fn run(
 
     stage(Stage::Read, &mut timings, &mut t, None)?;
     let bytes = std::fs::read(input.path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            JobError::permanent("the photo was deleted before it could be read")
-        }
+        std::io::ErrorKind::NotFound => JobError::permanent("the photo was deleted before it could be read"),
         _ => JobError::transient(format!("cannot read the photo: {e}")),
     })?;
 
     stage(Stage::Decode, &mut timings, &mut t, Some(Stage::Read))?;
-    let img = demeter_infer::decode(&bytes, input.limits)
-        .map_err(|e| JobError::permanent(e.to_string()))?;
+    let img = demeter_infer::decode(&bytes, input.limits).map_err(|e| JobError::permanent(e.to_string()))?;
     drop(bytes);
     let prepared = analyzer.prepare(&img);
     let (width, height) = (img.width(), img.height());
     drop(img);
 
     stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Decode))?;
-    let mask = analyzer
-        .segment(&prepared)
-        .map_err(|e| JobError::transient(e.to_string()))?;
+    let mask = analyzer.segment(&prepared).map_err(|e| JobError::transient(e.to_string()))?;
 
     stage(Stage::Detect, &mut timings, &mut t, Some(Stage::Segment))?;
     let detection = analyzer.detect(&mask, &prepared);
@@ -86,8 +78,7 @@ pub fn run(
     if let Some(path) = input.thumbnail {
         let jpeg = thumbnail::thumbnail_jpeg(&prepared.rgb)
             .map_err(|e| JobError::transient(format!("cannot make the thumbnail: {e}")))?;
-        write_atomically(path, &jpeg)
-            .map_err(|e| JobError::transient(format!("cannot save the thumbnail: {e}")))?;
+        write_atomically(path, &jpeg).map_err(|e| JobError::transient(format!("cannot save the thumbnail: {e}")))?;
     }
     timings.insert(Stage::Save, t.elapsed().as_millis() as u64);
 
@@ -98,10 +89,7 @@ pub fn run(
         plants: detection.plants,
         plant_area_fraction: detection.plant_area_fraction,
         storage_location_id,
-        model: ModelRef {
-            name: model.name.clone(),
-            version: model.version.clone(),
-        },
+        model: ModelRef { name: model.name.clone(), version: model.version.clone() },
         timings_ms: timings,
         width,
         height,

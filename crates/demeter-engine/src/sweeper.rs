@@ -29,7 +29,8 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> thread::JoinHandle<()> {
         .expect("spawning the sweeper thread")
 }
 
-pub(crate) fn sweep(shared: &Shared) {
+/// Removes everything due now; returns (sessions, jobs) removed.
+pub(crate) fn sweep(shared: &Shared) -> (usize, usize) {
     let (mut sessions, mut jobs) = (0, 0);
     loop {
         match shared.store.sweep_expired(shared.clock.now(), BATCH) {
@@ -52,4 +53,5 @@ pub(crate) fn sweep(shared: &Shared) {
     if sessions + jobs > 0 {
         info!(sessions, jobs, "expired records removed");
     }
+    (sessions, jobs)
 }

@@ -22,34 +22,28 @@ use crate::{
 /// One analyzer (ONNX session) per worker for the configured model, runtime and device. Built
 /// before anything else starts, so a bad model or an unusable GPU stops start-up early.
 /// Returns the analyzers and the intra-op thread count each uses.
-pub(crate) fn analyzers(
-    config: &Config,
-    count: usize,
-) -> Result<(Vec<Analyzer>, usize), EngineError> {
+pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<Analyzer>, usize), EngineError> {
     let model = Arc::new(match &config.model.dir {
         Some(dir) => Model::load_dir(dir)?,
         None => Model::builtin(),
     });
     let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
-    let cores = thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let intra = config.intra_threads(cores);
-    let analyzers = (0..count.max(1))
-        .map(|_| Analyzer::new(&runtime, model.clone(), intra))
-        .collect::<Result<Vec<_>, _>>()?;
+    let analyzers =
+        (0..count.max(1)).map(|_| Analyzer::new(&runtime, model.clone(), intra)).collect::<Result<Vec<_>, _>>()?;
     Ok((analyzers, intra))
 }
 
-pub(crate) fn spawn(
-    id: usize,
-    mut analyzer: Analyzer,
-    shared: Arc<Shared>,
-) -> thread::JoinHandle<()> {
+pub(crate) fn spawn(id: usize, mut analyzer: Analyzer, shared: Arc<Shared>) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name(format!("demeter-worker-{id}"))
         .spawn(move || {
             while !shared.stopping() {
+                if shared.store.paused().unwrap_or(false) {
+                    shared.work.wait(Duration::from_millis(500));
+                    continue;
+                }
                 match shared.store.claim_next(id, shared.clock.now()) {
                     Ok(Some(job)) => {
                         shared.busy.fetch_add(1, Ordering::Relaxed);
@@ -75,9 +69,7 @@ fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
     let input = PhotoInput {
         path: &job.path,
         rel_path: &job.filename,
-        limits: DecodeLimits {
-            max_pixels: shared.config.workers.max_pixels,
-        },
+        limits: DecodeLimits { max_pixels: shared.config.workers.max_pixels },
         thumbnail: Some(&thumbnail),
     };
     let mut current = Stage::Read;
@@ -87,7 +79,7 @@ fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
         }
         if stage != current {
             current = stage;
-            match shared.store.update(id, |j| j.advance(stage)) {
+            match shared.store.update(id, |j| j.advance(stage, shared.clock.now())) {
                 Ok(j) => shared.publish(EngineEvent::Job(Box::new(j))),
                 Err(e) => warn!(job = %id, error = %e, "cannot store a milestone"),
             }
@@ -95,24 +87,23 @@ fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
         true
     };
     // A panic in decoding or inference fails this job only; the worker carries on.
-    let outcome = catch_unwind(AssertUnwindSafe(|| {
-        pipeline::run(analyzer, &input, on_stage)
-    }))
-    .unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
-        error!(job = %id, panic = %what, "worker panicked on this photo");
-        Err(Interrupt::Failed(JobError::transient(format!(
-            "internal error while processing: {what}"
-        ))))
-    });
+    let outcome =
+        catch_unwind(AssertUnwindSafe(|| pipeline::run(analyzer, &input, on_stage))).unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            error!(job = %id, panic = %what, "worker panicked on this photo");
+            Err(Interrupt::Failed(JobError::transient(format!("internal error while processing: {what}"))))
+        });
     let now = shared.clock.now();
     let stored: Result<Job, StoreError> = match outcome {
         Ok(result) => {
             info!(job = %id, file = %job.filename, plants = result.total_detected, "completed");
+            if let Err(e) = shared.store.record_stage_timings(&result.timings_ms) {
+                warn!(error = %e, "cannot record stage timings; ETAs learn from the next job");
+            }
             shared.store.update(id, |j| j.complete(result, now))
         }
         Err(Interrupt::Failed(err)) => {

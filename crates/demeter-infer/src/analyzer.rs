@@ -35,40 +35,23 @@ fn build_session(
     intra_threads: usize,
 ) -> Result<ort::Result<(Session, Provider, Option<String>)>, InferError> {
     // Builder errors hold the builder and are not `Send`: everything ort stays in here.
-    let mut builder = match Session::builder(runtime.env())
-        .and_then(|b| Ok(b.with_intra_threads(intra_threads)?))
-    {
+    let mut builder = match Session::builder(runtime.env()).and_then(|b| Ok(b.with_intra_threads(intra_threads)?)) {
         Ok(b) => b,
         Err(e) => return Ok(Err(e)),
     };
     let (provider, warning) = runtime.register(&mut builder)?;
-    Ok(builder
-        .commit_from_memory(&model.onnx)
-        .map(|s| (s, provider, warning)))
+    Ok(builder.commit_from_memory(&model.onnx).map(|s| (s, provider, warning)))
 }
 
 impl Analyzer {
     /// Creates a session for `model` with `intra_threads` ONNX Runtime threads, and checks that
     /// the graph has the input and output the manifest promises.
-    pub fn new(
-        runtime: &Runtime,
-        model: Arc<Model>,
-        intra_threads: usize,
-    ) -> Result<Self, InferError> {
+    pub fn new(runtime: &Runtime, model: Arc<Model>, intra_threads: usize) -> Result<Self, InferError> {
         let at = model.dir.clone().unwrap_or_else(|| "<built-in>".into());
         let (session, provider, warning) = build_session(runtime, &model, intra_threads.max(1))?
-            .map_err(|e| InferError::Model {
-                path: at.clone(),
-                reason: e.to_string(),
-            })?;
-        let has_input = session
-            .inputs()
-            .iter()
-            .any(|i| i.name() == model.manifest.input.name);
-        let has_mask = session
-            .outputs()
-            .iter()
-            .any(|o| o.name() == model.mask_output());
+            .map_err(|e| InferError::Model { path: at.clone(), reason: e.to_string() })?;
+        let has_input = session.inputs().iter().any(|i| i.name() == model.manifest.input.name);
+        let has_mask = session.outputs().iter().any(|o| o.name() == model.mask_output());
         if !has_input || !has_mask {
             return Err(InferError::Model {
                 path: at,
@@ -81,12 +64,7 @@ impl Analyzer {
                 ),
             });
         }
-        Ok(Self {
-            session,
-            model,
-            provider,
-            warning,
-        })
+        Ok(Self { session, model, provider, warning })
     }
 
     pub fn model(&self) -> &Model {
@@ -106,16 +84,8 @@ impl Analyzer {
     pub fn prepare(&self, img: &DynamicImage) -> Prepared {
         let side = self.model.manifest.input.long_side;
         let (w, h) = (img.width(), img.height());
-        let rgb = if w.max(h) > side {
-            img.thumbnail(side, side).to_rgb8()
-        } else {
-            img.to_rgb8()
-        };
-        Prepared {
-            rgb,
-            orig_width: w,
-            orig_height: h,
-        }
+        let rgb = if w.max(h) > side { img.thumbnail(side, side).to_rgb8() } else { img.to_rgb8() };
+        Prepared { rgb, orig_width: w, orig_height: h }
     }
 
     /// Runs the model; returns the mask (row-major, the prepared image's size).
@@ -126,23 +96,18 @@ impl Analyzer {
         let mut data = vec![0f32; 3 * plane];
         for (i, px) in p.rgb.pixels().enumerate() {
             for c in 0..3 {
-                data[c * plane + i] =
-                    (f32::from(px.0[c]) * spec.scale - spec.mean[c]) / spec.std[c];
+                data[c * plane + i] = (f32::from(px.0[c]) * spec.scale - spec.mean[c]) / spec.std[c];
             }
         }
         let input = Tensor::from_array(([1usize, 3, h, w], data.into_boxed_slice()))
             .map_err(|e| InferError::Run(e.to_string()))?;
-        let outputs = self
-            .session
-            .run(ort::inputs![spec.name.as_str() => input])
-            .map_err(|e| InferError::Run(e.to_string()))?;
+        let outputs =
+            self.session.run(ort::inputs![spec.name.as_str() => input]).map_err(|e| InferError::Run(e.to_string()))?;
         let (shape, mask) = outputs[self.model.mask_output()]
             .try_extract_tensor::<f32>()
             .map_err(|e| InferError::Run(format!("output {:?}: {e}", self.model.mask_output())))?;
         if mask.len() != plane {
-            return Err(InferError::Run(format!(
-                "mask has shape {shape:?}, expected [1, 1, {h}, {w}]"
-            )));
+            return Err(InferError::Run(format!("mask has shape {shape:?}, expected [1, 1, {h}, {w}]")));
         }
         Ok(mask.iter().map(|v| *v > 0.5).collect())
     }
@@ -150,9 +115,7 @@ impl Analyzer {
     /// Turns the mask into plants in the original photo's coordinates.
     pub fn detect(&self, mask: &[bool], p: &Prepared) -> Detection {
         let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
-        let min_area = (self.model.manifest.thresholds.min_area_fraction * (w * h) as f64)
-            .ceil()
-            .max(1.0) as u64;
+        let min_area = (self.model.manifest.thresholds.min_area_fraction * (w * h) as f64).ceil().max(1.0) as u64;
         let sx = f64::from(p.orig_width) / w as f64;
         let sy = f64::from(p.orig_height) / h as f64;
         let comps = detect::components(mask, w, h, min_area);
@@ -166,16 +129,10 @@ impl Analyzer {
                     (f64::from(c.bbox[2]) * sx).ceil() as u32,
                     (f64::from(c.bbox[3]) * sy).ceil() as u32,
                 ],
-                centroid: [
-                    ((c.centroid[0] + 0.5) * sx) as f32,
-                    ((c.centroid[1] + 0.5) * sy) as f32,
-                ],
+                centroid: [((c.centroid[0] + 0.5) * sx) as f32, ((c.centroid[1] + 0.5) * sy) as f32],
                 area_px: (c.area as f64 * sx * sy).round() as u64,
             })
             .collect();
-        Detection {
-            plants,
-            plant_area_fraction: plant_px as f32 / (w * h).max(1) as f32,
-        }
+        Detection { plants, plant_area_fraction: plant_px as f32 / (w * h).max(1) as f32 }
     }
 }

@@ -20,18 +20,11 @@ pub enum DecodeError {
     #[error("not a supported image (JPEG, PNG, TIFF or WebP)")]
     UnknownFormat,
     #[error("image is {width}×{height} = {} megapixels, above the limit of {} megapixels", *width as u64 * *height as u64 / 1_000_000, .max_pixels / 1_000_000)]
-    TooLarge {
-        width: u32,
-        height: u32,
-        max_pixels: u64,
-    },
+    TooLarge { width: u32, height: u32, max_pixels: u64 },
     #[error("image has zero width or height")]
     ZeroSize,
     #[error("corrupt or truncated {format} image: {reason}")]
-    Corrupt {
-        format: &'static str,
-        reason: String,
-    },
+    Corrupt { format: &'static str, reason: String },
 }
 
 fn format_name(f: image::ImageFormat) -> &'static str {
@@ -49,9 +42,7 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, Decode
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|_| DecodeError::UnknownFormat)?;
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|_| DecodeError::UnknownFormat)?;
     let format = match reader.format() {
         Some(
             f @ (image::ImageFormat::Jpeg
@@ -64,15 +55,9 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, Decode
     let name = format_name(format);
     // Decoders fill a truncated JPEG with grey and carry on; a half-copied photo must fail.
     if format == image::ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
-        return Err(DecodeError::Corrupt {
-            format: name,
-            reason: "the file ends before the image data does".into(),
-        });
+        return Err(DecodeError::Corrupt { format: name, reason: "the file ends before the image data does".into() });
     }
-    let corrupt = |e: image::ImageError| DecodeError::Corrupt {
-        format: name,
-        reason: e.to_string(),
-    };
+    let corrupt = |e: image::ImageError| DecodeError::Corrupt { format: name, reason: e.to_string() };
     let mut reader = reader;
     let mut l = Limits::default();
     // Headroom over the pixel budget for 16-bit RGBA and decoder scratch space.
@@ -84,16 +69,10 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, Decode
         return Err(DecodeError::ZeroSize);
     }
     if u64::from(width) * u64::from(height) > limits.max_pixels {
-        return Err(DecodeError::TooLarge {
-            width,
-            height,
-            max_pixels: limits.max_pixels,
-        });
+        return Err(DecodeError::TooLarge { width, height, max_pixels: limits.max_pixels });
     }
     // A broken EXIF block must not cost the photo: fall back to "as stored".
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let orientation = decoder.orientation().unwrap_or(image::metadata::Orientation::NoTransforms);
     let mut img = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
     img.apply_orientation(orientation);
     Ok(img)
@@ -149,9 +128,7 @@ mod tests {
         out.into_inner()
     }
 
-    const LIMITS: DecodeLimits = DecodeLimits {
-        max_pixels: 100_000_000,
-    };
+    const LIMITS: DecodeLimits = DecodeLimits { max_pixels: 100_000_000 };
 
     #[test]
     fn decodes_a_valid_jpeg() {
@@ -163,10 +140,7 @@ mod tests {
     fn truncated_and_garbage_input_fail_with_reasons() {
         let full = jpeg(64, 48);
         let e = decode(&full[..full.len() / 2], LIMITS).unwrap_err();
-        assert!(
-            matches!(e, DecodeError::Corrupt { format: "JPEG", .. }),
-            "{e}"
-        );
+        assert!(matches!(e, DecodeError::Corrupt { format: "JPEG", .. }), "{e}");
         // Cut just before the end marker: decoders would accept it, the structure check does not.
         let e = decode(&full[..full.len() - 2], LIMITS).unwrap_err();
         assert!(e.to_string().contains("ends before the image data"), "{e}");
@@ -176,36 +150,18 @@ mod tests {
         assert!(decode(&padded, LIMITS).is_ok());
         let png = {
             let mut out = Cursor::new(Vec::new());
-            DynamicImage::new_rgb8(64, 48)
-                .write_to(&mut out, image::ImageFormat::Png)
-                .unwrap();
+            DynamicImage::new_rgb8(64, 48).write_to(&mut out, image::ImageFormat::Png).unwrap();
             out.into_inner()
         };
-        assert!(matches!(
-            decode(&png[..png.len() / 2], LIMITS),
-            Err(DecodeError::Corrupt { format: "PNG", .. })
-        ));
-        assert!(matches!(
-            decode(b"this is text, not a photo", LIMITS),
-            Err(DecodeError::UnknownFormat)
-        ));
+        assert!(matches!(decode(&png[..png.len() / 2], LIMITS), Err(DecodeError::Corrupt { format: "PNG", .. })));
+        assert!(matches!(decode(b"this is text, not a photo", LIMITS), Err(DecodeError::UnknownFormat)));
         assert!(matches!(decode(b"", LIMITS), Err(DecodeError::Empty)));
     }
 
     #[test]
     fn oversized_images_are_refused_before_decoding() {
         let e = decode(&jpeg(200, 100), DecodeLimits { max_pixels: 10_000 }).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                DecodeError::TooLarge {
-                    width: 200,
-                    height: 100,
-                    ..
-                }
-            ),
-            "{e}"
-        );
+        assert!(matches!(e, DecodeError::TooLarge { width: 200, height: 100, .. }), "{e}");
         assert!(e.to_string().contains("megapixels"));
     }
 }

@@ -50,12 +50,7 @@ pub fn components(mask: &[bool], width: usize, height: usize, min_area: u64) -> 
         }
         if area >= min_area {
             out.push(Component {
-                bbox: [
-                    x0 as u32,
-                    y0 as u32,
-                    (x1 - x0 + 1) as u32,
-                    (y1 - y0 + 1) as u32,
-                ],
+                bbox: [x0 as u32, y0 as u32, (x1 - x0 + 1) as u32, (y1 - y0 + 1) as u32],
                 centroid: [sx / area as f64, sy / area as f64],
                 area,
             });
@@ -71,13 +66,7 @@ mod tests {
 
     fn parse(rows: &[&str]) -> (Vec<bool>, usize, usize) {
         let w = rows[0].len();
-        (
-            rows.iter()
-                .flat_map(|r| r.chars().map(|c| c == '#'))
-                .collect(),
-            w,
-            rows.len(),
-        )
+        (rows.iter().flat_map(|r| r.chars().map(|c| c == '#')).collect(), w, rows.len())
     }
 
     #[test]

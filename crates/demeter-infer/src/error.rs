@@ -12,9 +12,7 @@ pub enum InferError {
     Environment(String),
     #[error("cannot load the model in {path}: {reason}")]
     Model { path: PathBuf, reason: String },
-    #[error(
-        "--device cuda was requested but the CUDA execution provider could not be registered: {0}"
-    )]
+    #[error("--device cuda was requested but the CUDA execution provider could not be registered: {0}")]
     CudaUnavailable(String),
     #[error("inference failed: {0}")]
     Run(String),

@@ -78,51 +78,27 @@ pub struct Model {
 impl Model {
     /// The model compiled into the binary.
     pub fn builtin() -> Self {
-        Self::from_parts(
-            DEFAULT_MANIFEST,
-            DEFAULT_ONNX.into(),
-            None,
-            Path::new("<built-in>"),
-        )
-        .expect("the built-in model's manifest is checked by tests")
+        Self::from_parts(DEFAULT_MANIFEST, DEFAULT_ONNX.into(), None, Path::new("<built-in>"))
+            .expect("the built-in model's manifest is checked by tests")
     }
 
     /// Loads `dir/model.onnx` and `dir/manifest.toml`.
     pub fn load_dir(dir: &Path) -> Result<Self, InferError> {
-        let err = |reason: String| InferError::Model {
-            path: dir.to_owned(),
-            reason,
-        };
+        let err = |reason: String| InferError::Model { path: dir.to_owned(), reason };
         let manifest = std::fs::read_to_string(dir.join("manifest.toml"))
             .map_err(|e| err(format!("cannot read manifest.toml: {e}")))?;
-        let onnx = std::fs::read(dir.join("model.onnx"))
-            .map_err(|e| err(format!("cannot read model.onnx: {e}")))?;
+        let onnx = std::fs::read(dir.join("model.onnx")).map_err(|e| err(format!("cannot read model.onnx: {e}")))?;
         Self::from_parts(&manifest, onnx.into(), Some(dir.to_owned()), dir)
     }
 
-    fn from_parts(
-        manifest: &str,
-        onnx: Arc<[u8]>,
-        dir: Option<PathBuf>,
-        at: &Path,
-    ) -> Result<Self, InferError> {
-        let err = |reason: String| InferError::Model {
-            path: at.to_owned(),
-            reason,
-        };
-        let manifest: Manifest =
-            toml::from_str(manifest).map_err(|e| err(format!("manifest.toml: {e}")))?;
+    fn from_parts(manifest: &str, onnx: Arc<[u8]>, dir: Option<PathBuf>, at: &Path) -> Result<Self, InferError> {
+        let err = |reason: String| InferError::Model { path: at.to_owned(), reason };
+        let manifest: Manifest = toml::from_str(manifest).map_err(|e| err(format!("manifest.toml: {e}")))?;
         if manifest.input.layout != "NCHW" {
-            return Err(err(format!(
-                "input.layout {:?} is not supported (only \"NCHW\")",
-                manifest.input.layout
-            )));
+            return Err(err(format!("input.layout {:?} is not supported (only \"NCHW\")", manifest.input.layout)));
         }
         if manifest.input.channels != "RGB" {
-            return Err(err(format!(
-                "input.channels {:?} is not supported (only \"RGB\")",
-                manifest.input.channels
-            )));
+            return Err(err(format!("input.channels {:?} is not supported (only \"RGB\")", manifest.input.channels)));
         }
         if !(16..=4096).contains(&manifest.input.long_side) {
             return Err(err("input.long_side must be between 16 and 4096".into()));
@@ -131,20 +107,13 @@ impl Model {
             return Err(err("input.std must not contain 0".into()));
         }
         if !manifest.outputs.contains_key("mask") {
-            return Err(err(
-                "outputs.mask is missing: Demeter needs a plant mask output".into(),
-            ));
+            return Err(err("outputs.mask is missing: Demeter needs a plant mask output".into()));
         }
         if !(0.0..1.0).contains(&manifest.thresholds.min_area_fraction) {
             return Err(err("thresholds.min_area_fraction must be in 0..1".into()));
         }
         let sha256 = format!("{:x}", Sha256::digest(&onnx));
-        Ok(Self {
-            manifest,
-            onnx,
-            sha256,
-            dir,
-        })
+        Ok(Self { manifest, onnx, sha256, dir })
     }
 
     pub fn mask_output(&self) -> &str {
@@ -162,10 +131,7 @@ mod tests {
         assert_eq!(m.manifest.name, "plant-exg");
         assert_eq!(m.manifest.input.long_side, 512);
         let recorded = m.manifest.provenance["sha256"].as_str().unwrap();
-        assert_eq!(
-            recorded, m.sha256,
-            "manifest.toml and model.onnx come from the same build"
-        );
+        assert_eq!(recorded, m.sha256, "manifest.toml and model.onnx come from the same build");
     }
 
     #[test]
@@ -179,11 +145,7 @@ mod tests {
     #[test]
     fn unsupported_layouts_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
-        std::fs::write(
-            tmp.path().join("manifest.toml"),
-            DEFAULT_MANIFEST.replace("\"NCHW\"", "\"NHWC\""),
-        )
-        .unwrap();
+        std::fs::write(tmp.path().join("manifest.toml"), DEFAULT_MANIFEST.replace("\"NCHW\"", "\"NHWC\"")).unwrap();
         std::fs::write(tmp.path().join("model.onnx"), DEFAULT_ONNX).unwrap();
         let e = Model::load_dir(tmp.path()).unwrap_err().to_string();
         assert!(e.contains("NHWC"), "{e}");

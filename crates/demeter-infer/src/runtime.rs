@@ -43,21 +43,13 @@ pub struct Runtime {
 pub fn default_library_candidates() -> Vec<PathBuf> {
     let file = format!("libonnxruntime.so.{ORT_VERSION}");
     let mut out = Vec::new();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_owned))
-    {
+    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_owned)) {
         out.push(dir.join(&file));
         out.push(dir.join("../lib").join(&file));
     }
     out.push(PathBuf::from(".ort").join(&file));
     if let Some(home) = std::env::var_os("HOME") {
-        out.push(
-            PathBuf::from(home)
-                .join(".cache/demeter/onnxruntime")
-                .join(ORT_VERSION)
-                .join(&file),
-        );
+        out.push(PathBuf::from(home).join(".cache/demeter/onnxruntime").join(ORT_VERSION).join(&file));
     }
     out.push(PathBuf::from("/usr/lib/demeter").join(&file));
     out
@@ -70,37 +62,28 @@ impl Runtime {
         let library = match configured {
             Some(p) => {
                 if !p.exists() {
-                    return Err(InferError::LibraryNotFound {
-                        searched: vec![p.to_owned()],
-                    });
+                    return Err(InferError::LibraryNotFound { searched: vec![p.to_owned()] });
                 }
                 p.to_owned()
             }
             None => {
                 let candidates = default_library_candidates();
-                candidates.iter().find(|p| p.exists()).cloned().ok_or(
-                    InferError::LibraryNotFound {
-                        searched: candidates,
-                    },
-                )?
+                candidates
+                    .iter()
+                    .find(|p| p.exists())
+                    .cloned()
+                    .ok_or(InferError::LibraryNotFound { searched: candidates })?
             }
         };
-        let builder = ort::init_from(&library).map_err(|e| InferError::Library {
-            path: library.clone(),
-            reason: e.to_string(),
-        })?;
+        let builder = ort::init_from(&library)
+            .map_err(|e| InferError::Library { path: library.clone(), reason: e.to_string() })?;
         let env = builder
             .with_name("demeter")
             .with_telemetry(false)
             .build()
             .map_err(|e| InferError::Environment(e.to_string()))?;
         info!(library = %library.display(), %device, "ONNX Runtime loaded");
-        Ok(Self {
-            env,
-            device,
-            library,
-            warned: AtomicBool::new(false),
-        })
+        Ok(Self { env, device, library, warned: AtomicBool::new(false) })
     }
 
     pub fn library(&self) -> &Path {
@@ -125,9 +108,7 @@ impl Runtime {
             Device::Cpu => Ok((Provider::Cpu, None)),
             Device::Auto | Device::Cuda => match register_cuda(builder) {
                 Ok(()) => Ok((Provider::Cuda, None)),
-                Err(reason) if self.device == Device::Cuda => {
-                    Err(InferError::CudaUnavailable(reason))
-                }
+                Err(reason) if self.device == Device::Cuda => Err(InferError::CudaUnavailable(reason)),
                 Err(reason) => {
                     let w = format!("--device auto: CUDA not available ({reason}); running on CPU");
                     if !self.warned.swap(true, Ordering::Relaxed) {
@@ -143,9 +124,7 @@ impl Runtime {
 #[cfg(feature = "cuda")]
 fn register_cuda(builder: &mut ort::session::builder::SessionBuilder) -> Result<(), String> {
     use ort::ep::ExecutionProvider;
-    ort::ep::CUDA::default()
-        .register(builder)
-        .map_err(|e| e.to_string())
+    ort::ep::CUDA::default().register(builder).map_err(|e| e.to_string())
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -8,8 +8,7 @@ use demeter_infer::{decode, Analyzer, DecodeLimits, Model, Provider, Runtime};
 
 fn runtime() -> Runtime {
     let lib = std::env::var_os("DEMETER_ORT_LIB").map(PathBuf::from);
-    Runtime::init(lib.as_deref(), Device::Auto)
-        .expect("ONNX Runtime 1.31.1 (run `make ort` or set DEMETER_ORT_LIB)")
+    Runtime::init(lib.as_deref(), Device::Auto).expect("ONNX Runtime 1.31.1 (run `make ort` or set DEMETER_ORT_LIB)")
 }
 
 fn real(name: &str) -> Vec<u8> {
@@ -23,19 +22,10 @@ fn real(name: &str) -> Vec<u8> {
 fn default_model_counts_plants_on_real_photos() {
     let rt = runtime();
     let mut a = Analyzer::new(&rt, Arc::new(Model::builtin()), 1).unwrap();
-    assert_eq!(
-        a.provider(),
-        Provider::Cpu,
-        "no GPU in CI: auto must fall back to CPU"
-    );
-    assert!(
-        a.warning().unwrap().contains("CPU"),
-        "the fallback is reported"
-    );
+    assert_eq!(a.provider(), Provider::Cpu, "no GPU in CI: auto must fall back to CPU");
+    assert!(a.warning().unwrap().contains("CPU"), "the fallback is reported");
 
-    let limits = DecodeLimits {
-        max_pixels: 100_000_000,
-    };
+    let limits = DecodeLimits { max_pixels: 100_000_000 };
     let count = |a: &mut Analyzer, bytes: &[u8]| {
         let img = decode(bytes, limits).unwrap();
         let p = a.prepare(&img);
@@ -44,19 +34,13 @@ fn default_model_counts_plants_on_real_photos() {
     };
 
     // A tray of 20 pot positions, 19 with plants per the source (2 of them tiny seedlings).
-    let (tray, w, h) = count(
-        &mut a,
-        &real("01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg"),
-    );
+    let (tray, w, h) = count(&mut a, &real("01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg"));
     assert_eq!((w, h), (2592, 1944));
     let n = tray.plants.len();
     assert!((15..=21).contains(&n), "tray count {n}");
     assert!(tray.plant_area_fraction > 0.02 && tray.plant_area_fraction < 0.5);
     for p in &tray.plants {
-        assert!(
-            p.bbox[0] + p.bbox[2] <= w + 1 && p.bbox[1] + p.bbox[3] <= h + 1,
-            "box inside the photo: {p:?}"
-        );
+        assert!(p.bbox[0] + p.bbox[2] <= w + 1 && p.bbox[1] + p.bbox[3] <= h + 1, "box inside the photo: {p:?}");
         assert!((p.centroid[0] as u32) < w && (p.centroid[1] as u32) < h);
     }
 
@@ -66,18 +50,10 @@ fn default_model_counts_plants_on_real_photos() {
 
     // The same tray at 400×300 counts about the same: counts do not depend on resolution.
     let (small, _, _) = count(&mut a, &real("02_plantcv-docs__original_multi_image.jpg"));
-    assert!(
-        (small.plants.len() as i64 - n as i64).abs() <= 3,
-        "{} vs {n}",
-        small.plants.len()
-    );
+    assert!((small.plants.len() as i64 - n as i64).abs() <= 3, "{} vs {n}", small.plants.len());
 
     // A blank grey image has no plants.
-    let grey = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
-        640,
-        480,
-        image::Rgb([128, 128, 128]),
-    ));
+    let grey = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128])));
     let p = a.prepare(&grey);
     let mask = a.segment(&p).unwrap();
     assert!(a.detect(&mask, &p).plants.is_empty());

@@ -14,13 +14,19 @@ pub enum AppError {
     BadRequest(String),
     /// 404: unknown route, or a session that does not exist or has expired.
     NotFound(String),
+    /// 409: the action is not possible in the resource's current state.
+    Conflict(String),
     /// 500: logged with its cause; the client only learns that it happened.
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl From<demeter_store::StoreError> for AppError {
     fn from(e: demeter_store::StoreError) -> Self {
-        AppError::Internal(Box::new(e))
+        match e {
+            demeter_store::StoreError::Transition(t) => AppError::Conflict(t.to_string()),
+            demeter_store::StoreError::JobNotFound(id) => AppError::NotFound(format!("job {id} not found or expired")),
+            e => AppError::Internal(Box::new(e)),
+        }
     }
 }
 
@@ -35,13 +41,10 @@ impl IntoResponse for AppError {
         let (status, code, detail) = match self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             AppError::Internal(e) => {
                 error!(error = %e, "internal error serving a request");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "internal error; see the appliance log".to_owned(),
-                )
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the appliance log".to_owned())
             }
         };
         // `detail` as in the seed (FastAPI's HTTPException); `error` is a stable machine code.

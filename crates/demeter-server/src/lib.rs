@@ -8,8 +8,9 @@
 
 pub mod api;
 pub mod error;
+pub mod events;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
 
 use axum::{
     http::{header, StatusCode},
@@ -31,6 +32,14 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Produces the `/health` snapshot on demand.
     pub health: Arc<dyn Fn() -> Health + Send + Sync>,
+    /// Runs the TTL sweep now; returns (sessions, jobs) removed.
+    pub cleanup: Arc<dyn Fn() -> (usize, usize) + Send + Sync>,
+    /// Worker count, for the ETA of pending jobs.
+    pub workers: usize,
+    /// Where `<job_id>.jpg` thumbnails are.
+    pub thumbnails: PathBuf,
+    /// SSE fan-out with replay.
+    pub hub: Arc<events::EventHub>,
 }
 
 /// The whole HTTP surface.
@@ -38,6 +47,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/health", get(health))
+        .route("/admin/cleanup-sessions", axum::routing::post(api::cleanup))
         .nest("/api/v1", api::routes())
         .fallback(error::not_found)
         .with_state(state)
@@ -49,11 +59,7 @@ async fn index() -> impl IntoResponse {
 
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     let h = (state.health)();
-    let code = if h.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let code = if h.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (code, axum::Json(h))
 }
 
@@ -63,10 +69,7 @@ pub async fn serve(
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -5,9 +5,7 @@ use demeter_domain::{JobId, TransitionError};
 /// Everything that can go wrong with the store, with the path where it matters.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "the job database at {path} is in use by another process (is another demeter running?)"
-    )]
+    #[error("the job database at {path} is in use by another process (is another demeter running?)")]
     Locked { path: PathBuf },
     #[error("the job database at {path} is corrupt ({source}); move it aside to rebuild it from the photo folder")]
     Corrupt { path: PathBuf, source: sled::Error },
@@ -16,10 +14,7 @@ pub enum StoreError {
     #[error("job database error: {0}")]
     Sled(#[from] sled::Error),
     #[error("stored {what} is unreadable: {source}")]
-    Codec {
-        what: &'static str,
-        source: serde_json::Error,
-    },
+    Codec { what: &'static str, source: serde_json::Error },
     #[error("job {0} not found")]
     JobNotFound(JobId),
     #[error(transparent)]

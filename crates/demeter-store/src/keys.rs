@@ -60,10 +60,7 @@ mod tests {
         let kc = expiry(c, ExpiryKind::Job, &[0; 16]);
         assert!(ka < kb && kb < kc);
         assert!(kb < expiry_upper(b) && expiry_upper(b) < kc);
-        assert!(
-            expiry(b, ExpiryKind::Session, &[0xff; 16]) < expiry_upper(b),
-            "every kind due at `now` is included"
-        );
+        assert!(expiry(b, ExpiryKind::Session, &[0xff; 16]) < expiry_upper(b), "every kind due at `now` is included");
         assert_eq!(parse_expiry(&ka), Some((ExpiryKind::Session, [9; 16])));
     }
 }

@@ -16,6 +16,7 @@
 //! | `seen_path`    | path \0 size \0 mtime                  | job id           | a rescan never re-queues a photo, cheaply |
 //! | `seen_hash`    | SHA-256 of the content                 | job id           | a byte-identical copy is not processed twice |
 //! | `expiry`       | expires-at ms ++ kind ++ id            | –                | the sweeper reads only what is due |
+//! | `meta`         | `stage_stats`, `paused`                | JSON / –         | learned ETAs and the pause switch survive restarts |
 //!
 //! The `seen_*` indexes outlive job TTLs on purpose: photos stay in the folder (the source of
 //! truth) long after their job expires, and must not be processed again on every rescan.

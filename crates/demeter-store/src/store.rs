@@ -1,10 +1,11 @@
 use std::{
+    collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
     sync::{Mutex, MutexGuard},
 };
 
 use chrono::{DateTime, Duration, Utc};
-use demeter_domain::{Job, JobId, JobState, SessionId, TransitionError, UploadSession};
+use demeter_domain::{eta::StageStats, Job, JobId, JobState, SessionId, Stage, TransitionError, UploadSession};
 use serde::{de::DeserializeOwned, Serialize};
 use sled::{transaction::ConflictableTransactionError, Transactional, Tree};
 use tracing::{debug, info};
@@ -13,6 +14,9 @@ use crate::{
     error::StoreError,
     keys::{self, ExpiryKind},
 };
+
+const META_STAGE_STATS: &[u8] = b"stage_stats";
+const META_PAUSED: &[u8] = b"paused";
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -65,6 +69,8 @@ pub struct Store {
     seen_path: Tree,
     seen_hash: Tree,
     expiry: Tree,
+    /// Small appliance-wide values: learned stage durations, the pause switch.
+    meta: Tree,
     /// Serialises read-modify-write sequences. One process owns the database (sled's file lock),
     /// so an in-process lock is enough, and transactions never conflict or retry.
     write: Mutex<()>,
@@ -87,20 +93,14 @@ impl Store {
     /// corrupt one are reported as such, never as a panic.
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Self> {
         let path = dir.join("db");
-        std::fs::create_dir_all(&path).map_err(|e| StoreError::Open {
-            path: path.clone(),
-            source: e.into(),
-        })?;
+        std::fs::create_dir_all(&path).map_err(|e| StoreError::Open { path: path.clone(), source: e.into() })?;
         let db = sled::Config::new()
             .path(&path)
             .cache_capacity(cache_capacity_bytes)
             .mode(sled::Mode::LowSpace)
             .open()
             .map_err(|e| classify_open_error(&path, e))?;
-        let tree = |name: &str| {
-            db.open_tree(name)
-                .map_err(|e| classify_open_error(&path, e))
-        };
+        let tree = |name: &str| db.open_tree(name).map_err(|e| classify_open_error(&path, e));
         let store = Self {
             jobs: tree("jobs")?,
             sessions: tree("sessions")?,
@@ -110,6 +110,7 @@ impl Store {
             seen_path: tree("seen_path")?,
             seen_hash: tree("seen_hash")?,
             expiry: tree("expiry")?,
+            meta: tree("meta")?,
             db,
             path,
             write: Mutex::new(()),
@@ -137,10 +138,7 @@ impl Store {
         let id = session.id.as_bytes();
         (&self.sessions, &self.expiry).transaction(|(sessions, expiry)| {
             sessions.insert(id, encode(session))?;
-            expiry.insert(
-                keys::expiry(session.expires_at, ExpiryKind::Session, id),
-                &[],
-            )?;
+            expiry.insert(keys::expiry(session.expires_at, ExpiryKind::Session, id), &[])?;
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
         self.flush()
@@ -148,18 +146,12 @@ impl Store {
 
     /// The job already recorded for this exact file, if any.
     pub fn seen(&self, key: &SeenKey) -> Result<Option<JobId>> {
-        Ok(self
-            .seen_path
-            .get(key.encode())?
-            .and_then(|v| JobId::from_slice(&v)))
+        Ok(self.seen_path.get(key.encode())?.and_then(|v| JobId::from_slice(&v)))
     }
 
     /// The job already recorded for this content (SHA-256, hex), if any.
     pub fn content_seen(&self, content_hash: &str) -> Result<Option<JobId>> {
-        Ok(self
-            .seen_hash
-            .get(content_hash)?
-            .and_then(|v| JobId::from_slice(&v)))
+        Ok(self.seen_hash.get(content_hash)?.and_then(|v| JobId::from_slice(&v)))
     }
 
     /// Remembers a file whose content is already known under `existing`, so rescans skip it.
@@ -172,19 +164,9 @@ impl Store {
     /// Records a new job for a photo whose content hash is `content_hash`: the job, its session
     /// index entry, the queue entry (when pending), both dedup entries and its expiry, atomically.
     /// When the content is already known the file is only remembered, under the existing job.
-    pub fn enqueue(
-        &self,
-        job: &Job,
-        content_hash: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<EnqueueOutcome> {
+    pub fn enqueue(&self, job: &Job, content_hash: &str, expires_at: DateTime<Utc>) -> Result<EnqueueOutcome> {
         let _g = self.lock();
-        let seen = SeenKey {
-            path: job.path.clone(),
-            size: job.size,
-            mtime_ns: job.mtime_ns,
-        }
-        .encode();
+        let seen = SeenKey { path: job.path.clone(), size: job.size, mtime_ns: job.mtime_ns }.encode();
         if let Some(existing) = self.content_seen(content_hash)? {
             self.seen_path.insert(seen, existing.as_bytes())?;
             self.flush()?;
@@ -192,46 +174,29 @@ impl Store {
         }
         let id = job.id.as_bytes();
         let pending = matches!(job.state, JobState::Pending { .. });
-        (
-            &self.jobs,
-            &self.session_jobs,
-            &self.queue,
-            &self.seen_path,
-            &self.seen_hash,
-            &self.expiry,
-        )
-            .transaction(
-                |(jobs, session_jobs, queue, seen_path, seen_hash, expiry)| {
-                    jobs.insert(id, encode(job))?;
-                    session_jobs.insert(
-                        &keys::session_job(job.upload_session_id.as_bytes(), id),
-                        &[],
-                    )?;
-                    if pending {
-                        queue.insert(id, &[])?;
-                    }
-                    seen_path.insert(seen.as_slice(), id)?;
-                    seen_hash.insert(content_hash.as_bytes(), id)?;
-                    expiry.insert(keys::expiry(expires_at, ExpiryKind::Job, id), &[])?;
-                    Ok::<_, ConflictableTransactionError<StoreError>>(())
-                },
-            )?;
+        (&self.jobs, &self.session_jobs, &self.queue, &self.seen_path, &self.seen_hash, &self.expiry).transaction(
+            |(jobs, session_jobs, queue, seen_path, seen_hash, expiry)| {
+                jobs.insert(id, encode(job))?;
+                session_jobs.insert(&keys::session_job(job.upload_session_id.as_bytes(), id), &[])?;
+                if pending {
+                    queue.insert(id, &[])?;
+                }
+                seen_path.insert(seen.as_slice(), id)?;
+                seen_hash.insert(content_hash.as_bytes(), id)?;
+                expiry.insert(keys::expiry(expires_at, ExpiryKind::Job, id), &[])?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            },
+        )?;
         self.flush()?;
         Ok(EnqueueOutcome::Stored)
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>> {
-        self.jobs
-            .get(id.as_bytes())?
-            .map(|v| decode("job", &v))
-            .transpose()
+        self.jobs.get(id.as_bytes())?.map(|v| decode("job", &v)).transpose()
     }
 
     pub fn session(&self, id: SessionId) -> Result<Option<UploadSession>> {
-        self.sessions
-            .get(id.as_bytes())?
-            .map(|v| decode("session", &v))
-            .transpose()
+        self.sessions.get(id.as_bytes())?.map(|v| decode("session", &v)).transpose()
     }
 
     /// A session's jobs in arrival order. Reads only this session's index range.
@@ -248,12 +213,7 @@ impl Store {
 
     /// Up to `limit` sessions, newest first.
     pub fn recent_sessions(&self, limit: usize) -> Result<Vec<UploadSession>> {
-        self.sessions
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|e| decode("session", &e?.1))
-            .collect()
+        self.sessions.iter().rev().take(limit).map(|e| decode("session", &e?.1)).collect()
     }
 
     pub fn pending_count(&self) -> usize {
@@ -286,11 +246,7 @@ impl Store {
 
     /// Applies a state-machine transition to a stored job and stores the result with its index
     /// changes; returns the job as stored. A refused transition writes nothing.
-    pub fn update(
-        &self,
-        id: JobId,
-        change: impl FnOnce(&mut Job) -> Result<(), TransitionError>,
-    ) -> Result<Job> {
+    pub fn update(&self, id: JobId, change: impl FnOnce(&mut Job) -> Result<(), TransitionError>) -> Result<Job> {
         let _g = self.lock();
         let mut job = self.job(id)?.ok_or(StoreError::JobNotFound(id))?;
         change(&mut job)?;
@@ -326,15 +282,62 @@ impl Store {
         self.flush()
     }
 
+    /// Learned per-stage durations (empty until a job has completed).
+    pub fn stage_stats(&self) -> Result<StageStats> {
+        self.meta.get(META_STAGE_STATS)?.map(|v| decode("stage stats", &v)).transpose().map(Option::unwrap_or_default)
+    }
+
+    /// Folds a completed job's stage timings into the learned durations, durably.
+    pub fn record_stage_timings(&self, timings_ms: &BTreeMap<Stage, u64>) -> Result<StageStats> {
+        let _g = self.lock();
+        let mut stats = self.stage_stats()?;
+        stats.record(timings_ms);
+        self.meta.insert(META_STAGE_STATS, encode(&stats))?;
+        self.flush()?;
+        Ok(stats)
+    }
+
+    /// 0-based FIFO positions of those of `ids` that are pending. Reads the queue only up to
+    /// the last of them.
+    pub fn queue_positions(&self, ids: &[JobId]) -> Result<HashMap<JobId, usize>> {
+        let wanted: HashSet<JobId> = ids.iter().copied().collect();
+        let mut out = HashMap::new();
+        if wanted.is_empty() {
+            return Ok(out);
+        }
+        for (pos, key) in self.queue.iter().keys().enumerate() {
+            if let Some(id) = JobId::from_slice(&key?) {
+                if wanted.contains(&id) {
+                    out.insert(id, pos);
+                    if out.len() == wanted.len() {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether workers should stop taking new jobs (kept across restarts).
+    pub fn paused(&self) -> Result<bool> {
+        Ok(self.meta.get(META_PAUSED)?.is_some())
+    }
+
+    pub fn set_paused(&self, paused: bool) -> Result<()> {
+        let _g = self.lock();
+        if paused {
+            self.meta.insert(META_PAUSED, &[])?;
+        } else {
+            self.meta.remove(META_PAUSED)?;
+        }
+        self.flush()
+    }
+
     /// At start-up: every job left in `processing` lost its worker. Each goes back to the queue
     /// with the attempt counted, or fails after `max_attempts`. Returns the jobs as stored.
     pub fn reclaim_orphans(&self, max_attempts: u32, now: DateTime<Utc>) -> Result<Vec<Job>> {
-        let ids: Vec<JobId> = self
-            .processing
-            .iter()
-            .keys()
-            .filter_map(|k| k.ok().and_then(|k| JobId::from_slice(&k)))
-            .collect();
+        let ids: Vec<JobId> =
+            self.processing.iter().keys().filter_map(|k| k.ok().and_then(|k| JobId::from_slice(&k))).collect();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             match self.update(id, |job| job.reclaim(max_attempts, now)) {
@@ -354,12 +357,8 @@ impl Store {
     pub fn sweep_expired(&self, now: DateTime<Utc>, batch: usize) -> Result<SweepReport> {
         let _g = self.lock();
         let mut report = SweepReport::default();
-        let due: Vec<_> = self
-            .expiry
-            .range(..keys::expiry_upper(now))
-            .keys()
-            .take(batch + 1)
-            .collect::<Result<_, _>>()?;
+        let due: Vec<_> =
+            self.expiry.range(..keys::expiry_upper(now)).keys().take(batch + 1).collect::<Result<_, _>>()?;
         report.more = due.len() > batch;
         for key in due.into_iter().take(batch) {
             let Some((kind, id)) = keys::parse_expiry(&key) else {
@@ -377,14 +376,12 @@ impl Store {
                     report.sessions += 1;
                 }
                 ExpiryKind::Job => {
-                    (&self.jobs, &self.queue, &self.processing).transaction(
-                        |(jobs, queue, processing)| {
-                            jobs.remove(&id)?;
-                            queue.remove(&id)?;
-                            processing.remove(&id)?;
-                            Ok::<_, ConflictableTransactionError<StoreError>>(())
-                        },
-                    )?;
+                    (&self.jobs, &self.queue, &self.processing).transaction(|(jobs, queue, processing)| {
+                        jobs.remove(&id)?;
+                        queue.remove(&id)?;
+                        processing.remove(&id)?;
+                        Ok::<_, ConflictableTransactionError<StoreError>>(())
+                    })?;
                     if let Some(job) = JobId::from_slice(&id) {
                         report.jobs.push(job);
                     }
@@ -394,12 +391,7 @@ impl Store {
         }
         self.flush()?;
         if report.sessions + report.jobs.len() > 0 {
-            debug!(
-                sessions = report.sessions,
-                jobs = report.jobs.len(),
-                more = report.more,
-                "swept expired records"
-            );
+            debug!(sessions = report.sessions, jobs = report.jobs.len(), more = report.more, "swept expired records");
         }
         Ok(report)
     }
@@ -412,20 +404,10 @@ impl Store {
 
 fn classify_open_error(path: &Path, e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Io(ref io)
-            if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") =>
-        {
-            StoreError::Locked {
-                path: path.to_owned(),
-            }
+        sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+            StoreError::Locked { path: path.to_owned() }
         }
-        sled::Error::Corruption { .. } => StoreError::Corrupt {
-            path: path.to_owned(),
-            source: e,
-        },
-        e => StoreError::Open {
-            path: path.to_owned(),
-            source: e,
-        },
+        sled::Error::Corruption { .. } => StoreError::Corrupt { path: path.to_owned(), source: e },
+        e => StoreError::Open { path: path.to_owned(), source: e },
     }
 }

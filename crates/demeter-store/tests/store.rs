@@ -5,8 +5,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use chrono::{DateTime, Duration, Utc};
 use demeter_domain::{
-    ErrorKind, Job, JobError, JobId, JobResult, ModelRef, SessionId, SessionSource, StatusName,
-    UploadSession,
+    ErrorKind, Job, JobError, JobId, JobResult, ModelRef, SessionId, SessionSource, StatusName, UploadSession,
 };
 use demeter_store::{EnqueueOutcome, SeenKey, Store, StoreError};
 
@@ -38,12 +37,7 @@ fn enqueue(store: &Store, session: SessionId, n: u32) -> Job {
         n.into(),
         t(0),
     );
-    assert_eq!(
-        store
-            .enqueue(&job, &format!("hash{n}"), t(0) + Duration::hours(48))
-            .unwrap(),
-        EnqueueOutcome::Stored
-    );
+    assert_eq!(store.enqueue(&job, &format!("hash{n}"), t(0) + Duration::hours(48)).unwrap(), EnqueueOutcome::Stored);
     job
 }
 
@@ -54,10 +48,7 @@ fn result() -> JobResult {
         plants: vec![],
         plant_area_fraction: 0.1,
         storage_location_id: None,
-        model: ModelRef {
-            name: "m".into(),
-            version: "1".into(),
-        },
+        model: ModelRef { name: "m".into(), version: "1".into() },
         timings_ms: Default::default(),
         width: 1,
         height: 1,
@@ -83,14 +74,7 @@ fn state_survives_reopen_and_orphans_are_reclaimed_in_fifo_order() {
     assert_eq!(store.processing_count(), 1);
     let reclaimed = store.reclaim_orphans(3, t(3)).unwrap();
     assert_eq!(reclaimed.len(), 1);
-    assert_eq!(
-        (
-            reclaimed[0].id,
-            reclaimed[0].status(),
-            reclaimed[0].attempts
-        ),
-        (b, StatusName::Pending, 1)
-    );
+    assert_eq!((reclaimed[0].id, reclaimed[0].status(), reclaimed[0].attempts), (b, StatusName::Pending, 1));
     assert_eq!(store.processing_count(), 0);
     assert_eq!(store.pending_count(), 2);
     // b was queued before c and keeps its place.
@@ -113,20 +97,14 @@ fn a_job_that_keeps_killing_its_worker_fails_after_max_attempts() {
         let store = reopen(dir.path());
         store.reclaim_orphans(3, t(attempt)).unwrap();
         // The worker claims it, then the process dies (the store is dropped mid-job).
-        let j = store
-            .claim_next(0, t(attempt))
-            .unwrap()
-            .expect("re-queued after each crash");
+        let j = store.claim_next(0, t(attempt)).unwrap().expect("re-queued after each crash");
         assert_eq!(j.attempts, attempt as u32);
     }
     let store = reopen(dir.path());
     let reclaimed = store.reclaim_orphans(3, t(10)).unwrap();
     assert_eq!(reclaimed[0].id, id);
     let e = reclaimed[0].error().unwrap();
-    assert_eq!(
-        (e.kind, e.message.as_str()),
-        (ErrorKind::Crashed, "worker crashed repeatedly")
-    );
+    assert_eq!((e.kind, e.message.as_str()), (ErrorKind::Crashed, "worker crashed repeatedly"));
     assert_eq!(store.pending_count(), 0);
 }
 
@@ -136,36 +114,11 @@ fn the_same_file_or_content_is_never_queued_twice() {
     let store = Store::open(dir.path(), CACHE).unwrap();
     let s = session(&store, t(0));
     let job = enqueue(&store, s, 1);
-    let key = SeenKey {
-        path: job.path.clone(),
-        size: job.size,
-        mtime_ns: job.mtime_ns,
-    };
+    let key = SeenKey { path: job.path.clone(), size: job.size, mtime_ns: job.mtime_ns };
     assert_eq!(store.seen(&key).unwrap(), Some(job.id));
-    let copy = Job::new(
-        JobId::new_v7(),
-        s,
-        "x".into(),
-        "/p/copy.jpg".into(),
-        "copy.jpg".into(),
-        100,
-        9,
-        t(0),
-    );
-    assert_eq!(
-        store.enqueue(&copy, "hash1", t(100)).unwrap(),
-        EnqueueOutcome::Duplicate(job.id)
-    );
-    assert_eq!(
-        store
-            .seen(&SeenKey {
-                path: "/p/copy.jpg".into(),
-                size: 100,
-                mtime_ns: 9
-            })
-            .unwrap(),
-        Some(job.id)
-    );
+    let copy = Job::new(JobId::new_v7(), s, "x".into(), "/p/copy.jpg".into(), "copy.jpg".into(), 100, 9, t(0));
+    assert_eq!(store.enqueue(&copy, "hash1", t(100)).unwrap(), EnqueueOutcome::Duplicate(job.id));
+    assert_eq!(store.seen(&SeenKey { path: "/p/copy.jpg".into(), size: 100, mtime_ns: 9 }).unwrap(), Some(job.id));
     assert_eq!(store.session_jobs(s).unwrap().len(), 1);
     assert_eq!(store.pending_count(), 1);
 }
@@ -179,19 +132,8 @@ fn sweeps_remove_only_what_is_due_in_bounded_batches() {
         enqueue(&store, old, n);
     }
     let young = session(&store, t(0) + Duration::hours(30));
-    let live = Job::new(
-        JobId::new_v7(),
-        young,
-        "y".into(),
-        "/p/y.jpg".into(),
-        "y.jpg".into(),
-        1,
-        1,
-        t(0),
-    );
-    store
-        .enqueue(&live, "young", t(0) + Duration::hours(80))
-        .unwrap();
+    let live = Job::new(JobId::new_v7(), young, "y".into(), "/p/y.jpg".into(), "y.jpg".into(), 1, 1, t(0));
+    store.enqueue(&live, "young", t(0) + Duration::hours(80)).unwrap();
 
     let now = t(0) + Duration::hours(49);
     let mut swept_jobs = 0;
@@ -213,14 +155,7 @@ fn sweeps_remove_only_what_is_due_in_bounded_batches() {
     assert!(store.job(live.id).unwrap().is_some(), "not due");
     assert_eq!(store.pending_count(), 1, "expired jobs left the queue too");
     // The photos are still in the folder: their dedup entries stay so they are not re-queued.
-    assert!(store
-        .seen(&SeenKey {
-            path: "/p/3.jpg".into(),
-            size: 100,
-            mtime_ns: 3
-        })
-        .unwrap()
-        .is_some());
+    assert!(store.seen(&SeenKey { path: "/p/3.jpg".into(), size: 100, mtime_ns: 3 }).unwrap().is_some());
 }
 
 #[test]
@@ -231,13 +166,8 @@ fn a_garbage_database_is_an_error_not_a_panic() {
     std::fs::write(db.join("conf"), b"\x00garbage that is not a sled config").unwrap();
     std::fs::write(db.join("db"), vec![0xAB; 4096]).unwrap();
     let result = std::panic::catch_unwind(|| Store::open(dir.path(), CACHE).map(|_| ()));
-    let err = result
-        .expect("no panic")
-        .expect_err("garbage must not open");
-    assert!(
-        matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }),
-        "{err}"
-    );
+    let err = result.expect("no panic").expect_err("garbage must not open");
+    assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }), "{err}");
     assert!(err.to_string().contains(&db.display().to_string()), "{err}");
 }
 
@@ -253,24 +183,12 @@ impl XorShift {
 }
 
 fn check(store: &Store, session: SessionId, model: &BTreeMap<JobId, StatusName>, ctx: &str) {
-    let stored: BTreeMap<JobId, StatusName> = store
-        .session_jobs(session)
-        .unwrap()
-        .iter()
-        .map(|j| (j.id, j.status()))
-        .collect();
+    let stored: BTreeMap<JobId, StatusName> =
+        store.session_jobs(session).unwrap().iter().map(|j| (j.id, j.status())).collect();
     assert_eq!(&stored, model, "{ctx}");
     let count = |s| model.values().filter(|v| **v == s).count();
-    assert_eq!(
-        store.pending_count(),
-        count(StatusName::Pending),
-        "{ctx}: queue"
-    );
-    assert_eq!(
-        store.processing_count(),
-        count(StatusName::Processing),
-        "{ctx}: processing index"
-    );
+    assert_eq!(store.pending_count(), count(StatusName::Pending), "{ctx}: queue");
+    assert_eq!(store.processing_count(), count(StatusName::Processing), "{ctx}: processing index");
 }
 
 /// Opens the store again after dropping it. sled releases its file lock from a background
@@ -306,10 +224,7 @@ fn random_operations_with_restarts_match_a_model() {
                     model.insert(j.id, StatusName::Pending);
                 }
                 3..=4 => {
-                    let expected = model
-                        .iter()
-                        .find(|(_, v)| **v == StatusName::Pending)
-                        .map(|(k, _)| *k);
+                    let expected = model.iter().find(|(_, v)| **v == StatusName::Pending).map(|(k, _)| *k);
                     let claimed = store.claim_next(0, t(step)).unwrap().map(|j| j.id);
                     assert_eq!(claimed, expected, "{ctx}: FIFO claim");
                     if let Some(id) = claimed {
@@ -317,30 +232,20 @@ fn random_operations_with_restarts_match_a_model() {
                     }
                 }
                 5..=6 => {
-                    let Some(id) = model
-                        .iter()
-                        .find(|(_, v)| **v == StatusName::Processing)
-                        .map(|(k, _)| *k)
-                    else {
+                    let Some(id) = model.iter().find(|(_, v)| **v == StatusName::Processing).map(|(k, _)| *k) else {
                         continue;
                     };
                     if rng.next(2) == 0 {
                         store.update(id, |j| j.complete(result(), t(step))).unwrap();
                         model.insert(id, StatusName::Completed);
                     } else {
-                        store
-                            .update(id, |j| j.fail(JobError::permanent("bad"), t(step)))
-                            .unwrap();
+                        store.update(id, |j| j.fail(JobError::permanent("bad"), t(step))).unwrap();
                         model.insert(id, StatusName::Failed);
                     }
                 }
                 7 => {
                     // An illegal transition changes nothing.
-                    if let Some(id) = model
-                        .iter()
-                        .find(|(_, v)| **v == StatusName::Completed)
-                        .map(|(k, _)| *k)
-                    {
+                    if let Some(id) = model.iter().find(|(_, v)| **v == StatusName::Completed).map(|(k, _)| *k) {
                         assert!(store.update(id, |j| j.claim(0, t(step))).is_err(), "{ctx}");
                     }
                 }

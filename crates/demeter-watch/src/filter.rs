@@ -62,12 +62,7 @@ pub fn is_ignored_path(rel: &Path) -> bool {
 pub fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(OsStr::to_str)
-        .map(|e| {
-            matches!(
-                e.to_ascii_lowercase().as_str(),
-                "jpg" | "jpeg" | "jpe" | "png" | "tif" | "tiff" | "webp"
-            )
-        })
+        .map(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "jpe" | "png" | "tif" | "tiff" | "webp"))
         .unwrap_or(false)
 }
 
@@ -77,10 +72,7 @@ mod tests {
 
     #[test]
     fn sniffs_by_content() {
-        assert_eq!(
-            sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0]),
-            Some(ImageFormat::Jpeg)
-        );
+        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0, 0, 0]), Some(ImageFormat::Jpeg));
         assert_eq!(sniff(b"\x89PNG\r\n\x1a\n...."), Some(ImageFormat::Png));
         assert_eq!(sniff(b"II*\0abcd"), Some(ImageFormat::Tiff));
         assert_eq!(sniff(b"MM\0*abcd"), Some(ImageFormat::Tiff));
@@ -92,16 +84,9 @@ mod tests {
 
     #[test]
     fn junk_names_are_ignored() {
-        for junk in [
-            ".hidden.jpg",
-            "._IMG_1.JPG",
-            ".DS_Store",
-            "Thumbs.db",
-            "THUMBS.DB",
-            "a.tmp",
-            "b.jpg.part",
-            "c.jpg~",
-        ] {
+        for junk in
+            [".hidden.jpg", "._IMG_1.JPG", ".DS_Store", "Thumbs.db", "THUMBS.DB", "a.tmp", "b.jpg.part", "c.jpg~"]
+        {
             assert!(is_ignored_name(OsStr::new(junk)), "{junk}");
         }
         for ok in ["IMG_0001.JPG", "tray 3.png", "x.tiff"] {

@@ -34,10 +34,7 @@ pub enum Readiness {
 
 impl StabilityGate {
     pub fn new(window: Duration) -> Self {
-        Self {
-            window,
-            seen: HashMap::new(),
-        }
+        Self { window, seen: HashMap::new() }
     }
 
     /// Records what a `stat` of `path` returned at `now`.
@@ -47,18 +44,10 @@ impl StabilityGate {
             .entry(path.to_owned())
             .and_modify(|o| {
                 if o.size != size || o.mtime_ns != mtime_ns {
-                    *o = Observation {
-                        size,
-                        mtime_ns,
-                        since: now,
-                    };
+                    *o = Observation { size, mtime_ns, since: now };
                 }
             })
-            .or_insert(Observation {
-                size,
-                mtime_ns,
-                since: now,
-            });
+            .or_insert(Observation { size, mtime_ns, since: now });
         if now.duration_since(obs.since) >= self.window {
             Readiness::Ready
         } else {
@@ -107,16 +96,8 @@ mod tests {
         let p = Path::new("/w/a.jpg");
         g.observe(p, 10, 1, t0);
         assert_eq!(g.observe(p, 20, 1, t0 + ms(1500)), Readiness::Wait, "grew");
-        assert_eq!(
-            g.observe(p, 20, 1, t0 + ms(3000)),
-            Readiness::Wait,
-            "only 1.5 s since it grew"
-        );
-        assert_eq!(
-            g.observe(p, 20, 2, t0 + ms(3400)),
-            Readiness::Wait,
-            "touched"
-        );
+        assert_eq!(g.observe(p, 20, 1, t0 + ms(3000)), Readiness::Wait, "only 1.5 s since it grew");
+        assert_eq!(g.observe(p, 20, 2, t0 + ms(3400)), Readiness::Wait, "touched");
         assert_eq!(g.observe(p, 20, 2, t0 + ms(5400)), Readiness::Ready);
     }
 
@@ -128,9 +109,6 @@ mod tests {
         g.observe(p, 1, 1, t0);
         g.forget(p);
         assert!(g.is_empty());
-        assert_eq!(
-            g.observe(p, 1, 1, t0 + Duration::from_secs(5)),
-            Readiness::Wait
-        );
+        assert_eq!(g.observe(p, 1, 1, t0 + Duration::from_secs(5)), Readiness::Wait);
     }
 }

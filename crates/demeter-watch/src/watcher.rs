@@ -80,10 +80,7 @@ pub struct WatchStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("cannot create the photo folder {path}: {source}")]
-    CreateDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    CreateDir { path: PathBuf, source: std::io::Error },
     #[error("the photo folder {path} is not a directory")]
     NotADir { path: PathBuf },
 }
@@ -98,28 +95,16 @@ pub struct FolderWatcher {
 impl FolderWatcher {
     /// Creates the folder if missing and starts watching; ready files go to `sink`.
     pub fn start(opts: WatchOptions, sink: mpsc::Sender<ReadyFile>) -> Result<Self, WatchError> {
-        std::fs::create_dir_all(&opts.dir).map_err(|source| WatchError::CreateDir {
-            path: opts.dir.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&opts.dir)
+            .map_err(|source| WatchError::CreateDir { path: opts.dir.clone(), source })?;
         if !opts.dir.is_dir() {
-            return Err(WatchError::NotADir {
-                path: opts.dir.clone(),
-            });
+            return Err(WatchError::NotADir { path: opts.dir.clone() });
         }
         let dir = opts.dir.canonicalize().unwrap_or_else(|_| opts.dir.clone());
         let opts = WatchOptions { dir, ..opts };
         let stop = Arc::new(AtomicBool::new(false));
-        let mode = if opts.force_polling {
-            "polling"
-        } else {
-            "events"
-        };
-        let status = Arc::new(Mutex::new(WatchStatus {
-            dir: opts.dir.clone(),
-            mode,
-            ..Default::default()
-        }));
+        let mode = if opts.force_polling { "polling" } else { "events" };
+        let status = Arc::new(Mutex::new(WatchStatus { dir: opts.dir.clone(), mode, ..Default::default() }));
         let thread = {
             let (stop, status) = (stop.clone(), status.clone());
             thread::Builder::new()
@@ -127,18 +112,11 @@ impl FolderWatcher {
                 .spawn(move || Loop::new(opts, sink, status).run(&stop))
                 .expect("spawning the watcher thread")
         };
-        Ok(Self {
-            stop,
-            status,
-            thread: Some(thread),
-        })
+        Ok(Self { stop, status, thread: Some(thread) })
     }
 
     pub fn status(&self) -> WatchStatus {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn stop(mut self) {
@@ -176,19 +154,9 @@ fn mtime_ns(t: SystemTime) -> i128 {
 }
 
 impl Loop {
-    fn new(
-        opts: WatchOptions,
-        sink: mpsc::Sender<ReadyFile>,
-        status: Arc<Mutex<WatchStatus>>,
-    ) -> Self {
+    fn new(opts: WatchOptions, sink: mpsc::Sender<ReadyFile>, status: Arc<Mutex<WatchStatus>>) -> Self {
         let gate = StabilityGate::new(opts.stability_window);
-        Self {
-            opts,
-            sink,
-            status,
-            gate,
-            reported: HashMap::new(),
-        }
+        Self { opts, sink, status, gate, reported: HashMap::new() }
     }
 
     fn set_status(&self, f: impl FnOnce(&mut WatchStatus)) {
@@ -279,11 +247,7 @@ impl Loop {
     }
 
     fn scan(&mut self, dir: &Path) {
-        for entry in walkdir::WalkDir::new(dir)
-            .follow_links(false)
-            .into_iter()
-            .filter_map(Result::ok)
-        {
+        for entry in walkdir::WalkDir::new(dir).follow_links(false).into_iter().filter_map(Result::ok) {
             if entry.file_type().is_file() {
                 self.consider(entry.path());
             }
@@ -335,20 +299,9 @@ impl Loop {
                     let rel = self.rel(&path).unwrap_or_default();
                     let rel_path = rel.to_string_lossy().replace('\\', "/");
                     let top_level = (rel.components().count() > 1)
-                        .then(|| {
-                            rel.components()
-                                .next()
-                                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                        })
+                        .then(|| rel.components().next().map(|c| c.as_os_str().to_string_lossy().into_owned()))
                         .flatten();
-                    let file = ReadyFile {
-                        path: path.clone(),
-                        rel_path,
-                        top_level,
-                        size,
-                        mtime_ns: mtime,
-                        kind,
-                    };
+                    let file = ReadyFile { path: path.clone(), rel_path, top_level, size, mtime_ns: mtime, kind };
                     debug!(path = %path.display(), ?kind, "file ready");
                     if self.sink.send(file).is_err() {
                         return; // the engine is shutting down

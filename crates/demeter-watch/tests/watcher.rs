@@ -9,9 +9,7 @@ use std::{
 
 use demeter_watch::{FileKind, FolderWatcher, ImageFormat, ReadyFile, WatchOptions};
 
-const JPEG_HEAD: &[u8] = &[
-    0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0,
-];
+const JPEG_HEAD: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0];
 
 fn opts(dir: &std::path::Path) -> WatchOptions {
     WatchOptions {
@@ -52,18 +50,11 @@ fn reports_existing_and_new_photos_once_and_skips_junk() {
     fs::write(dir.join("Thumbs.db"), b"x").unwrap();
 
     let got = collect(&rx, 3, Duration::from_secs(10));
-    let names: Vec<_> = got
-        .iter()
-        .map(|f| (f.rel_path.as_str(), f.kind, f.top_level.as_deref()))
-        .collect();
+    let names: Vec<_> = got.iter().map(|f| (f.rel_path.as_str(), f.kind, f.top_level.as_deref())).collect();
     assert_eq!(
         names,
         vec![
-            (
-                "bench-a/new.png",
-                FileKind::Image(ImageFormat::Png),
-                Some("bench-a")
-            ),
+            ("bench-a/new.png", FileKind::Image(ImageFormat::Png), Some("bench-a")),
             ("fake.jpg", FileKind::NotAnImage, None),
             ("old.JPG", FileKind::Image(ImageFormat::Jpeg), None),
         ]
@@ -78,14 +69,9 @@ fn a_file_still_being_written_is_not_reported_early() {
     let tmp = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::channel();
     // A window well above the write interval, so a loaded CI machine cannot fake a pause.
-    let _w = FolderWatcher::start(
-        WatchOptions {
-            stability_window: Duration::from_millis(1500),
-            ..opts(tmp.path())
-        },
-        tx,
-    )
-    .unwrap();
+    let _w =
+        FolderWatcher::start(WatchOptions { stability_window: Duration::from_millis(1500), ..opts(tmp.path()) }, tx)
+            .unwrap();
     let path = tmp.path().join("slow.jpg");
     let mut f = fs::File::create(&path).unwrap();
     f.write_all(JPEG_HEAD).unwrap();
@@ -93,19 +79,12 @@ fn a_file_still_being_written_is_not_reported_early() {
         std::thread::sleep(Duration::from_millis(100));
         f.write_all(&[0u8; 1000]).unwrap();
         f.flush().unwrap();
-        assert!(
-            rx.try_recv().is_err(),
-            "reported while the copy was still growing"
-        );
+        assert!(rx.try_recv().is_err(), "reported while the copy was still growing");
     }
     drop(f);
     let got = collect(&rx, 1, Duration::from_secs(5));
     assert_eq!(got.len(), 1);
-    assert_eq!(
-        got[0].size,
-        JPEG_HEAD.len() as u64 + 8000,
-        "reported with its final size"
-    );
+    assert_eq!(got[0].size, JPEG_HEAD.len() as u64 + 8000, "reported with its final size");
 }
 
 #[test]
@@ -113,11 +92,7 @@ fn polling_mode_finds_photos_by_rescan() {
     let tmp = tempfile::tempdir().unwrap();
     let (tx, rx) = mpsc::channel();
     let w = FolderWatcher::start(
-        WatchOptions {
-            force_polling: true,
-            rescan_interval: Duration::from_millis(200),
-            ..opts(tmp.path())
-        },
+        WatchOptions { force_polling: true, rescan_interval: Duration::from_millis(200), ..opts(tmp.path()) },
         tx,
     )
     .unwrap();

@@ -1,0 +1,91 @@
+//! State-changing actions. Idempotent where that makes sense (retrying a session with no failed
+//! jobs, pausing a paused queue); impossible transitions answer 409.
+
+use axum::{
+    extract::{Path, State},
+    Json,
+};
+use serde::Serialize;
+
+use super::{jobs::parse_job, poll::parse_session, poll::session_gone, views::SessionSnapshot};
+use crate::{error::AppError, AppState};
+
+#[derive(Debug, Serialize)]
+pub struct RetryResponse {
+    pub upload_session_id: String,
+    /// Jobs put back in the queue by this call.
+    pub requeued: usize,
+}
+
+/// `POST /api/v1/sessions/{id}/retry`: re-queues the session's failed jobs.
+pub(crate) async fn retry_session(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<RetryResponse>, AppError> {
+    let id = parse_session(&raw)?;
+    let requeued = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
+        let now = state.clock.now();
+        let mut n = 0;
+        for job in snap.jobs.iter().filter(|j| j.error().is_some()) {
+            let stored = state.store.update(job.id, |j| j.retry(now))?;
+            crate::events::publish_job(&state, &stored)?;
+            n += 1;
+        }
+        Ok(n)
+    })
+    .await??;
+    Ok(Json(RetryResponse { upload_session_id: id.to_string(), requeued }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct CancelResponse {
+    pub job_id: String,
+    pub status: &'static str,
+}
+
+/// `POST /api/v1/jobs/{id}/cancel`: a pending job fails as "cancelled by user". Cancelling a
+/// cancelled job is a no-op; cancelling a running or finished one is 409.
+pub(crate) async fn cancel_job(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<CancelResponse>, AppError> {
+    let id = parse_job(&raw)?;
+    tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let job = super::jobs::load_live_job(&state, id)?;
+        if job.error().map(|e| e.kind) == Some(demeter_domain::ErrorKind::Cancelled) {
+            return Ok(());
+        }
+        let stored = state.store.update(id, |j| j.cancel(state.clock.now()))?;
+        crate::events::publish_job(&state, &stored)?;
+        Ok(())
+    })
+    .await??;
+    Ok(Json(CancelResponse { job_id: id.to_string(), status: "failed" }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct QueueState {
+    pub paused: bool,
+}
+
+/// `POST /api/v1/queue/pause`: workers finish what they hold and take nothing new.
+pub(crate) async fn pause(State(state): State<AppState>) -> Result<Json<QueueState>, AppError> {
+    set_paused(state, true).await
+}
+
+/// `POST /api/v1/queue/resume`.
+pub(crate) async fn resume(State(state): State<AppState>) -> Result<Json<QueueState>, AppError> {
+    set_paused(state, false).await
+}
+
+async fn set_paused(state: AppState, paused: bool) -> Result<Json<QueueState>, AppError> {
+    tokio::task::spawn_blocking(move || state.store.set_paused(paused)).await??;
+    Ok(Json(QueueState { paused }))
+}
+
+/// `POST /admin/cleanup-sessions`: runs the TTL sweep now.
+pub(crate) async fn cleanup(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
+    let (sessions, jobs) = tokio::task::spawn_blocking(move || (state.cleanup)()).await?;
+    Ok(Json(serde_json::json!({ "removed_sessions": sessions, "removed_jobs": jobs })))
+}

@@ -1,0 +1,68 @@
+//! One job: its detail and its thumbnail.
+
+use axum::{
+    extract::{Path, State},
+    http::header,
+    response::{IntoResponse, Response},
+    Json,
+};
+use demeter_domain::JobId;
+
+use super::views::{estimates, JobDetail, JobView};
+use crate::{error::AppError, AppState};
+
+pub(crate) fn parse_job(raw: &str) -> Result<JobId, AppError> {
+    raw.parse().map_err(|_| AppError::BadRequest(format!("job id {raw:?} is not a UUID")))
+}
+
+/// A job whose session is gone is gone for clients too.
+pub(crate) fn load_live_job(state: &AppState, id: JobId) -> Result<demeter_domain::Job, AppError> {
+    let job = state.store.job(id)?.ok_or_else(|| AppError::NotFound("job not found or expired".into()))?;
+    Ok(job)
+}
+
+/// `GET /api/v1/jobs/{id}`.
+pub(crate) async fn job_detail(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<JobDetail>, AppError> {
+    let id = parse_job(&raw)?;
+    let detail = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let job = load_live_job(&state, id)?;
+        let stats = state.store.stage_stats()?;
+        let estimate = estimates(&state, std::slice::from_ref(&job), &stats, state.clock.now())?[0];
+        Ok(JobDetail {
+            job: JobView::new(&job, estimate),
+            upload_session_id: job.upload_session_id.to_string(),
+            created_at: job.created_at,
+            attempts: job.attempts,
+            error_kind: job.error().map(|e| e.kind),
+            details: job.result().cloned(),
+            thumbnail_url: format!("/api/v1/jobs/{id}/thumbnail"),
+        })
+    })
+    .await??;
+    Ok(Json(detail))
+}
+
+/// `GET /api/v1/jobs/{id}/thumbnail`: the 256-px JPEG, cacheable (a job's thumbnail never
+/// changes; the id is a UUID, so no path can be smuggled in).
+pub(crate) async fn thumbnail(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
+    let id = parse_job(&raw)?;
+    let path = state.thumbnails.join(format!("{id}.jpg"));
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => Ok((
+            [
+                (header::CONTENT_TYPE, "image/jpeg".to_owned()),
+                (header::CACHE_CONTROL, "private, max-age=86400, immutable".to_owned()),
+                (header::ETAG, format!("\"{id}\"")),
+            ],
+            bytes,
+        )
+            .into_response()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(AppError::NotFound("no thumbnail for this job (not processed yet, failed, or expired)".into()))
+        }
+        Err(e) => Err(AppError::Internal(Box::new(e))),
+    }
+}

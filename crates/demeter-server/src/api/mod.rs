@@ -1,0 +1,33 @@
+//! `/api/v1`: the seed's poll endpoint, sessions, jobs, queue actions and the event stream.
+
+mod actions;
+mod jobs;
+mod poll;
+mod results;
+pub mod views;
+
+pub(crate) use actions::cleanup;
+
+use axum::{
+    routing::{get, post},
+    Router,
+};
+
+use crate::AppState;
+
+pub(crate) use poll::parse_session as parse_session_id;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/photos/jobs/status", get(poll::poll_status))
+        .route("/sessions", get(poll::list_sessions))
+        .route("/sessions/{id}/retry", post(actions::retry_session))
+        .route("/sessions/{id}/results.json", get(results::results_json))
+        .route("/sessions/{id}/results.csv", get(results::results_csv))
+        .route("/jobs/{id}", get(jobs::job_detail))
+        .route("/jobs/{id}/thumbnail", get(jobs::thumbnail))
+        .route("/jobs/{id}/cancel", post(actions::cancel_job))
+        .route("/queue/pause", post(actions::pause))
+        .route("/queue/resume", post(actions::resume))
+        .route("/events", get(crate::events::stream))
+}

@@ -1,0 +1,102 @@
+//! The seed's poll endpoint and the recent-sessions list.
+
+use axum::{
+    extract::{rejection::QueryRejection, Query, State},
+    Json,
+};
+use chrono::{DateTime, Utc};
+use demeter_domain::{SessionId, SessionSummary};
+use serde::{Deserialize, Serialize};
+
+use super::views::{JobView, SessionSnapshot};
+use crate::{error::AppError, AppState};
+
+#[derive(Debug, Deserialize)]
+pub struct PollParams {
+    upload_session_id: Option<String>,
+}
+
+/// The poll endpoint's body: the seed's, plus the session's ETA.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PollResponse {
+    pub upload_session_id: String,
+    pub jobs: Vec<JobView>,
+    pub summary: SessionSummary,
+    /// Seconds until the whole session is done; `null` until stage durations are known.
+    pub eta_seconds: Option<f64>,
+    pub last_updated: DateTime<Utc>,
+}
+
+/// Parses a session id from a query or path, as 400 when malformed.
+pub(crate) fn parse_session(raw: &str) -> Result<SessionId, AppError> {
+    raw.parse().map_err(|_| AppError::BadRequest(format!("upload_session_id {raw:?} is not a UUID")))
+}
+
+pub(crate) fn session_gone() -> AppError {
+    AppError::NotFound("Upload session not found or expired".into())
+}
+
+/// `GET /api/v1/photos/jobs/status?upload_session_id=…`. Reads only this session's jobs.
+pub(crate) async fn poll_status(
+    State(state): State<AppState>,
+    params: Result<Query<PollParams>, QueryRejection>,
+) -> Result<Json<PollResponse>, AppError> {
+    let Query(params) = params.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let raw = params
+        .upload_session_id
+        .ok_or_else(|| AppError::BadRequest("query parameter upload_session_id is required".into()))?;
+    let id = parse_session(&raw)?;
+    let response = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
+        Ok(PollResponse {
+            upload_session_id: id.to_string(),
+            summary: snap.summary(),
+            eta_seconds: snap.eta_seconds(),
+            jobs: snap.job_views(),
+            last_updated: state.clock.now(),
+        })
+    })
+    .await??;
+    Ok(Json(response))
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionView {
+    pub upload_session_id: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub source: demeter_domain::SessionSource,
+    pub summary: SessionSummary,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct SessionsResponse {
+    pub sessions: Vec<SessionView>,
+}
+
+/// Sessions listed by `GET /api/v1/sessions`, at most.
+const MAX_SESSIONS: usize = 200;
+
+/// `GET /api/v1/sessions`: live sessions, newest first, each with its summary.
+pub(crate) async fn list_sessions(State(state): State<AppState>) -> Result<Json<SessionsResponse>, AppError> {
+    let sessions = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let now = state.clock.now();
+        let mut out = Vec::new();
+        for s in state.store.recent_sessions(MAX_SESSIONS)? {
+            if s.expires_at <= now {
+                continue;
+            }
+            let jobs = state.store.session_jobs(s.id)?;
+            out.push(SessionView {
+                upload_session_id: s.id.to_string(),
+                created_at: s.created_at,
+                expires_at: s.expires_at,
+                source: s.source,
+                summary: SessionSummary::from_jobs(&jobs),
+            });
+        }
+        Ok(out)
+    })
+    .await??;
+    Ok(Json(SessionsResponse { sessions }))
+}

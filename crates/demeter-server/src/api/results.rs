@@ -1,0 +1,105 @@
+//! A session's results as JSON or CSV: one row per photo.
+
+use axum::{
+    extract::{Path, State},
+    http::header,
+    response::{IntoResponse, Response},
+    Json,
+};
+use demeter_domain::{Job, Stage};
+use serde::Serialize;
+
+use super::{poll::parse_session, poll::session_gone, views::SessionSnapshot};
+use crate::{error::AppError, AppState};
+
+#[derive(Debug, Serialize)]
+pub struct ResultRow {
+    pub filename: String,
+    pub status: &'static str,
+    pub plant_count: Option<u32>,
+    pub storage_location_id: Option<String>,
+    pub error_message: Option<String>,
+    pub timings_ms: std::collections::BTreeMap<Stage, u64>,
+}
+
+fn row(j: &Job) -> ResultRow {
+    ResultRow {
+        filename: j.filename.clone(),
+        status: j.status().as_str(),
+        plant_count: j.result().map(|r| r.total_detected),
+        storage_location_id: j.result().and_then(|r| r.storage_location_id.clone()),
+        error_message: j.error().map(|e| e.message.clone()),
+        timings_ms: j.result().map(|r| r.timings_ms.clone()).unwrap_or_default(),
+    }
+}
+
+async fn rows(state: AppState, raw: String) -> Result<Vec<ResultRow>, AppError> {
+    let id = parse_session(&raw)?;
+    tokio::task::spawn_blocking(move || {
+        let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
+        Ok(snap.jobs.iter().map(row).collect())
+    })
+    .await?
+}
+
+/// `GET /api/v1/sessions/{id}/results.json`.
+pub(crate) async fn results_json(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Vec<ResultRow>>, AppError> {
+    Ok(Json(rows(state, raw).await?))
+}
+
+/// A CSV field: quoted when needed, and defused when a spreadsheet would run it as a formula.
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_owned() };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+/// `GET /api/v1/sessions/{id}/results.csv`.
+pub(crate) async fn results_csv(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
+    let rows = rows(state, raw.clone()).await?;
+    let mut out = String::from("filename,status,plant_count,storage_location_id,error_message");
+    for s in Stage::ALL {
+        out.push_str(&format!(",{}_ms", s.as_str()));
+    }
+    out.push('\n');
+    for r in rows {
+        let mut cells = vec![
+            csv_field(&r.filename),
+            r.status.to_owned(),
+            r.plant_count.map(|c| c.to_string()).unwrap_or_default(),
+            csv_field(r.storage_location_id.as_deref().unwrap_or("")),
+            csv_field(r.error_message.as_deref().unwrap_or("")),
+        ];
+        cells.extend(Stage::ALL.iter().map(|s| r.timings_ms.get(s).map(|v| v.to_string()).unwrap_or_default()));
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    let disposition = format!(
+        "attachment; filename=\"demeter-{}.csv\"",
+        raw.chars().filter(|c| c.is_ascii_hexdigit() || *c == '-').collect::<String>()
+    );
+    Ok((
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+        out,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formulas_defused() {
+        assert_eq!(csv_field("a.jpg"), "a.jpg");
+        assert_eq!(csv_field("a,b.jpg"), "\"a,b.jpg\"");
+        assert_eq!(csv_field("say \"hi\"\n.jpg"), "\"say \"\"hi\"\"\n.jpg\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+    }
+}

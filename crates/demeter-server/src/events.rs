@@ -1,0 +1,190 @@
+//! `GET /api/v1/events`: Server-Sent Events of job and session changes as they are stored.
+//!
+//! Every event gets an increasing id and is kept in a bounded ring, so a client reconnecting
+//! with `Last-Event-ID` gets exactly what it missed; when what it missed has left the ring it
+//! gets a `resync` event (reload everything) instead of a silent gap. Each client reads from its
+//! own bounded buffer (a broadcast receiver); a client too slow to keep up is sent `resync` and
+//! dropped, never slowing the others. Event data is serialised JSON: a filename with a newline
+//! cannot break the stream's framing.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    extract::{rejection::QueryRejection, Query, State},
+    http::HeaderMap,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use demeter_domain::{Job, SessionId, UploadSession};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::{
+    api::views::{estimates, JobView, SessionSnapshot},
+    error::AppError,
+    AppState,
+};
+
+/// One stored event.
+#[derive(Debug)]
+pub struct HubEvent {
+    pub id: u64,
+    /// `job`, `session` or `resync`.
+    pub kind: &'static str,
+    /// `None`: for every client (resync).
+    pub session: Option<SessionId>,
+    pub data: String,
+}
+
+struct Ring {
+    next_id: u64,
+    events: VecDeque<Arc<HubEvent>>,
+}
+
+/// Fan-out of events to SSE clients, with replay.
+pub struct EventHub {
+    ring: Mutex<Ring>,
+    capacity: usize,
+    tx: broadcast::Sender<Arc<HubEvent>>,
+}
+
+impl EventHub {
+    /// `history`: events kept for `Last-Event-ID` resume; `client_buffer`: events a client may
+    /// fall behind before it is told to resync.
+    pub fn new(history: usize, client_buffer: usize) -> Self {
+        let (tx, _) = broadcast::channel(client_buffer.max(1));
+        Self { ring: Mutex::new(Ring { next_id: 1, events: VecDeque::new() }), capacity: history.max(1), tx }
+    }
+
+    pub fn publish(&self, kind: &'static str, session: Option<SessionId>, data: serde_json::Value) -> u64 {
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let id = ring.next_id;
+        ring.next_id += 1;
+        let event = Arc::new(HubEvent { id, kind, session, data: data.to_string() });
+        if ring.events.len() == self.capacity {
+            ring.events.pop_front();
+        }
+        ring.events.push_back(event.clone());
+        // Sent under the lock, so a subscriber's replay and live stream never overlap or gap.
+        let _ = self.tx.send(event);
+        id
+    }
+
+    /// Events after `last` (if it is still in the ring), whether a resync is needed, and the
+    /// live receiver, taken atomically.
+    fn subscribe_after(&self, last: Option<u64>) -> (Vec<Arc<HubEvent>>, bool, broadcast::Receiver<Arc<HubEvent>>) {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let rx = self.tx.subscribe();
+        let Some(last) = last else {
+            return (Vec::new(), false, rx);
+        };
+        let oldest = ring.events.front().map(|e| e.id).unwrap_or(ring.next_id);
+        if last + 1 < oldest || last >= ring.next_id {
+            // Missed events are gone, or the id is from another run of the server.
+            return (Vec::new(), true, rx);
+        }
+        (ring.events.iter().filter(|e| e.id > last).cloned().collect(), false, rx)
+    }
+
+    pub fn clients(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// Announces a stored job change: the job as it was stored (not as it is by now), with its
+/// estimate, and its session's current summary. Blocking (reads the store).
+pub fn publish_job(state: &AppState, job: &Job) -> Result<(), AppError> {
+    let Some(snap) = SessionSnapshot::load(state, job.upload_session_id)? else { return Ok(()) };
+    let stats = state.store.stage_stats()?;
+    let estimate = estimates(state, std::slice::from_ref(job), &stats, state.clock.now())?[0];
+    state.hub.publish(
+        "job",
+        Some(job.upload_session_id),
+        json!({
+            "type": "job",
+            "upload_session_id": job.upload_session_id.to_string(),
+            "job": JobView::new(job, estimate),
+            "summary": snap.summary(),
+            "eta_seconds": snap.eta_seconds(),
+        }),
+    );
+    Ok(())
+}
+
+/// Announces a new upload session.
+pub fn publish_session(state: &AppState, session: &UploadSession) {
+    state.hub.publish(
+        "session",
+        Some(session.id),
+        json!({
+            "type": "session",
+            "upload_session_id": session.id.to_string(),
+            "created_at": session.created_at,
+            "source": session.source,
+        }),
+    );
+}
+
+/// Tells every client to reload (e.g. the publisher fell behind the engine).
+pub fn publish_resync(state: &AppState, reason: &str) {
+    state.hub.publish("resync", None, json!({ "type": "resync", "reason": reason }));
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventParams {
+    upload_session_id: Option<String>,
+}
+
+fn to_sse(e: &HubEvent) -> Event {
+    Event::default().id(e.id.to_string()).event(e.kind).data(&e.data)
+}
+
+fn resync_event(reason: &str) -> Event {
+    Event::default().event("resync").data(json!({ "type": "resync", "reason": reason }).to_string())
+}
+
+/// `GET /api/v1/events[?upload_session_id=…]`.
+pub(crate) async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<EventParams>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
+    let Query(params) = params.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    let filter = params.upload_session_id.as_deref().map(crate::api::parse_session_id).transpose()?;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().parse::<u64>().map_err(|_| AppError::BadRequest("Last-Event-ID must be a number".into())))
+        .transpose()?;
+    let (replay, resync, rx) = state.hub.subscribe_after(last);
+    let wanted = move |e: &HubEvent| e.session.is_none() || filter.is_none() || e.session == filter;
+
+    let mut first: Vec<Event> = Vec::new();
+    if resync {
+        first.push(resync_event("the events since Last-Event-ID are no longer kept; reload"));
+    }
+    first.extend(replay.iter().filter(|e| wanted(e)).map(|e| to_sse(e)));
+
+    let live = stream::unfold(Some(rx), move |rx| async move {
+        let mut rx = rx?;
+        loop {
+            match rx.recv().await {
+                Ok(e) if wanted(&e) => return Some((Ok(to_sse(&e)), Some(rx))),
+                Ok(_) => continue,
+                // Too slow: tell it to reload, then end its stream; the browser reconnects.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    return Some((Ok(resync_event("this client fell behind; reload")), None))
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let all = futures_util::StreamExt::chain(stream::iter(first.into_iter().map(Ok)), live);
+    Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
+}
