@@ -195,3 +195,60 @@ fn the_event_stream_shows_each_stage_of_a_dropped_photo_and_a_learned_eta() {
     });
     assert!(eta.is_number(), "{eta}");
 }
+
+fn multipart(files: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
+    let boundary = "demeter-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[test]
+fn photos_uploaded_over_http_are_processed_in_their_own_session() {
+    let d = Daemon::start();
+    let photos = real_photos();
+    let (ct, body) = multipart(&[
+        ("../../tray.jpg", fs::read(&photos[1]).unwrap()),
+        ("tray.jpg", fs::read(&photos[3]).unwrap()),
+        ("broken.jpg", b"not a photo at all".to_vec()),
+    ]);
+    let res = ureq::post(&d.url("/api/v1/photos/upload")).set("Content-Type", &ct).send_bytes(&body).unwrap();
+    assert_eq!(res.status(), 201);
+    let v: Value = res.into_json().unwrap();
+    assert_eq!(v["files"], serde_json::json!(["tray.jpg", "tray-2.jpg", "broken.jpg"]), "names made safe and unique");
+    let id = v["upload_session_id"].as_str().unwrap().to_owned();
+    let body = wait_for("the uploaded photos to finish", Duration::from_secs(60), || {
+        let b = d.poll(&id);
+        (b["summary"]["total_jobs"] == 3 && b["summary"]["pending"] == 0 && b["summary"]["processing"] == 0)
+            .then_some(b)
+    });
+    assert_eq!(body["summary"]["completed"], 2, "{body:#}");
+    assert_eq!(body["summary"]["failed"], 1);
+    assert!(body["jobs"][0]["result"]["storage_location_id"].is_null(), "a phone upload has no bench");
+    let sessions = d.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0]["source"]["kind"], "upload");
+    assert!(!d.watch_dir().join("uploads").join(&id).join(".tray.jpg.part").exists());
+
+    // Over the per-file limit: 413 with a JSON error, and nothing half-written is left behind.
+    let (ct, big) = multipart(&[("huge.jpg", vec![0u8; 65 << 20])]);
+    match ureq::post(&d.url("/api/v1/photos/upload")).set("Content-Type", &ct).send_bytes(&big) {
+        Err(ureq::Error::Status(413, r)) => assert_eq!(r.into_json::<Value>().unwrap()["error"], "too_large"),
+        other => panic!("expected 413, got {other:?}"),
+    }
+    let (ct, none) = multipart(&[]);
+    assert!(matches!(
+        ureq::post(&d.url("/api/v1/photos/upload")).set("Content-Type", &ct).send_bytes(&none),
+        Err(ureq::Error::Status(400, _))
+    ));
+}

@@ -62,7 +62,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             let engine = engine.clone();
             Arc::new(move || engine.sweep_now())
         },
-        workers: engine.workers(),
+        config: Arc::new(config.clone()),
         thumbnails: engine.thumbnails_dir(),
         hub: Arc::new(EventHub::new(EVENT_HISTORY, CLIENT_BUFFER)),
     };

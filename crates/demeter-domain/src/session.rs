@@ -16,6 +16,21 @@ crate::ids::uuid_id! {
 pub enum SessionSource {
     /// Dropped into the watched folder; `subfolder` is the top-level subfolder, if any.
     Folder { subfolder: Option<String> },
+    /// Sent through `POST /api/v1/photos/upload` (a phone or PC on the LAN); the photos are
+    /// written to `uploads/<upload_session_id>/` in the watched folder.
+    Upload { files: u32 },
+}
+
+/// The folder (inside the watched folder) where uploaded photos are written, one subfolder per
+/// upload session named by its id.
+pub const UPLOADS_DIR: &str = "uploads";
+
+/// The upload session a photo belongs to when its path is `uploads/<session id>/…`.
+pub fn upload_session_of(rel_path: &str) -> Option<SessionId> {
+    let mut parts = rel_path.split('/');
+    (parts.next()? == UPLOADS_DIR).then_some(())?;
+    let id = parts.next()?.parse().ok()?;
+    parts.next().map(|_| id)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,6 +139,15 @@ mod tests {
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn uploaded_photos_name_their_session() {
+        let id = SessionId::new_v7();
+        assert_eq!(upload_session_of(&format!("uploads/{id}/IMG_1.jpg")), Some(id));
+        assert_eq!(upload_session_of(&format!("uploads/{id}")), None);
+        assert_eq!(upload_session_of("uploads/not-an-id/a.jpg"), None);
+        assert_eq!(upload_session_of("bench/a.jpg"), None);
     }
 
     #[test]

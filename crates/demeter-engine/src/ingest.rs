@@ -3,7 +3,10 @@
 use std::{io::Read, sync::mpsc, sync::Arc, thread, time::Duration};
 
 use chrono::Duration as ChronoDuration;
-use demeter_domain::{Job, JobError, JobId, SessionGrouper, SessionSource, UploadSession};
+use demeter_domain::{
+    session::{upload_session_of, Assignment},
+    Job, JobError, JobId, SessionGrouper, SessionSource, UploadSession,
+};
 use demeter_store::{EnqueueOutcome, SeenKey, Store};
 use demeter_watch::{FileKind, ReadyFile};
 use sha2::{Digest, Sha256};
@@ -47,8 +50,9 @@ fn resume_sessions(shared: &Shared, grouper: &mut SessionGrouper) -> Result<(), 
         let last =
             shared.store.session_jobs(session.id)?.iter().map(|j| j.created_at).max().unwrap_or(session.created_at);
         if now - last <= gap {
-            let SessionSource::Folder { subfolder } = &session.source;
-            grouper.resume(subfolder.as_deref(), session.id, last);
+            if let SessionSource::Folder { subfolder } = &session.source {
+                grouper.resume(subfolder.as_deref(), session.id, last);
+            }
         }
     }
     Ok(())
@@ -77,7 +81,14 @@ fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Re
         return Ok(());
     }
     let now = shared.clock.now();
-    let assignment = grouper.assign(file.top_level.as_deref(), now);
+    let uploaded = match upload_session_of(&file.rel_path) {
+        Some(id) => store.session(id)?.map(|s| s.id),
+        None => None,
+    };
+    let assignment = match uploaded {
+        Some(session) => Assignment { session, is_new: false },
+        None => grouper.assign(file.top_level.as_deref(), now),
+    };
     if assignment.is_new {
         let session = UploadSession {
             id: assignment.session,

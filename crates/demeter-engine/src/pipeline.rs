@@ -96,11 +96,12 @@ pub fn run(
     })
 }
 
-/// The storage location for now: the photo's top-level subfolder, if any.
+/// The storage location for now: the photo's top-level subfolder, if any. Uploaded photos
+/// (`uploads/<session>/…`) come from a phone, not a bench: no location.
 fn top_level_folder(rel_path: &str) -> Option<String> {
     let mut parts = rel_path.split('/');
     let first = parts.next()?;
-    parts.next().map(|_| first.to_owned())
+    parts.next().filter(|_| first != demeter_domain::session::UPLOADS_DIR).map(|_| first.to_owned())
 }
 
 /// Writes via a temporary file and a rename, so readers never see half a file.
@@ -119,5 +120,6 @@ mod tests {
         assert_eq!(top_level_folder("bench-3/tray.jpg"), Some("bench-3".into()));
         assert_eq!(top_level_folder("bench-3/a/b.jpg"), Some("bench-3".into()));
         assert_eq!(top_level_folder("tray.jpg"), None);
+        assert_eq!(top_level_folder("uploads/0192f5d2-0000-7000-8000-000000000000/tray.jpg"), None);
     }
 }

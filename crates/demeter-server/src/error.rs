@@ -14,6 +14,8 @@ pub enum AppError {
     BadRequest(String),
     /// 404: unknown route, or a session that does not exist or has expired.
     NotFound(String),
+    /// 413: the request body or one of its files is over the limit.
+    TooLarge(String),
     /// 409: the action is not possible in the resource's current state.
     Conflict(String),
     /// 500: logged with its cause; the client only learns that it happened.
@@ -41,6 +43,7 @@ impl IntoResponse for AppError {
         let (status, code, detail) = match self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            AppError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             AppError::Internal(e) => {
                 error!(error = %e, "internal error serving a request");

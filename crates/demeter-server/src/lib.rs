@@ -34,8 +34,8 @@ pub struct AppState {
     pub health: Arc<dyn Fn() -> Health + Send + Sync>,
     /// Runs the TTL sweep now; returns (sessions, jobs) removed.
     pub cleanup: Arc<dyn Fn() -> (usize, usize) + Send + Sync>,
-    /// Worker count, for the ETA of pending jobs.
-    pub workers: usize,
+    /// The running configuration: worker count (pending ETAs), watched folder (uploads), TTLs.
+    pub config: Arc<demeter_domain::config::Config>,
     /// Where `<job_id>.jpg` thumbnails are.
     pub thumbnails: PathBuf,
     /// SSE fan-out with replay.

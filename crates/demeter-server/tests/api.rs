@@ -56,7 +56,13 @@ impl Fixture {
                 watcher: WatcherHealth::default(),
             }),
             cleanup: Arc::new(|| (0, 0)),
-            workers: 4,
+            config: Arc::new(demeter_domain::config::Config {
+                watch: demeter_domain::config::WatchConfig {
+                    dir: self._dir.path().join("photos"),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
             thumbnails: self._dir.path().join("thumbnails"),
             hub: self.hub.clone(),
         })
@@ -405,7 +411,10 @@ mod sse {
             clock: Arc::new(f.clock.clone()),
             health: Arc::new(|| unreachable!()),
             cleanup: Arc::new(|| (0, 0)),
-            workers: 4,
+            config: Arc::new(demeter_domain::config::Config {
+                watch: demeter_domain::config::WatchConfig { dir: f._dir.path().join("photos"), ..Default::default() },
+                ..Default::default()
+            }),
             thumbnails: f._dir.path().into(),
             hub: f.hub.clone(),
         }

@@ -4,6 +4,7 @@ mod actions;
 mod jobs;
 mod poll;
 mod results;
+mod upload;
 pub mod views;
 
 pub(crate) use actions::cleanup;
@@ -20,6 +21,10 @@ pub(crate) use poll::parse_session as parse_session_id;
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/photos/jobs/status", get(poll::poll_status))
+        .route(
+            "/photos/upload",
+            post(upload::upload).layer(axum::extract::DefaultBodyLimit::max(upload::MAX_UPLOAD_BYTES)),
+        )
         .route("/sessions", get(poll::list_sessions))
         .route("/sessions/{id}/retry", post(actions::retry_session))
         .route("/sessions/{id}/results.json", get(results::results_json))

@@ -107,7 +107,10 @@ pub fn estimates(
 ) -> Result<Vec<Estimate>, AppError> {
     let pending: Vec<_> = jobs.iter().filter(|j| j.status() == StatusName::Pending).map(|j| j.id).collect();
     let positions: HashMap<_, _> = state.store.queue_positions(&pending)?;
-    Ok(jobs.iter().map(|j| eta::estimate(j, stats, now, positions.get(&j.id).copied(), state.workers)).collect())
+    Ok(jobs
+        .iter()
+        .map(|j| eta::estimate(j, stats, now, positions.get(&j.id).copied(), state.config.workers.count))
+        .collect())
 }
 
 /// `GET /api/v1/jobs/{id}`: everything known about one job.

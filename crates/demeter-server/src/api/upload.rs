@@ -1,0 +1,146 @@
+//! `POST /api/v1/photos/upload`: photos from a phone or PC on the LAN, into the watched folder.
+//!
+//! The session is created first, so its id comes back at once; each file is streamed to a
+//! hidden `.name.part` (the watcher ignores dotfiles) in `uploads/<session>/` and renamed when
+//! complete, so the watcher never sees half a photo. The watcher then queues them like any
+//! other photo, into this session.
+
+use std::path::{Path, PathBuf};
+
+use axum::{
+    extract::{multipart::MultipartError, Multipart, State},
+    http::StatusCode,
+    Json,
+};
+use demeter_domain::{session::UPLOADS_DIR, SessionId, SessionSource, UploadSession};
+use demeter_store::Store;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::{error::AppError, AppState};
+
+/// Largest single photo accepted.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// Largest whole upload request.
+pub const MAX_UPLOAD_BYTES: usize = 1 << 30;
+
+#[derive(Debug, Serialize)]
+pub struct UploadResponse {
+    pub upload_session_id: String,
+    /// Names the photos were stored under (made safe and unique).
+    pub files: Vec<String>,
+    pub status_url: String,
+}
+
+/// Keeps the last path component, drops control characters and separators, caps the length.
+pub fn safe_name(raw: &str, index: usize) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
+    let cleaned: String = base.chars().filter(|c| !c.is_control() && !matches!(c, '/' | '\\' | ':')).collect();
+    let trimmed = cleaned.trim().trim_start_matches('.').to_owned();
+    let mut name: String = trimmed.chars().take(120).collect();
+    if name.is_empty() {
+        name = format!("photo-{}.jpg", index + 1);
+    }
+    name
+}
+
+fn unique(dir: &Path, name: &str) -> PathBuf {
+    let candidate = dir.join(name);
+    if !candidate.exists() {
+        return candidate;
+    }
+    let (stem, ext) =
+        name.rsplit_once('.').map(|(s, e)| (s.to_owned(), format!(".{e}"))).unwrap_or((name.to_owned(), String::new()));
+    (2..).map(|n| dir.join(format!("{stem}-{n}{ext}"))).find(|p| !p.exists()).expect("a free name")
+}
+
+fn multipart_error(e: MultipartError) -> AppError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        AppError::TooLarge(format!("upload too large: at most {} MB per request", MAX_UPLOAD_BYTES >> 20))
+    } else {
+        AppError::BadRequest(format!("malformed upload: {}", e.body_text()))
+    }
+}
+
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    mut multipart: Multipart,
+) -> Result<(StatusCode, Json<UploadResponse>), AppError> {
+    let id = SessionId::new_v7();
+    let dir = state.config.watch.dir.join(UPLOADS_DIR).join(id.to_string());
+    let mut files = Vec::new();
+    let mut session_created = false;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        let Some(raw_name) = field.file_name().map(str::to_owned) else { continue };
+        if !session_created {
+            let now = state.clock.now();
+            let session = UploadSession {
+                id,
+                created_at: now,
+                expires_at: Store::expires(now, state.config.store.session_ttl_hours),
+                source: SessionSource::Upload { files: 0 },
+            };
+            let st = state.clone();
+            let s2 = session.clone();
+            tokio::task::spawn_blocking(move || st.store.insert_session(&s2)).await??;
+            crate::events::publish_session(&state, &session);
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| AppError::Internal(Box::new(e)))?;
+            session_created = true;
+        }
+        let name = safe_name(&raw_name, files.len());
+        let target = unique(&dir, &name);
+        let final_name = target.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let part = dir.join(format!(".{final_name}.part"));
+        let mut out = tokio::fs::File::create(&part).await.map_err(|e| AppError::Internal(Box::new(e)))?;
+        let mut written: u64 = 0;
+        loop {
+            let chunk = match field.chunk().await {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&part).await;
+                    return Err(multipart_error(e));
+                }
+            };
+            written += chunk.len() as u64;
+            if written > MAX_FILE_BYTES {
+                drop(out);
+                let _ = tokio::fs::remove_file(&part).await;
+                return Err(AppError::TooLarge(format!("{final_name} is larger than {} MB", MAX_FILE_BYTES >> 20)));
+            }
+            out.write_all(&chunk).await.map_err(|e| AppError::Internal(Box::new(e)))?;
+        }
+        out.sync_all().await.map_err(|e| AppError::Internal(Box::new(e)))?;
+        drop(out);
+        tokio::fs::rename(&part, &target).await.map_err(|e| AppError::Internal(Box::new(e)))?;
+        files.push(final_name);
+    }
+    if files.is_empty() {
+        return Err(AppError::BadRequest(
+            "no files in the upload (send multipart/form-data with one or more file fields)".into(),
+        ));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(UploadResponse {
+            upload_session_id: id.to_string(),
+            status_url: format!("/api/v1/photos/jobs/status?upload_session_id={id}"),
+            files,
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_name;
+
+    #[test]
+    fn names_are_made_safe() {
+        assert_eq!(safe_name("IMG_0001.JPG", 0), "IMG_0001.JPG");
+        assert_eq!(safe_name("../../etc/passwd", 0), "passwd");
+        assert_eq!(safe_name("C:\\photos\\tray.jpg", 0), "tray.jpg");
+        assert_eq!(safe_name(".hidden.jpg", 0), "hidden.jpg");
+        assert_eq!(safe_name("a\nb.jpg", 0), "ab.jpg");
+        assert_eq!(safe_name("", 2), "photo-3.jpg");
+    }
+}
