@@ -11,7 +11,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 MODELS_VENV ?= $(HOME)/.cache/demeter/models-venv
 export DEMETER_ORT_LIB ?= $(ORT_LIB)
 
-.PHONY: run build test setup ort models model-check fmt lint clean help
+.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test clean help
 
 help:
 	@echo "make run    install what is missing, build (release), run the daemon on ./photos"
@@ -55,9 +55,24 @@ fmt:
 lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
-test: ort model-check fmt
+# Debian's Chromium and playwright-core from npm (never a browser download of its own).
+browser-deps:
+	@command -v chromium >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
+	@command -v node >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq nodejs npm >/dev/null; }
+	cd tests/browser && npm ci --no-audit --no-fund --silent
+
+# The status page in real headless Chromium against the real daemon (screenshots: target/browser-artifacts).
+browser-test: ort browser-deps
+	$(CARGO) build --locked -p demeter-daemon
+	cd tests/browser && DEMETER_BIN="$(abspath $(TARGET_DIR))/debug/demeter" ARTIFACTS="$(abspath target/browser-artifacts)" \
+	  node --test --test-concurrency=1 .
+
+test: ort model-check fmt browser-deps
 	$(CARGO) build --locked -p demeter-daemon
 	$(CARGO) test --locked --workspace --no-fail-fast
+	$(MAKE) --no-print-directory browser-test
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 clean:

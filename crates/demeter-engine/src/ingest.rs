@@ -108,7 +108,11 @@ fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Re
         assignment.session,
         hash[..16].to_owned(),
         file.path.clone(),
-        file.rel_path.clone(),
+        // An uploaded photo is shown by the name it was sent with, not its storage path.
+        match uploaded {
+            Some(_) => file.rel_path.splitn(3, '/').nth(2).unwrap_or(&file.rel_path).to_owned(),
+            None => file.rel_path.clone(),
+        },
         file.size,
         file.mtime_ns,
         now,

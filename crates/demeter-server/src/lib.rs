@@ -22,8 +22,10 @@ use demeter_domain::{health::Health, Clock};
 use demeter_store::Store;
 use tokio::net::TcpListener;
 
-/// The status page (a minimal one until the live page lands), compiled into the binary.
+/// The status page (`ui/`), compiled into the binary: no files to install, no build step.
 const INDEX_HTML: &str = include_str!("../../../ui/index.html");
+const APP_JS: &str = include_str!("../../../ui/app.js");
+const STYLE_CSS: &str = include_str!("../../../ui/style.css");
 
 /// What handlers need. Cheap to clone.
 #[derive(Clone)]
@@ -46,11 +48,18 @@ pub struct AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
         .route("/health", get(health))
         .route("/admin/cleanup-sessions", axum::routing::post(api::cleanup))
         .nest("/api/v1", api::routes())
         .fallback(error::not_found)
         .with_state(state)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    // Revalidated on every load: the page and the binary must never disagree after an upgrade.
+    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
 }
 
 async fn index() -> impl IntoResponse {

@@ -1,0 +1,118 @@
+// The status page in Debian's Chromium, driven by playwright-core, against the real daemon
+// processing real photos. Screenshots go to $ARTIFACTS (default target/browser-artifacts).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFileSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+import { startDaemon, photo, waitFor, repo } from './daemon.mjs';
+
+const artifacts = process.env.ARTIFACTS || join(repo, 'target/browser-artifacts');
+mkdirSync(artifacts, { recursive: true });
+let browser;
+let daemon;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync'],
+  });
+  daemon = await startDaemon();
+});
+
+after(async () => {
+  await browser?.close();
+  daemon?.stop();
+});
+
+async function sessionWith(n) {
+  return waitFor(`a session with ${n} jobs`, async () => {
+    const d = await daemon.api('/api/v1/sessions');
+    const s = d.sessions.find((x) => x.summary.total_jobs === n);
+    return s && s.upload_session_id;
+  });
+}
+
+test('jobs move pending → processing → completed on screen without a reload; banner and reasons show', async () => {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  // Hold the queue so the page sees the photos waiting, then let them run.
+  await daemon.api('/api/v1/queue/pause', { method: 'POST' });
+  const names = [];
+  for (let i = 0; i < 6; i++) {
+    const name = `tray-${i}.jpg`;
+    const bytes = readFileSync(photo(i % 4));
+    writeFileSync(join(daemon.watch, name), Buffer.concat([bytes, Buffer.from([i])]));
+    names.push(name);
+  }
+  const jpeg = readFileSync(photo(0));
+  writeFileSync(join(daemon.watch, 'broken.jpg'), jpeg.subarray(0, jpeg.length / 3));
+  const id = await sessionWith(7);
+
+  await page.goto(`${daemon.url}/#/session/${id}`);
+  await page.waitForSelector('tr[data-status="pending"]');
+  // Record every status each row shows, from inside the page.
+  await page.evaluate(() => {
+    window.__noReload = true;
+    window.__seen = {};
+    const record = () => document.querySelectorAll('tr[id^="job-"]').forEach((tr) => {
+      const s = (window.__seen[tr.id] ||= []);
+      if (s[s.length - 1] !== tr.dataset.status) s.push(tr.dataset.status);
+    });
+    record();
+    new MutationObserver(record).observe(document.body, { subtree: true, childList: true, attributes: true });
+  });
+  await page.screenshot({ path: join(artifacts, 'session-pending.png'), fullPage: true });
+  await daemon.api('/api/v1/queue/resume', { method: 'POST' });
+
+  await page.waitForSelector('.banner.partial', { timeout: 60000 });
+  await page.screenshot({ path: join(artifacts, 'session-done.png'), fullPage: true });
+  assert.equal(await page.evaluate(() => window.__noReload), true, 'the page was not reloaded');
+  const seen = await page.evaluate(() => window.__seen);
+  const histories = Object.values(seen);
+  assert.equal(histories.length, 7);
+  assert.ok(histories.some((h) => h.join() === 'pending,processing,completed'), JSON.stringify(seen));
+  for (const h of histories) assert.equal(h[0], 'pending', JSON.stringify(h));
+  assert.match(await page.textContent('.banner.partial'), /Completed 6, failed 1/);
+  assert.match(await page.textContent('#overall-text'), /7 of 7 photos processed \(100\.0 %\)/);
+  const broken = page.locator('tr', { hasText: 'broken.jpg' });
+  assert.match(await broken.textContent(), /corrupt or truncated JPEG/);
+  assert.equal(await page.locator('tr[data-status="completed"] img').count(), 6, 'thumbnails shown');
+
+  // Job detail: timings, model, attempts.
+  await page.click(`text=${names[0]}`);
+  await page.waitForSelector('dl');
+  const detail = await page.textContent('main');
+  assert.match(detail, /Stage segment/);
+  assert.match(detail, /plant-exg/);
+  assert.match(detail, /Attempts1/);
+  await page.screenshot({ path: join(artifacts, 'job-detail.png'), fullPage: true });
+  await page.close();
+});
+
+test('an unknown or expired session says so, with a way back', async () => {
+  const page = await browser.newPage();
+  await page.goto(`${daemon.url}/#/session/0192f5d2-0000-7000-8000-000000000000`);
+  await page.waitForSelector('text=not found or has expired (24 h)');
+  await page.click('text=Back to recent sessions');
+  await page.waitForSelector('h1:has-text("Recent sessions")');
+  await page.close();
+});
+
+test('a photo sent from the upload form at phone width is processed', async () => {
+  const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+  await page.goto(daemon.url);
+  await page.waitForSelector('h1:has-text("Recent sessions")');
+  await page.setInputFiles('#upload-files', [photo(4)]);
+  await page.click('button:has-text("Upload")');
+  await page.waitForURL(/#\/session\//);
+  await page.waitForSelector('.banner.success', { timeout: 60000 });
+  assert.match(await page.textContent('.banner.success'), /All 1 photos processed/);
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 1, `no sideways scrolling at phone width (overflow ${overflow}px)`);
+  await page.screenshot({ path: join(artifacts, 'phone-upload.png'), fullPage: true });
+  // Keyboard: the upload control and links are reachable with Tab.
+  await page.keyboard.press('Tab');
+  assert.ok(await page.evaluate(() => document.activeElement && document.activeElement !== document.body));
+  await page.close();
+});

@@ -1,0 +1,318 @@
+// Demeter status page: sessions, live session view (SSE with polling fallback), job detail,
+// uploads. No framework; every value from the server goes into the page through textContent.
+'use strict';
+
+const main = document.getElementById('main');
+const conn = document.getElementById('conn');
+const BACKOFF = [2, 4, 8, 16, 32];
+let view = null; // the current view's cleanup function
+
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === 'text') e.textContent = v;
+    else if (k === 'on') for (const [ev, f] of Object.entries(v)) e.addEventListener(ev, f);
+    else e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+function eta(seconds) {
+  if (seconds === null || seconds === undefined) return '—';
+  if (seconds <= 0) return 'done';
+  if (seconds < 60) return `about ${Math.ceil(seconds)} s left`;
+  return `about ${Math.ceil(seconds / 60)} min left`;
+}
+
+function badge(status) {
+  return el('span', { class: `badge ${status}`, text: status });
+}
+
+function bar(percent, status, label) {
+  const cls = status === 'completed' ? 'bar done' : status === 'failed' ? 'bar bad' : 'bar';
+  const fill = el('span');
+  fill.style.width = `${status === 'failed' ? 100 : percent}%`;
+  return el('div', { class: cls, role: 'progressbar', 'aria-valuemin': 0, 'aria-valuemax': 100,
+    'aria-valuenow': Math.round(percent), 'aria-label': label }, fill);
+}
+
+function setConn(text, lost) {
+  conn.textContent = text;
+  conn.className = lost ? 'conn lost' : 'conn';
+}
+
+class HttpError extends Error {
+  constructor(status, detail) { super(detail); this.status = status; }
+}
+
+async function getJson(url, options) {
+  const r = await fetch(url, options);
+  let body = null;
+  try { body = await r.json(); } catch (_) { /* not JSON */ }
+  if (!r.ok) throw new HttpError(r.status, (body && body.detail) || `HTTP ${r.status}`);
+  return body;
+}
+
+// Retries `load` on network failure with 2, 4, 8, 16, 32 s back-off, then offers a button.
+function withBackoff(load, onLost) {
+  let attempt = 0;
+  let timer = null;
+  let stopped = false;
+  const run = async () => {
+    try {
+      await load();
+      attempt = 0;
+      setConn('', false);
+    } catch (e) {
+      if (stopped) return;
+      if (e instanceof HttpError) throw e;
+      if (attempt < BACKOFF.length) {
+        const wait = BACKOFF[attempt++];
+        setConn(`reconnecting in ${wait} s…`, false);
+        timer = setTimeout(run, wait * 1000);
+      } else {
+        setConn('connection lost', true);
+        onLost(() => { attempt = 0; run(); });
+      }
+    }
+  };
+  return { run, stop: () => { stopped = true; clearTimeout(timer); } };
+}
+
+function lostMessage(retry) {
+  const box = el('div', { class: 'banner allfailed', role: 'alert' }, 'Connection lost. ',
+    el('button', { type: 'button', on: { click: () => { box.remove(); retry(); } } }, 'Retry'));
+  main.prepend(box);
+}
+
+// ---- sessions list ---------------------------------------------------------------------------
+
+function sessionState(s) {
+  const m = s.summary;
+  if (m.pending + m.processing > 0) return m.processing > 0 ? 'processing' : 'pending';
+  return m.failed > 0 ? 'failed' : 'completed';
+}
+
+function sourceLabel(src) {
+  if (src.kind === 'upload') return 'uploaded';
+  return src.subfolder ? `folder ${src.subfolder}` : 'photo folder';
+}
+
+async function showSessions() {
+  const render = async () => {
+    const d = await getJson('/api/v1/sessions');
+    const list = el('ul', { class: 'sessions' });
+    for (const s of d.sessions) {
+      const m = s.summary;
+      list.append(el('li', {}, el('a', { href: `#/session/${s.upload_session_id}` },
+        el('strong', { text: new Date(s.created_at).toLocaleString() }),
+        el('span', { class: 'muted', text: sourceLabel(s.source) }),
+        el('span', { text: `${m.completed + m.failed} of ${m.total_jobs} processed` }),
+        badge(sessionState(s)))));
+    }
+    main.replaceChildren(el('h1', { text: 'Recent sessions' }),
+      d.sessions.length ? list : el('p', { text: 'No sessions yet: drop photos into the watched folder or send some below.' }));
+  };
+  const poller = withBackoff(render, lostMessage);
+  await poller.run();
+  const every = setInterval(() => poller.run(), 5000);
+  return () => { clearInterval(every); poller.stop(); };
+}
+
+// ---- one session, live -----------------------------------------------------------------------
+
+function jobRow(j) {
+  const thumb = j.status === 'completed'
+    ? el('img', { src: `/api/v1/jobs/${j.job_id}/thumbnail`, alt: '', loading: 'lazy' })
+    : el('span', { class: 'ph' });
+  const plants = j.result ? String(j.result.total_detected) : '';
+  const loc = j.result && j.result.storage_location_id ? j.result.storage_location_id : '';
+  return el('tr', { id: `job-${j.job_id}`, 'data-status': j.status },
+    el('td', { class: 'thumb' }, thumb),
+    el('td', { 'data-label': 'Photo' }, el('a', { href: `#/job/${j.job_id}`, text: j.filename })),
+    el('td', { 'data-label': 'Status' }, badge(j.status)),
+    el('td', { 'data-label': 'Progress' }, bar(j.progress_percent, j.status, `${j.filename} progress`)),
+    el('td', { 'data-label': 'ETA', text: j.status === 'completed' || j.status === 'failed' ? '' : eta(j.eta_seconds) }),
+    el('td', { 'data-label': 'Plants', class: 'plants', text: plants }),
+    el('td', { 'data-label': 'Location', text: loc }),
+    el('td', { 'data-label': 'Error', class: 'err', text: j.error_message || '' }));
+}
+
+function banner(summary, id) {
+  const { total_jobs: total, completed, failed, pending, processing } = summary;
+  if (total === 0 || pending + processing > 0) return null;
+  if (failed === 0) return el('div', { class: 'banner success', role: 'status' }, `All ${total} photos processed.`);
+  if (failed === total && total > 5) {
+    return el('div', { class: 'banner allfailed', role: 'alert' },
+      `All ${total} photos failed — probably a system problem (model, GPU or disk). `, retryButton(id));
+  }
+  return el('div', { class: 'banner partial', role: 'status' },
+    `Completed ${completed}, failed ${failed}. `, el('a', { href: '#failed', text: 'Review errors' }), ' ', retryButton(id));
+}
+
+function retryButton(id) {
+  return el('button', { type: 'button', on: { click: async (ev) => {
+    ev.target.disabled = true;
+    try { await getJson(`/api/v1/sessions/${id}/retry`, { method: 'POST' }); } catch (e) { alert(e.message); }
+  } } }, 'Retry failed photos');
+}
+
+function overall(summary, etaSeconds) {
+  const done = summary.completed + summary.failed;
+  const pct = summary.overall_progress_percent;
+  const badges = el('div');
+  for (const k of ['processing', 'pending', 'completed', 'failed']) {
+    if (summary[k] > 0) badges.append(el('span', { class: `badge ${k}`, text: `${summary[k]} ${k}` }), ' ');
+  }
+  return el('div', { class: 'overall', id: 'overall' },
+    el('div', { id: 'overall-text', text: `${done} of ${summary.total_jobs} photos processed (${pct.toFixed(1)} %)` }),
+    bar(pct, done === summary.total_jobs && summary.total_jobs > 0 ? 'completed' : 'processing', 'session progress'),
+    badges,
+    el('div', { class: 'muted', id: 'session-eta', text: `Time left: ${eta(etaSeconds)}` }));
+}
+
+function notFound() {
+  main.replaceChildren(el('h1', { text: 'Session not found' }),
+    el('p', { role: 'alert', text: 'This session was not found or has expired (24 h).' }),
+    el('p', {}, el('a', { href: '#/', text: 'Back to recent sessions' })));
+}
+
+async function showSession(id) {
+  let state = null; // last poll body
+  let source = null;
+  let pollTimer = null;
+
+  const draw = () => {
+    const rows = el('tbody');
+    for (const j of state.jobs) rows.append(jobRow(j));
+    const failedAnchor = el('span', { id: 'failed' });
+    main.replaceChildren(
+      el('p', {}, el('a', { href: '#/', text: '← All sessions' })),
+      el('h1', { text: 'Session' }),
+      banner(state.summary, id) || '',
+      overall(state.summary, state.eta_seconds),
+      failedAnchor,
+      el('table', {},
+        el('thead', {}, el('tr', {}, ...['', 'Photo', 'Status', 'Progress', 'ETA', 'Plants', 'Location', 'Error']
+          .map((h) => el('th', { scope: 'col', text: h })))),
+        rows));
+  };
+
+  const load = async () => {
+    try {
+      state = await getJson(`/api/v1/photos/jobs/status?upload_session_id=${encodeURIComponent(id)}`);
+    } catch (e) {
+      if (e instanceof HttpError && (e.status === 404 || e.status === 400)) { stopAll(); notFound(); return; }
+      throw e;
+    }
+    draw();
+    const m = state.summary;
+    if (m.total_jobs > 0 && m.pending + m.processing === 0) stopPolling();
+  };
+
+  const poller = withBackoff(load, lostMessage);
+  const startPolling = () => {
+    if (pollTimer) return;
+    pollTimer = setInterval(() => poller.run(), 2000);
+  };
+  const stopPolling = () => { clearInterval(pollTimer); pollTimer = null; };
+  const stopAll = () => { stopPolling(); poller.stop(); if (source) source.close(); };
+
+  const apply = (ev) => {
+    if (!state) return;
+    const d = JSON.parse(ev.data);
+    if (d.upload_session_id !== id) return;
+    const idx = state.jobs.findIndex((j) => j.job_id === d.job.job_id);
+    if (idx >= 0) state.jobs[idx] = d.job; else state.jobs.push(d.job);
+    state.summary = d.summary;
+    state.eta_seconds = d.eta_seconds;
+    draw();
+  };
+
+  await poller.run();
+  if (!state) return stopAll;
+  if ('EventSource' in window) {
+    source = new EventSource(`/api/v1/events?upload_session_id=${encodeURIComponent(id)}`);
+    source.addEventListener('job', apply);
+    source.addEventListener('resync', () => poller.run());
+    source.onopen = () => { stopPolling(); setConn('live', false); poller.run(); };
+    source.onerror = () => {
+      // The browser reconnects by itself (with Last-Event-ID); meanwhile poll every 2 s.
+      setConn('live updates interrupted; polling', false);
+      startPolling();
+    };
+  } else {
+    startPolling();
+  }
+  return stopAll;
+}
+
+// ---- one job ---------------------------------------------------------------------------------
+
+async function showJob(id) {
+  let d;
+  try {
+    d = await getJson(`/api/v1/jobs/${encodeURIComponent(id)}`);
+  } catch (e) {
+    main.replaceChildren(el('h1', { text: 'Photo not found' }),
+      el('p', { role: 'alert', text: 'This photo was not found or has expired (48 h).' }),
+      el('p', {}, el('a', { href: '#/', text: 'Back to recent sessions' })));
+    return null;
+  }
+  const info = el('dl');
+  const add = (k, v) => info.append(el('dt', { text: k }), el('dd', { text: v }));
+  add('Status', d.status);
+  add('Attempts', String(d.attempts));
+  if (d.error_message) add('Error', d.error_message);
+  if (d.details) {
+    add('Plants', String(d.details.total_detected));
+    add('Location', d.details.storage_location_id || '—');
+    add('Model', `${d.details.model.name} ${d.details.model.version}`);
+    add('Plant cover', `${(d.details.plant_area_fraction * 100).toFixed(1)} %`);
+    for (const [stage, ms] of Object.entries(d.details.timings_ms)) add(`Stage ${stage}`, `${ms} ms`);
+  }
+  const picture = d.details
+    ? el('img', { src: `/api/v1/jobs/${d.job_id}/thumbnail`, alt: `Photo ${d.filename}` })
+    : el('p', { class: 'muted', text: 'No image yet.' });
+  main.replaceChildren(
+    el('p', {}, el('a', { href: `#/session/${d.upload_session_id}`, text: '← Session' })),
+    el('h1', { text: d.filename }),
+    el('div', { class: 'detail' }, picture, info));
+  return null;
+}
+
+// ---- routing and upload ----------------------------------------------------------------------
+
+async function route() {
+  if (view) view();
+  view = null;
+  setConn('', false);
+  const [, kind, id] = (location.hash || '#/').split('/');
+  if (kind === 'session' && id) view = await showSession(id);
+  else if (kind === 'job' && id) view = await showJob(id);
+  else view = await showSessions();
+  main.focus({ preventScroll: true });
+}
+
+document.getElementById('upload-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const input = document.getElementById('upload-files');
+  const status = document.getElementById('upload-status');
+  if (!input.files.length) return;
+  const body = new FormData();
+  for (const f of input.files) body.append('photos', f, f.name);
+  status.textContent = `Sending ${input.files.length} photo(s)…`;
+  try {
+    const r = await getJson('/api/v1/photos/upload', { method: 'POST', body });
+    status.textContent = `Sent ${r.files.length} photo(s).`;
+    input.value = '';
+    location.hash = `#/session/${r.upload_session_id}`;
+  } catch (e) {
+    status.textContent = `Upload failed: ${e.message}`;
+  }
+});
+
+window.addEventListener('hashchange', route);
+route();
