@@ -274,7 +274,7 @@ async function showJob(id) {
     for (const [stage, ms] of Object.entries(d.details.timings_ms)) add(`Stage ${stage}`, `${ms} ms`);
   }
   const picture = d.details
-    ? el('img', { src: `/api/v1/jobs/${d.job_id}/thumbnail`, alt: `Photo ${d.filename}` })
+    ? el('img', { src: d.overlay_url, alt: `${d.filename} with ${d.details.total_detected} plants boxed and numbered` })
     : el('p', { class: 'muted', text: 'No image yet.' });
   main.replaceChildren(
     el('p', {}, el('a', { href: `#/session/${d.upload_session_id}`, text: '← Session' })),

@@ -82,6 +82,7 @@ test('jobs move pending → processing → completed on screen without a reload;
   // Job detail: timings, model, attempts.
   await page.click(`text=${names[0]}`);
   await page.waitForSelector('dl');
+  await page.waitForFunction(() => document.querySelector('.detail img')?.naturalWidth > 0);
   const detail = await page.textContent('main');
   assert.match(detail, /Stage segment/);
   assert.match(detail, /plant-exg/);

@@ -54,6 +54,8 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
                 assert!(job["result"]["total_detected"].as_u64().unwrap() >= 1, "{name} has plants");
                 assert!(job["started_at"].is_string() && job["completed_at"].is_string());
                 assert_eq!(job["image_id"].as_str().unwrap().len(), 16);
+                let overlay = ureq::get(&d.url(&format!("/api/v1/jobs/{}/overlay", job["job_id"].as_str().unwrap()))).call().unwrap();
+                assert_eq!(overlay.content_type(), "image/jpeg");
                 let thumb = d.data_dir().join("thumbnails").join(format!("{}.jpg", job["job_id"].as_str().unwrap()));
                 let t = image_size(&thumb);
                 assert!(t.0.max(t.1) <= 256 && t.0.max(t.1) >= 128, "{name}: thumbnail {t:?}");

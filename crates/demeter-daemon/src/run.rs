@@ -64,6 +64,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         },
         config: Arc::new(config.clone()),
         thumbnails: engine.thumbnails_dir(),
+        overlays: engine.overlays_dir(),
         hub: Arc::new(EventHub::new(EVENT_HISTORY, CLIENT_BUFFER)),
     };
     runtime.spawn(forward_events(engine.subscribe(), state.clone()));

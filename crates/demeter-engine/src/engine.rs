@@ -66,6 +66,7 @@ pub(crate) struct Shared {
     pub work: WorkSignal,
     pub busy: AtomicUsize,
     pub thumbnails: PathBuf,
+    pub overlays: PathBuf,
 }
 
 impl Shared {
@@ -80,6 +81,10 @@ impl Shared {
 
     pub(crate) fn thumbnail_path(&self, job: demeter_domain::JobId) -> PathBuf {
         self.thumbnails.join(format!("{job}.jpg"))
+    }
+
+    pub(crate) fn overlay_path(&self, job: demeter_domain::JobId) -> PathBuf {
+        self.overlays.join(format!("{job}.jpg"))
     }
 }
 
@@ -105,9 +110,10 @@ impl Engine {
         let warnings: Vec<String> = analyzers[0].warning().map(str::to_owned).into_iter().collect();
 
         std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir { path: data_dir.clone(), source })?;
-        let thumbnails = data_dir.join("thumbnails");
-        std::fs::create_dir_all(&thumbnails)
-            .map_err(|source| EngineError::DataDir { path: thumbnails.clone(), source })?;
+        let (thumbnails, overlays) = (data_dir.join("thumbnails"), data_dir.join("overlays"));
+        for dir in [&thumbnails, &overlays] {
+            std::fs::create_dir_all(dir).map_err(|source| EngineError::DataDir { path: dir.clone(), source })?;
+        }
         let store = Arc::new(Store::open(&data_dir, config.store.cache_capacity_mb << 20)?);
 
         let reclaimed = store.reclaim_orphans(config.workers.max_attempts, clock.now())?;
@@ -125,6 +131,7 @@ impl Engine {
             work: WorkSignal::default(),
             busy: AtomicUsize::new(0),
             thumbnails,
+            overlays,
         });
         for job in reclaimed {
             shared.publish(EngineEvent::Job(Box::new(job)));
@@ -169,6 +176,11 @@ impl Engine {
     /// The folder holding `<job_id>.jpg` thumbnails.
     pub fn thumbnails_dir(&self) -> PathBuf {
         self.shared.thumbnails.clone()
+    }
+
+    /// The folder holding `<job_id>.jpg` overlays (plants boxed and numbered).
+    pub fn overlays_dir(&self) -> PathBuf {
+        self.shared.overlays.clone()
     }
 
     pub fn workers(&self) -> usize {

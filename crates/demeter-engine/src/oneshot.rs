@@ -90,7 +90,8 @@ pub fn process(
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(photo) = photos.get(i) else { break };
                 let t = Instant::now();
-                let input = PhotoInput { path: &photo.path, rel_path: &photo.rel_path, limits, thumbnail: None };
+                let input =
+                    PhotoInput { path: &photo.path, rel_path: &photo.rel_path, limits, thumbnail: None, overlay: None };
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     pipeline::run(analyzer, &input, |_| true)
                 }))

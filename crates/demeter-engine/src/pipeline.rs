@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use demeter_domain::{JobError, JobResult, ModelRef, Stage};
-use demeter_infer::{thumbnail, Analyzer, DecodeLimits};
+use demeter_infer::{overlay, thumbnail, Analyzer, DecodeLimits};
 
 /// Why a photo did not complete.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ pub struct PhotoInput<'a> {
     pub limits: DecodeLimits,
     /// Where to write the thumbnail, if anywhere.
     pub thumbnail: Option<&'a Path>,
+    /// Where to write the overlay (plants boxed and numbered), if anywhere.
+    pub overlay: Option<&'a Path>,
 }
 
 /// Runs every stage. `on_stage` is called as each stage starts (it stores and announces the
@@ -79,6 +81,11 @@ pub fn run(
         let jpeg = thumbnail::thumbnail_jpeg(&prepared.rgb)
             .map_err(|e| JobError::transient(format!("cannot make the thumbnail: {e}")))?;
         write_atomically(path, &jpeg).map_err(|e| JobError::transient(format!("cannot save the thumbnail: {e}")))?;
+    }
+    if let Some(path) = input.overlay {
+        let drawn = overlay::draw(&prepared.rgb, width, &detection.plants);
+        let jpeg = thumbnail::jpeg(&drawn).map_err(|e| JobError::transient(format!("cannot make the overlay: {e}")))?;
+        write_atomically(path, &jpeg).map_err(|e| JobError::transient(format!("cannot save the overlay: {e}")))?;
     }
     timings.insert(Stage::Save, t.elapsed().as_millis() as u64);
 

@@ -1,4 +1,4 @@
-//! The TTL sweeper: removes expired sessions and jobs (and their thumbnails) through the
+//! The TTL sweeper: removes expired sessions and jobs (and their thumbnails and overlays) through the
 //! expiry index, in bounded batches so polls are never starved while it runs.
 
 use std::{sync::Arc, thread, time::Duration};
@@ -39,6 +39,7 @@ pub(crate) fn sweep(shared: &Shared) -> (usize, usize) {
                 jobs += report.jobs.len();
                 for job in &report.jobs {
                     let _ = std::fs::remove_file(shared.thumbnail_path(*job));
+                    let _ = std::fs::remove_file(shared.overlay_path(*job));
                 }
                 if !report.more || shared.stopping() {
                     break;

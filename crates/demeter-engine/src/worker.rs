@@ -66,11 +66,13 @@ pub(crate) fn spawn(id: usize, mut analyzer: Analyzer, shared: Arc<Shared>) -> t
 fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
     let id = job.id;
     let thumbnail = shared.thumbnail_path(id);
+    let overlay = shared.overlay_path(id);
     let input = PhotoInput {
         path: &job.path,
         rel_path: &job.filename,
         limits: DecodeLimits { max_pixels: shared.config.workers.max_pixels },
         thumbnail: Some(&thumbnail),
+        overlay: Some(&overlay),
     };
     let mut current = Stage::Read;
     let on_stage = |stage: Stage| {

@@ -7,7 +7,7 @@
 //! - [`decode`]: decoding under pixel limits (bombs fail before allocation) with EXIF orientation;
 //! - [`analyzer`]: one worker's ONNX session: resize to the model's input, segment, detect;
 //! - [`detect`]: connected components of the mask → plants;
-//! - [`thumbnail`]: the small JPEG the status page shows.
+//! - [`thumbnail`]: the small JPEG the status page shows; [`overlay`]: plants boxed and numbered.
 //!
 //! It does not know about jobs, stores or folders.
 
@@ -16,6 +16,7 @@ pub mod decode;
 pub mod detect;
 mod error;
 pub mod model;
+pub mod overlay;
 pub mod runtime;
 pub mod thumbnail;
 

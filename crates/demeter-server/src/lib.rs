@@ -40,6 +40,8 @@ pub struct AppState {
     pub config: Arc<demeter_domain::config::Config>,
     /// Where `<job_id>.jpg` thumbnails are.
     pub thumbnails: PathBuf,
+    /// Where `<job_id>.jpg` overlays are.
+    pub overlays: PathBuf,
     /// SSE fan-out with replay.
     pub hub: Arc<events::EventHub>,
 }

@@ -64,6 +64,7 @@ impl Fixture {
                 ..Default::default()
             }),
             thumbnails: self._dir.path().join("thumbnails"),
+            overlays: self._dir.path().join("overlays"),
             hub: self.hub.clone(),
         })
     }
@@ -416,6 +417,7 @@ mod sse {
                 ..Default::default()
             }),
             thumbnails: f._dir.path().into(),
+            overlays: f._dir.path().into(),
             hub: f.hub.clone(),
         }
     }

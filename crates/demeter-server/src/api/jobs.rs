@@ -39,18 +39,28 @@ pub(crate) async fn job_detail(
             error_kind: job.error().map(|e| e.kind),
             details: job.result().cloned(),
             thumbnail_url: format!("/api/v1/jobs/{id}/thumbnail"),
+            overlay_url: format!("/api/v1/jobs/{id}/overlay"),
         })
     })
     .await??;
     Ok(Json(detail))
 }
 
-/// `GET /api/v1/jobs/{id}/thumbnail`: the 256-px JPEG, cacheable (a job's thumbnail never
-/// changes; the id is a UUID, so no path can be smuggled in).
+/// `GET /api/v1/jobs/{id}/thumbnail`: the 256-px JPEG.
 pub(crate) async fn thumbnail(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
-    let id = parse_job(&raw)?;
-    let path = state.thumbnails.join(format!("{id}.jpg"));
-    match tokio::fs::read(&path).await {
+    image_file(&state.thumbnails, &raw, "thumbnail").await
+}
+
+/// `GET /api/v1/jobs/{id}/overlay`: the photo downscaled with each plant boxed and numbered.
+pub(crate) async fn overlay(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
+    image_file(&state.overlays, &raw, "overlay").await
+}
+
+/// Serves `<dir>/<job id>.jpg`, cacheable (a job's images never change; the id is parsed as a
+/// UUID first, so no path can be smuggled in).
+async fn image_file(dir: &std::path::Path, raw: &str, what: &str) -> Result<Response, AppError> {
+    let id = parse_job(raw)?;
+    match tokio::fs::read(dir.join(format!("{id}.jpg"))).await {
         Ok(bytes) => Ok((
             [
                 (header::CONTENT_TYPE, "image/jpeg".to_owned()),
@@ -61,7 +71,7 @@ pub(crate) async fn thumbnail(State(state): State<AppState>, Path(raw): Path<Str
         )
             .into_response()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(AppError::NotFound("no thumbnail for this job (not processed yet, failed, or expired)".into()))
+            Err(AppError::NotFound(format!("no {what} for this job (not processed yet, failed, or expired)")))
         }
         Err(e) => Err(AppError::Internal(Box::new(e))),
     }

@@ -31,6 +31,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/sessions/{id}/results.csv", get(results::results_csv))
         .route("/jobs/{id}", get(jobs::job_detail))
         .route("/jobs/{id}/thumbnail", get(jobs::thumbnail))
+        .route("/jobs/{id}/overlay", get(jobs::overlay))
         .route("/jobs/{id}/cancel", post(actions::cancel_job))
         .route("/queue/pause", post(actions::pause))
         .route("/queue/resume", post(actions::resume))

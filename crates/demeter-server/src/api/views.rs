@@ -126,4 +126,5 @@ pub struct JobDetail {
     /// Plants (boxes, centroids, areas), per-stage timings and the model, when completed.
     pub details: Option<JobResult>,
     pub thumbnail_url: String,
+    pub overlay_url: String,
 }
