@@ -54,7 +54,9 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
                 assert!(job["result"]["total_detected"].as_u64().unwrap() >= 1, "{name} has plants");
                 assert!(job["started_at"].is_string() && job["completed_at"].is_string());
                 assert_eq!(job["image_id"].as_str().unwrap().len(), 16);
-                let overlay = ureq::get(&d.url(&format!("/api/v1/jobs/{}/overlay", job["job_id"].as_str().unwrap()))).call().unwrap();
+                let overlay = ureq::get(&d.url(&format!("/api/v1/jobs/{}/overlay", job["job_id"].as_str().unwrap())))
+                    .call()
+                    .unwrap();
                 assert_eq!(overlay.content_type(), "image/jpeg");
                 let thumb = d.data_dir().join("thumbnails").join(format!("{}.jpg", job["job_id"].as_str().unwrap()));
                 let t = image_size(&thumb);
@@ -68,6 +70,12 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
     assert_eq!(body["summary"]["overall_progress_percent"], 100.0);
     assert_eq!(body["summary"]["failed"], 2);
 
+    let metrics = ureq::get(&d.url("/metrics")).call().unwrap().into_string().unwrap();
+    assert!(
+        metrics.contains(&format!("demeter_jobs_finished_total{{state=\"completed\"}} {}", photos.len())),
+        "{metrics}"
+    );
+    assert!(metrics.contains("demeter_inference_duration_seconds_count"), "{metrics}");
     let (code, health) = d.get("/health");
     assert_eq!(code, 200);
     assert_eq!(health["ready"], true);

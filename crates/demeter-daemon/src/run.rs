@@ -58,6 +58,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
             let engine = engine.clone();
             Arc::new(move || engine.health())
         },
+        metrics: {
+            let engine = engine.clone();
+            Arc::new(move || engine.metrics())
+        },
         cleanup: {
             let engine = engine.clone();
             Arc::new(move || engine.sweep_now())

@@ -8,6 +8,7 @@
 //! - [`config`]: every configuration section with its defaults, and the environment layer;
 //! - [`eta`]: honest progress and ETA from measured stage durations;
 //! - [`clock`]: an injectable clock, so TTL and grouping logic is testable without sleeping;
+//! - [`metrics`]: counters and histograms for `/metrics`;
 //! - [`health`]: the appliance's health snapshot as served on `/health`.
 //!
 //! Anything that touches disk, network or ONNX Runtime lives elsewhere.
@@ -18,6 +19,7 @@ pub mod eta;
 pub mod health;
 mod ids;
 pub mod job;
+pub mod metrics;
 pub mod result;
 pub mod session;
 

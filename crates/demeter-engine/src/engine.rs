@@ -11,6 +11,7 @@ use std::{
 use demeter_domain::{
     config::Config,
     health::{Health, ModelHealth, QueueHealth, WatcherHealth, WorkersHealth},
+    metrics::EngineMetrics,
     Clock, Job, UploadSession,
 };
 use demeter_infer::Model;
@@ -65,6 +66,8 @@ pub(crate) struct Shared {
     pub stop: AtomicBool,
     pub work: WorkSignal,
     pub busy: AtomicUsize,
+    /// Counters and stage histograms for `/metrics`.
+    pub metrics: Mutex<EngineMetrics>,
     pub thumbnails: PathBuf,
     pub overlays: PathBuf,
 }
@@ -130,6 +133,7 @@ impl Engine {
             stop: AtomicBool::new(false),
             work: WorkSignal::default(),
             busy: AtomicUsize::new(0),
+            metrics: Mutex::new(EngineMetrics::default()),
             thumbnails,
             overlays,
         });
@@ -222,6 +226,22 @@ impl Engine {
             },
             watcher: watcher.unwrap_or_default(),
         }
+    }
+
+    /// Everything counted since start, for `/metrics`.
+    pub fn metrics(&self) -> EngineMetrics {
+        let mut m = self.shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        m.jobs_pending = self.shared.store.pending_count() as u64;
+        m.jobs_processing = self.shared.store.processing_count() as u64;
+        m.workers = self.shared.config.workers.count;
+        m.workers_busy = self.shared.busy.load(Ordering::Relaxed);
+        m.execution_provider = self.provider.to_owned();
+        if let Some(w) = self.watcher.as_ref().map(|w| w.status()) {
+            m.watcher_events = w.events;
+            m.watcher_rescans = w.rescans;
+            m.watcher_files_ready = w.files_reported;
+        }
+        m
     }
 
     /// Stops watching, lets workers put in-flight jobs back in the queue (without using an

@@ -117,6 +117,19 @@ fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
             shared.store.update(id, |j| j.release(now))
         }
     };
+    if let Ok(j) = &stored {
+        let mut m = shared.metrics.lock().unwrap_or_else(|e| e.into_inner());
+        match j.result() {
+            Some(r) => {
+                m.jobs_completed += 1;
+                for (stage, ms) in &r.timings_ms {
+                    m.stage_seconds.entry(*stage).or_default().observe(*ms as f64 / 1000.0);
+                }
+            }
+            None if j.is_terminal() => m.jobs_failed += 1,
+            None => {}
+        }
+    }
     match stored {
         Ok(j) => shared.publish(EngineEvent::Job(Box::new(j))),
         // The job stays `processing` in the store and is reclaimed at the next start.

@@ -9,6 +9,7 @@
 pub mod api;
 pub mod error;
 pub mod events;
+pub mod metrics;
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Produces the `/health` snapshot on demand.
     pub health: Arc<dyn Fn() -> Health + Send + Sync>,
+    /// Engine counters and histograms for `/metrics`.
+    pub metrics: Arc<dyn Fn() -> demeter_domain::metrics::EngineMetrics + Send + Sync>,
     /// Runs the TTL sweep now; returns (sessions, jobs) removed.
     pub cleanup: Arc<dyn Fn() -> (usize, usize) + Send + Sync>,
     /// The running configuration: worker count (pending ETAs), watched folder (uploads), TTLs.
@@ -53,6 +56,7 @@ pub fn app(state: AppState) -> Router {
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
         .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
         .route("/health", get(health))
+        .route("/metrics", get(metrics::metrics))
         .route("/admin/cleanup-sessions", axum::routing::post(api::cleanup))
         .nest("/api/v1", api::routes())
         .fallback(error::not_found)

@@ -56,6 +56,7 @@ impl Fixture {
                 watcher: WatcherHealth::default(),
             }),
             cleanup: Arc::new(|| (0, 0)),
+            metrics: Arc::new(Default::default),
             config: Arc::new(demeter_domain::config::Config {
                 watch: demeter_domain::config::WatchConfig {
                     dir: self._dir.path().join("photos"),
@@ -412,6 +413,7 @@ mod sse {
             clock: Arc::new(f.clock.clone()),
             health: Arc::new(|| unreachable!()),
             cleanup: Arc::new(|| (0, 0)),
+            metrics: Arc::new(Default::default),
             config: Arc::new(demeter_domain::config::Config {
                 watch: demeter_domain::config::WatchConfig { dir: f._dir.path().join("photos"), ..Default::default() },
                 ..Default::default()

@@ -74,6 +74,10 @@ pub struct WatchStatus {
     pub last_scan_at: Option<DateTime<Utc>>,
     /// Files reported ready since start.
     pub files_reported: u64,
+    /// Filesystem events received since start.
+    pub events: u64,
+    /// Full rescans since start (the one at start included).
+    pub rescans: u64,
     pub last_error: Option<String>,
 }
 
@@ -209,6 +213,7 @@ impl Loop {
     }
 
     fn on_event(&mut self, event: notify::Result<notify::Event>) {
+        self.set_status(|s| s.events += 1);
         match event {
             Ok(event) => {
                 if event.need_rescan() {
@@ -243,7 +248,10 @@ impl Loop {
         self.scan(&dir);
         // Forget reported files that are gone, so a photo put back later is seen again.
         self.reported.retain(|p, _| p.exists());
-        self.set_status(|s| s.last_scan_at = Some(Utc::now()));
+        self.set_status(|s| {
+            s.last_scan_at = Some(Utc::now());
+            s.rescans += 1;
+        });
     }
 
     fn scan(&mut self, dir: &Path) {

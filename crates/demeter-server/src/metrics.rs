@@ -1,0 +1,83 @@
+//! `GET /metrics` in the Prometheus text exposition format (version 0.0.4).
+
+use std::fmt::Write;
+
+use axum::{extract::State, http::header, response::IntoResponse};
+use demeter_domain::metrics::{EngineMetrics, Histogram};
+
+use crate::AppState;
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (le, n) in h.cumulative() {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+    }
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {}\n{name}_count{braces} {}", h.sum, h.count);
+}
+
+/// Renders the engine's metrics and the server's own (SSE clients).
+pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
+    let mut out = String::new();
+    family(&mut out, "demeter_jobs", "gauge", "Jobs waiting or running now, by state.");
+    let _ = writeln!(out, "demeter_jobs{{state=\"pending\"}} {}", m.jobs_pending);
+    let _ = writeln!(out, "demeter_jobs{{state=\"processing\"}} {}", m.jobs_processing);
+    family(&mut out, "demeter_jobs_finished_total", "counter", "Jobs finished since start, by outcome.");
+    let _ = writeln!(out, "demeter_jobs_finished_total{{state=\"completed\"}} {}", m.jobs_completed);
+    let _ = writeln!(out, "demeter_jobs_finished_total{{state=\"failed\"}} {}", m.jobs_failed);
+    family(&mut out, "demeter_queue_depth", "gauge", "Pending jobs in the queue.");
+    let _ = writeln!(out, "demeter_queue_depth {}", m.jobs_pending);
+    family(&mut out, "demeter_workers", "gauge", "Inference workers, and how many are busy.");
+    let _ = writeln!(out, "demeter_workers{{state=\"total\"}} {}", m.workers);
+    let _ = writeln!(out, "demeter_workers{{state=\"busy\"}} {}", m.workers_busy);
+    family(&mut out, "demeter_execution_provider", "gauge", "The ONNX Runtime execution provider in use (1).");
+    let _ = writeln!(out, "demeter_execution_provider{{provider=\"{}\"}} 1", m.execution_provider);
+    family(&mut out, "demeter_stage_duration_seconds", "histogram", "Duration of each stage of completed jobs.");
+    for (stage, h) in &m.stage_seconds {
+        histogram(&mut out, "demeter_stage_duration_seconds", &format!("stage=\"{}\"", stage.as_str()), h);
+    }
+    family(&mut out, "demeter_inference_duration_seconds", "histogram", "ONNX Runtime inference (the segment stage).");
+    let inference = m.stage_seconds.get(&demeter_domain::Stage::Segment).cloned().unwrap_or_default();
+    histogram(&mut out, "demeter_inference_duration_seconds", "", &inference);
+    family(&mut out, "demeter_watcher_events_total", "counter", "Filesystem events received.");
+    let _ = writeln!(out, "demeter_watcher_events_total {}", m.watcher_events);
+    family(&mut out, "demeter_watcher_rescans_total", "counter", "Full rescans of the photo folder.");
+    let _ = writeln!(out, "demeter_watcher_rescans_total {}", m.watcher_rescans);
+    family(&mut out, "demeter_watcher_files_ready_total", "counter", "Files that passed the readiness gate.");
+    let _ = writeln!(out, "demeter_watcher_files_ready_total {}", m.watcher_files_ready);
+    family(&mut out, "demeter_sse_clients", "gauge", "Connected event-stream clients.");
+    let _ = writeln!(out, "demeter_sse_clients {sse_clients}");
+    out
+}
+
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let body = render(&(state.metrics)(), state.hub.clients());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_in_text_format() {
+        let mut m = EngineMetrics { jobs_completed: 3, execution_provider: "CPU".into(), ..Default::default() };
+        m.stage_seconds.entry(demeter_domain::Stage::Segment).or_default().observe(0.02);
+        let text = render(&m, 2);
+        assert!(text.contains("demeter_jobs_finished_total{state=\"completed\"} 3\n"));
+        assert!(text.contains("demeter_stage_duration_seconds_bucket{stage=\"segment\",le=\"0.025\"} 1\n"));
+        assert!(text.contains("demeter_inference_duration_seconds_count 1\n"));
+        assert!(text.contains("demeter_execution_provider{provider=\"CPU\"} 1\n"));
+        assert!(text.contains("demeter_sse_clients 2\n"));
+        // Every sample line belongs to a declared family.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+            assert!(text.contains(&format!("# TYPE {base} ")), "{line}");
+        }
+    }
+}
