@@ -25,6 +25,7 @@ crate::ids::uuid_id! {
 
 /// The processing stages of a job, in order. Each has the progress milestone that is stored and
 /// announced when the stage *starts*; a job only reaches 100 % by completing.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
@@ -70,6 +71,7 @@ impl Stage {
 }
 
 /// Whether retrying could help. Shown to users and decides nothing automatically yet.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {

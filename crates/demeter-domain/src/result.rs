@@ -8,6 +8,7 @@ use uuid::Uuid;
 use crate::job::Stage;
 
 /// One detected plant, in the stored photo's pixel coordinates (after EXIF orientation).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plant {
     /// `[x, y, width, height]`.
@@ -19,6 +20,7 @@ pub struct Plant {
 }
 
 /// Which model produced a result, so results stay interpretable after a model upgrade.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelRef {
     pub name: String,
@@ -26,6 +28,7 @@ pub struct ModelRef {
 }
 
 /// The outcome of a completed job.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobResult {
     /// The processing run's id (the seed's `result.session_id`): new for every run of a job.

@@ -11,6 +11,7 @@ crate::ids::uuid_id! {
 }
 
 /// Where a session's photos came from.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SessionSource {
@@ -43,6 +44,7 @@ pub struct UploadSession {
 }
 
 /// Counts of a session's jobs by status, as the seed's `summary`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SessionSummary {
     pub total_jobs: u32,

@@ -5,8 +5,16 @@ use axum::{
     response::{IntoResponse, Response},
     Json,
 };
-use serde_json::json;
 use tracing::error;
+
+/// Every error response's body.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine code: `bad_request`, `not_found`, `conflict`, `too_large`, `internal`.
+    pub error: &'static str,
+    /// A sentence for people (the seed's `detail`).
+    pub detail: String,
+}
 
 #[derive(Debug)]
 pub enum AppError {
@@ -51,7 +59,7 @@ impl IntoResponse for AppError {
             }
         };
         // `detail` as in the seed (FastAPI's HTTPException); `error` is a stable machine code.
-        (status, Json(json!({ "error": code, "detail": detail }))).into_response()
+        (status, Json(ErrorBody { error: code, detail })).into_response()
     }
 }
 

@@ -150,6 +150,7 @@ fn resync_event(reason: &str) -> Event {
 }
 
 /// `GET /api/v1/events[?upload_session_id=…]`.
+#[utoipa::path(get, path = "/api/v1/events", tag = "status", params(("upload_session_id" = Option<String>, Query), ("Last-Event-ID" = Option<u64>, Header)), responses((status = 200, description = "Server-Sent Events: job, session, resync", content_type = "text/event-stream")))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,

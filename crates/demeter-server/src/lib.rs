@@ -72,6 +72,7 @@ async fn index() -> impl IntoResponse {
     ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX_HTML))
 }
 
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = demeter_domain::health::Health), (status = 503, body = demeter_domain::health::Health)))]
 async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     let h = (state.health)();
     let code = if h.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -54,6 +54,7 @@ pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
     out
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let body = render(&(state.metrics)(), state.hub.clients());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)

@@ -8,9 +8,12 @@ use axum::{
 use serde::Serialize;
 
 use super::{jobs::parse_job, poll::parse_session, poll::session_gone, views::SessionSnapshot};
-use crate::{error::AppError, AppState};
+use crate::{
+    error::{AppError, ErrorBody},
+    AppState,
+};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RetryResponse {
     pub upload_session_id: String,
     /// Jobs put back in the queue by this call.
@@ -18,6 +21,7 @@ pub struct RetryResponse {
 }
 
 /// `POST /api/v1/sessions/{id}/retry`: re-queues the session's failed jobs.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/retry", tag = "actions", params(("id" = String, Path)), responses((status = 200, body = RetryResponse), (status = 404, body = ErrorBody)))]
 pub(crate) async fn retry_session(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -38,7 +42,7 @@ pub(crate) async fn retry_session(
     Ok(Json(RetryResponse { upload_session_id: id.to_string(), requeued }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CancelResponse {
     pub job_id: String,
     pub status: &'static str,
@@ -46,6 +50,7 @@ pub struct CancelResponse {
 
 /// `POST /api/v1/jobs/{id}/cancel`: a pending job fails as "cancelled by user". Cancelling a
 /// cancelled job is a no-op; cancelling a running or finished one is 409.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "actions", params(("id" = String, Path)), responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody), (status = 409, description = "Running or finished", body = ErrorBody)))]
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -64,17 +69,19 @@ pub(crate) async fn cancel_job(
     Ok(Json(CancelResponse { job_id: id.to_string(), status: "failed" }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct QueueState {
     pub paused: bool,
 }
 
 /// `POST /api/v1/queue/pause`: workers finish what they hold and take nothing new.
+#[utoipa::path(post, path = "/api/v1/queue/pause", tag = "actions", responses((status = 200, body = QueueState)))]
 pub(crate) async fn pause(State(state): State<AppState>) -> Result<Json<QueueState>, AppError> {
     set_paused(state, true).await
 }
 
 /// `POST /api/v1/queue/resume`.
+#[utoipa::path(post, path = "/api/v1/queue/resume", tag = "actions", responses((status = 200, body = QueueState)))]
 pub(crate) async fn resume(State(state): State<AppState>) -> Result<Json<QueueState>, AppError> {
     set_paused(state, false).await
 }
@@ -85,6 +92,7 @@ async fn set_paused(state: AppState, paused: bool) -> Result<Json<QueueState>, A
 }
 
 /// `POST /admin/cleanup-sessions`: runs the TTL sweep now.
+#[utoipa::path(post, path = "/admin/cleanup-sessions", tag = "actions", responses((status = 200, description = "Counts of removed sessions and jobs")))]
 pub(crate) async fn cleanup(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
     let (sessions, jobs) = tokio::task::spawn_blocking(move || (state.cleanup)()).await?;
     Ok(Json(serde_json::json!({ "removed_sessions": sessions, "removed_jobs": jobs })))

@@ -9,7 +9,10 @@ use axum::{
 use demeter_domain::JobId;
 
 use super::views::{estimates, JobDetail, JobView};
-use crate::{error::AppError, AppState};
+use crate::{
+    error::{AppError, ErrorBody},
+    AppState,
+};
 
 pub(crate) fn parse_job(raw: &str) -> Result<JobId, AppError> {
     raw.parse().map_err(|_| AppError::BadRequest(format!("job id {raw:?} is not a UUID")))
@@ -22,6 +25,7 @@ pub(crate) fn load_live_job(state: &AppState, id: JobId) -> Result<demeter_domai
 }
 
 /// `GET /api/v1/jobs/{id}`.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)), responses((status = 200, body = JobDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn job_detail(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -47,11 +51,13 @@ pub(crate) async fn job_detail(
 }
 
 /// `GET /api/v1/jobs/{id}/thumbnail`: the 256-px JPEG.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/thumbnail", tag = "jobs", params(("id" = String, Path)), responses((status = 200, description = "256-px JPEG", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn thumbnail(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
     image_file(&state.thumbnails, &raw, "thumbnail").await
 }
 
 /// `GET /api/v1/jobs/{id}/overlay`: the photo downscaled with each plant boxed and numbered.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/overlay", tag = "jobs", params(("id" = String, Path)), responses((status = 200, description = "The photo with plants boxed and numbered", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn overlay(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
     image_file(&state.overlays, &raw, "overlay").await
 }

@@ -2,6 +2,7 @@
 
 mod actions;
 mod jobs;
+pub mod openapi;
 mod poll;
 mod results;
 mod upload;
@@ -36,4 +37,5 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/queue/pause", post(actions::pause))
         .route("/queue/resume", post(actions::resume))
         .route("/events", get(crate::events::stream))
+        .route("/openapi.json", get(openapi::document))
 }

@@ -9,7 +9,10 @@ use demeter_domain::{SessionId, SessionSummary};
 use serde::{Deserialize, Serialize};
 
 use super::views::{JobView, SessionSnapshot};
-use crate::{error::AppError, AppState};
+use crate::{
+    error::{AppError, ErrorBody},
+    AppState,
+};
 
 #[derive(Debug, Deserialize)]
 pub struct PollParams {
@@ -17,7 +20,7 @@ pub struct PollParams {
 }
 
 /// The poll endpoint's body: the seed's, plus the session's ETA.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PollResponse {
     pub upload_session_id: String,
     pub jobs: Vec<JobView>,
@@ -37,6 +40,7 @@ pub(crate) fn session_gone() -> AppError {
 }
 
 /// `GET /api/v1/photos/jobs/status?upload_session_id=…`. Reads only this session's jobs.
+#[utoipa::path(get, path = "/api/v1/photos/jobs/status", tag = "status", params(("upload_session_id" = String, Query, description = "The upload session")), responses((status = 200, description = "The session's jobs, summary and ETA", body = PollResponse), (status = 400, description = "Missing or malformed id", body = ErrorBody), (status = 404, description = "Unknown or expired (24 h)", body = ErrorBody)))]
 pub(crate) async fn poll_status(
     State(state): State<AppState>,
     params: Result<Query<PollParams>, QueryRejection>,
@@ -60,7 +64,7 @@ pub(crate) async fn poll_status(
     Ok(Json(response))
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SessionView {
     pub upload_session_id: String,
     pub created_at: DateTime<Utc>,
@@ -69,7 +73,7 @@ pub struct SessionView {
     pub summary: SessionSummary,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SessionsResponse {
     pub sessions: Vec<SessionView>,
 }
@@ -78,6 +82,7 @@ pub struct SessionsResponse {
 const MAX_SESSIONS: usize = 200;
 
 /// `GET /api/v1/sessions`: live sessions, newest first, each with its summary.
+#[utoipa::path(get, path = "/api/v1/sessions", tag = "status", responses((status = 200, description = "Live sessions, newest first", body = SessionsResponse)))]
 pub(crate) async fn list_sessions(State(state): State<AppState>) -> Result<Json<SessionsResponse>, AppError> {
     let sessions = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         let now = state.clock.now();

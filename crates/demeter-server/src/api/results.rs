@@ -10,9 +10,12 @@ use demeter_domain::{Job, Stage};
 use serde::Serialize;
 
 use super::{poll::parse_session, poll::session_gone, views::SessionSnapshot};
-use crate::{error::AppError, AppState};
+use crate::{
+    error::{AppError, ErrorBody},
+    AppState,
+};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ResultRow {
     pub filename: String,
     pub status: &'static str,
@@ -43,6 +46,7 @@ async fn rows(state: AppState, raw: String) -> Result<Vec<ResultRow>, AppError> 
 }
 
 /// `GET /api/v1/sessions/{id}/results.json`.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/results.json", tag = "status", params(("id" = String, Path)), responses((status = 200, body = [ResultRow]), (status = 404, body = ErrorBody)))]
 pub(crate) async fn results_json(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -61,6 +65,7 @@ fn csv_field(s: &str) -> String {
 }
 
 /// `GET /api/v1/sessions/{id}/results.csv`.
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/results.csv", tag = "status", params(("id" = String, Path)), responses((status = 200, description = "One row per photo", content_type = "text/csv"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn results_csv(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
     let rows = rows(state, raw.clone()).await?;
     let mut out = String::from("filename,status,plant_count,storage_location_id,error_message");

@@ -17,14 +17,17 @@ use demeter_store::Store;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
-use crate::{error::AppError, AppState};
+use crate::{
+    error::{AppError, ErrorBody},
+    AppState,
+};
 
 /// Largest single photo accepted.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 /// Largest whole upload request.
 pub const MAX_UPLOAD_BYTES: usize = 1 << 30;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UploadResponse {
     pub upload_session_id: String,
     /// Names the photos were stored under (made safe and unique).
@@ -62,6 +65,7 @@ fn multipart_error(e: MultipartError) -> AppError {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/photos/upload", tag = "upload", request_body(content_type = "multipart/form-data", description = "One or more file fields"), responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
     mut multipart: Multipart,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::{error::AppError, AppState};
 
 /// `result` of a completed job, as in the seed.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobResultView {
     pub session_id: uuid::Uuid,
     pub total_detected: u32,
@@ -20,7 +20,7 @@ pub struct JobResultView {
 }
 
 /// One entry of `jobs[]`: the seed's fields, plus the stage and the ETA.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobView {
     pub job_id: String,
     pub image_id: String,
@@ -114,7 +114,7 @@ pub fn estimates(
 }
 
 /// `GET /api/v1/jobs/{id}`: everything known about one job.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct JobDetail {
     #[serde(flatten)]
     pub job: JobView,
