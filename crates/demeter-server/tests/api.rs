@@ -519,7 +519,9 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_exis
     }
     // The poll response documents the seed's fields.
     let poll = &doc["components"]["schemas"]["JobView"]["properties"];
-    for field in ["job_id", "image_id", "filename", "status", "progress_percent", "error_message", "result", "eta_seconds"] {
+    for field in
+        ["job_id", "image_id", "filename", "status", "progress_percent", "error_message", "result", "eta_seconds"]
+    {
         assert!(poll.get(field).is_some(), "JobView.{field}");
     }
     // Every documented route is served (an unknown route would answer "no such route").
@@ -532,7 +534,9 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_exis
             let uri = path.replace("{id}", &id.to_string());
             let res = f
                 .app()
-                .oneshot(Request::builder().method(method.to_uppercase().as_str()).uri(&uri).body(Body::empty()).unwrap())
+                .oneshot(
+                    Request::builder().method(method.to_uppercase().as_str()).uri(&uri).body(Body::empty()).unwrap(),
+                )
                 .await
                 .unwrap();
             let status = res.status();
