@@ -251,14 +251,46 @@ fn photos_uploaded_over_http_are_processed_in_their_own_session() {
     assert!(!d.watch_dir().join("uploads").join(&id).join(".tray.jpg.part").exists());
 
     // Over the per-file limit: 413 with a JSON error, and nothing half-written is left behind.
+    // The server answers as soon as the limit is crossed and stops reading, so the client must
+    // read the answer while it is still sending (a plain client may only see a broken pipe).
     let (ct, big) = multipart(&[("huge.jpg", vec![0u8; 65 << 20])]);
-    match ureq::post(&d.url("/api/v1/photos/upload")).set("Content-Type", &ct).send_bytes(&big) {
-        Err(ureq::Error::Status(413, r)) => assert_eq!(r.into_json::<Value>().unwrap()["error"], "too_large"),
-        other => panic!("expected 413, got {other:?}"),
-    }
+    let response = {
+        use std::io::{Read, Write};
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+        let mut writer = tcp.try_clone().unwrap();
+        let head = format!(
+            "POST /api/v1/photos/upload HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            big.len()
+        );
+        let sender = std::thread::spawn(move || {
+            let _ = writer.write_all(head.as_bytes()).and_then(|_| writer.write_all(&big));
+        });
+        let mut response = Vec::new();
+        let _ = tcp.read_to_end(&mut response);
+        sender.join().unwrap();
+        String::from_utf8_lossy(&response).into_owned()
+    };
+    assert!(response.starts_with("HTTP/1.1 413"), "{}", &response[..response.len().min(300)]);
+    assert!(response.contains("\"error\":\"too_large\""), "{response}");
+    let leftovers: Vec<_> =
+        walkdir_files(&d.watch_dir().join("uploads")).into_iter().filter(|p| p.ends_with(".part")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     let (ct, none) = multipart(&[]);
     assert!(matches!(
         ureq::post(&d.url("/api/v1/photos/upload")).set("Content-Type", &ct).send_bytes(&none),
         Err(ureq::Error::Status(400, _))
     ));
+}
+
+fn walkdir_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walkdir_files(&p));
+        } else {
+            out.push(p.to_string_lossy().into_owned());
+        }
+    }
+    out
 }
