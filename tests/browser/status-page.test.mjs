@@ -117,3 +117,33 @@ test('a photo sent from the upload form at phone width is processed', async () =
   assert.ok(await page.evaluate(() => document.activeElement && document.activeElement !== document.body));
   await page.close();
 });
+
+test('when every photo of a large batch fails the page calls it a system problem', async () => {
+  const page = await browser.newPage();
+  // A subfolder of its own: its own session.
+  mkdirSync(join(daemon.watch, 'bad-batch'));
+  for (let i = 0; i < 6; i++) writeFileSync(join(daemon.watch, 'bad-batch', `bad-${i}.jpg`), `not a photo ${i}\n`);
+  const id = await sessionWith(6);
+  await page.goto(`${daemon.url}/#/session/${id}`);
+  await page.waitForSelector('.banner.allfailed', { timeout: 60000 });
+  assert.match(await page.textContent('.banner.allfailed'), /All 6 photos failed — probably a system problem/);
+  await page.screenshot({ path: join(artifacts, 'all-failed.png'), fullPage: true });
+  await page.close();
+});
+
+test('losing the server is noticed and retried with back-off', async () => {
+  const own = await startDaemon();
+  const page = await browser.newPage();
+  try {
+    writeFileSync(join(own.watch, 'one.jpg'), readFileSync(photo(1)));
+    const id = await waitFor('a session', async () => (await own.api('/api/v1/sessions')).sessions[0]?.upload_session_id);
+    await page.goto(`${own.url}/#/session/${id}`);
+    await page.waitForSelector('tr[id^="job-"]');
+    own.stop();
+    await page.waitForSelector('#conn:has-text("reconnecting in 2 s")', { timeout: 20000 });
+    await page.screenshot({ path: join(artifacts, 'reconnecting.png') });
+  } finally {
+    own.stop();
+    await page.close();
+  }
+});
