@@ -67,6 +67,7 @@ function withBackoff(load, onLost) {
       setConn('', false);
     } catch (e) {
       if (stopped) return;
+      if (e instanceof HttpError && e.status === 401) { showSignIn('Your sign-in has ended; sign in again.'); return; }
       if (e instanceof HttpError) throw e;
       if (attempt < BACKOFF.length) {
         const wait = BACKOFF[attempt++];
@@ -283,12 +284,60 @@ async function showJob(id) {
   return null;
 }
 
+// ---- sign-in ---------------------------------------------------------------------------------
+
+const user = document.getElementById('user');
+const uploadSection = document.getElementById('upload');
+
+function showSignIn(message) {
+  if (view) view();
+  view = null;
+  user.replaceChildren();
+  uploadSection.hidden = true;
+  const input = el('input', { id: 'token', type: 'password', autocomplete: 'current-password', required: true });
+  const status = el('p', { role: 'alert', class: 'err', text: message || '' });
+  const form = el('form', { class: 'signin', on: { submit: async (ev) => {
+    ev.preventDefault();
+    try {
+      await getJson('/auth/login', { method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ token: input.value.trim() }) });
+      route();
+    } catch (e) {
+      status.textContent = e.status === 401 ? 'That token is not valid.' : `Sign-in failed: ${e.message}`;
+    }
+  } } },
+  el('label', { for: 'token', text: 'Access token' }), input,
+  el('button', { type: 'submit', class: 'primary' }, 'Sign in'),
+  el('p', { class: 'muted', text: 'Ask the appliance administrator for a token (demeter token create).' }), status);
+  main.replaceChildren(el('h1', { text: 'Sign in' }), form);
+  input.focus();
+}
+
+async function whoAmI() {
+  try {
+    const me = await getJson('/auth/me');
+    user.replaceChildren(el('span', { class: 'muted', text: `${me.name} (${me.role})` }),
+      el('button', { type: 'button', on: { click: async () => {
+        await fetch('/auth/logout', { method: 'POST' });
+        showSignIn('Signed out.');
+      } } }, 'Sign out'));
+    uploadSection.hidden = me.role === 'viewer';
+    return me;
+  } catch (e) {
+    if (e instanceof HttpError && e.status === 401) return null;
+    throw e;
+  }
+}
+
 // ---- routing and upload ----------------------------------------------------------------------
 
 async function route() {
   if (view) view();
   view = null;
   setConn('', false);
+  let me;
+  try { me = await whoAmI(); } catch (_) { me = undefined; }
+  if (me === null) { showSignIn(); return; }
   const [, kind, id] = (location.hash || '#/').split('/');
   if (kind === 'session' && id) view = await showSession(id);
   else if (kind === 'job' && id) view = await showJob(id);

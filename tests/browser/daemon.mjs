@@ -24,6 +24,9 @@ async function freePort() {
   });
 }
 
+/** The admin token the test daemons run with. */
+export const ADMIN_TOKEN = 'browser-admin-token-0123456789abcdef0123456789';
+
 export async function waitFor(what, fn, timeoutMs = 60000) {
   const end = Date.now() + timeoutMs;
   for (;;) {
@@ -43,14 +46,17 @@ export async function startDaemon() {
   const bin = process.env.DEMETER_BIN || join(repo, 'target/debug/demeter');
   const log = openSync(join(root, 'daemon.log'), 'a');
   const child = spawn(bin, ['run', '--watch', watch, '--data', join(root, 'data'), '--listen', `127.0.0.1:${port}`], {
-    env: { ...process.env, DEMETER_CONFIG: join(root, 'empty.toml'), DEMETER_STABILITY_WINDOW_MS: '400', DEMETER_RESCAN_INTERVAL_SECS: '2' },
+    env: { ...process.env, DEMETER_CONFIG: join(root, 'empty.toml'), DEMETER_STABILITY_WINDOW_MS: '400', DEMETER_ADMIN_TOKEN: ADMIN_TOKEN, DEMETER_RESCAN_INTERVAL_SECS: '2' },
     stdio: ['ignore', log, log],
   });
   const url = `http://127.0.0.1:${port}`;
   await waitFor('the daemon', async () => (await fetch(`${url}/health`)).ok, 30000);
   return {
     url, watch, root,
-    api: async (path, options) => { const r = await fetch(url + path, options); return r.json(); },
+    api: async (path, options = {}) => {
+      const r = await fetch(url + path, { ...options, headers: { ...(options.headers || {}), authorization: `Bearer ${ADMIN_TOKEN}` } });
+      return r.json();
+    },
     stop: () => child.kill('SIGKILL'),
     log: () => readFileSync(join(root, 'daemon.log'), 'utf8'),
   };

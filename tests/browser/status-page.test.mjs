@@ -5,7 +5,15 @@ import assert from 'node:assert/strict';
 import { copyFileSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { startDaemon, photo, waitFor, repo } from './daemon.mjs';
+import { startDaemon, photo, waitFor, repo, ADMIN_TOKEN } from './daemon.mjs';
+
+/** Signs in through the page's form, as a person would. */
+async function signIn(page, url) {
+  await page.goto(url);
+  await page.fill('#token', ADMIN_TOKEN);
+  await page.click('button:has-text("Sign in")');
+  await page.waitForSelector('h1:has-text("Recent sessions")');
+}
 
 const artifacts = process.env.ARTIFACTS || join(repo, 'target/browser-artifacts');
 mkdirSync(artifacts, { recursive: true });
@@ -36,6 +44,7 @@ async function sessionWith(n) {
 
 test('jobs move pending → processing → completed on screen without a reload; banner and reasons show', async () => {
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  await signIn(page, daemon.url);
   // Hold the queue so the page sees the photos waiting, then let them run.
   await daemon.api('/api/v1/queue/pause', { method: 'POST' });
   const names = [];
@@ -93,6 +102,7 @@ test('jobs move pending → processing → completed on screen without a reload;
 
 test('an unknown or expired session says so, with a way back', async () => {
   const page = await browser.newPage();
+  await signIn(page, daemon.url);
   await page.goto(`${daemon.url}/#/session/0192f5d2-0000-7000-8000-000000000000`);
   await page.waitForSelector('text=not found or has expired (24 h)');
   await page.click('text=Back to recent sessions');
@@ -102,8 +112,7 @@ test('an unknown or expired session says so, with a way back', async () => {
 
 test('a photo sent from the upload form at phone width is processed', async () => {
   const page = await browser.newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
-  await page.goto(daemon.url);
-  await page.waitForSelector('h1:has-text("Recent sessions")');
+  await signIn(page, daemon.url);
   await page.setInputFiles('#upload-files', [photo(4)]);
   await page.click('button:has-text("Upload")');
   await page.waitForURL(/#\/session\//);
@@ -120,6 +129,7 @@ test('a photo sent from the upload form at phone width is processed', async () =
 
 test('when every photo of a large batch fails the page calls it a system problem', async () => {
   const page = await browser.newPage();
+  await signIn(page, daemon.url);
   // A subfolder of its own: its own session.
   mkdirSync(join(daemon.watch, 'bad-batch'));
   for (let i = 0; i < 6; i++) writeFileSync(join(daemon.watch, 'bad-batch', `bad-${i}.jpg`), `not a photo ${i}\n`);
@@ -135,6 +145,7 @@ test('losing the server is noticed and retried with back-off', async () => {
   const own = await startDaemon();
   const page = await browser.newPage();
   try {
+    await signIn(page, own.url);
     writeFileSync(join(own.watch, 'one.jpg'), readFileSync(photo(1)));
     const id = await waitFor('a session', async () => (await own.api('/api/v1/sessions')).sessions[0]?.upload_session_id);
     await page.goto(`${own.url}/#/session/${id}`);
@@ -146,4 +157,27 @@ test('losing the server is noticed and retried with back-off', async () => {
     own.stop();
     await page.close();
   }
+});
+
+test('the page asks for a token, refuses a wrong one, and signs out', async () => {
+  const page = await browser.newPage();
+  await page.goto(daemon.url);
+  await page.waitForSelector('h1:has-text("Sign in")');
+  assert.equal(await page.isHidden('#upload'), true, 'nothing to use before signing in');
+  await page.fill('#token', 'dmt_wrong');
+  await page.click('button:has-text("Sign in")');
+  await page.waitForSelector('text=That token is not valid.');
+  await page.screenshot({ path: join(artifacts, 'sign-in.png') });
+  await page.fill('#token', ADMIN_TOKEN);
+  await page.click('button:has-text("Sign in")');
+  await page.waitForSelector('h1:has-text("Recent sessions")');
+  assert.match(await page.textContent('#user'), /admin \(admin\)/);
+  const cookies = await page.context().cookies();
+  const c = cookies.find((x) => x.name === 'demeter_session');
+  assert.ok(c && c.httpOnly && c.sameSite === 'Strict', JSON.stringify(cookies));
+  await page.click('button:has-text("Sign out")');
+  await page.waitForSelector('h1:has-text("Sign in")');
+  await page.reload();
+  await page.waitForSelector('h1:has-text("Sign in")');
+  await page.close();
 });

@@ -158,16 +158,79 @@ fn flags_beat_environment_which_beats_the_config_file() {
         .args(["run", "--config", cfg.to_str().unwrap(), "--workers", "3"])
         .env("DEMETER_LISTEN", format!("127.0.0.1:{port}"))
         .env("DEMETER_WORKERS", "2")
+        .env("DEMETER_ADMIN_TOKEN", demeter_tests::ADMIN_TOKEN)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let health: serde_json::Value = demeter_tests::wait_for("health", std::time::Duration::from_secs(30), || {
-        ureq::get(&format!("http://127.0.0.1:{port}/health")).call().ok().map(|r| r.into_json().unwrap())
+        ureq::get(&format!("http://127.0.0.1:{port}/health"))
+            .set("Authorization", &format!("Bearer {}", demeter_tests::ADMIN_TOKEN))
+            .call()
+            .ok()
+            .map(|r| r.into_json().unwrap())
     });
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(health["workers"]["count"], 3, "flag beats env and file");
     assert!(health["watcher"]["dir"].as_str().unwrap().ends_with("photos"), "file sets what nothing overrides");
     assert!(tmp.path().join("data/db").is_dir());
+}
+
+#[test]
+fn the_first_run_shows_an_admin_token_once_and_tokens_are_managed_from_the_cli() {
+    use std::io::{BufRead, BufReader};
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(demeter_bin())
+        .args(["run", "--watch", tmp.path().join("photos").to_str().unwrap(), "--data", data.to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("DEMETER_CONFIG", "")
+        .env_remove("DEMETER_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let admin = loop {
+        let line = lines.next().expect("the token is printed").unwrap();
+        if line.starts_with("Admin token (shown once") {
+            break lines.next().unwrap().unwrap().trim().to_owned();
+        }
+    };
+    assert!(admin.starts_with("dmt_"), "{admin}");
+    assert!(!fs::read_to_string(data.join("tokens.json")).unwrap().contains(&admin[4..]), "stored only as a hash");
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let status =
+        |token: &str| match ureq::get(&url("/api/v1/sessions")).set("Authorization", &format!("Bearer {token}")).call()
+        {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("{e}"),
+        };
+    demeter_tests::wait_for("the server", std::time::Duration::from_secs(30), || {
+        ureq::get(&url("/health")).call().ok()
+    });
+    assert_eq!(status(&admin), 200);
+    assert_eq!(status("dmt_not-a-token"), 401);
+
+    let (code, viewer, _) =
+        demeter(&["token", "create", "--role", "viewer", "--name", "screen", "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    let viewer = viewer.trim().to_owned();
+    assert_eq!(status(&viewer), 200, "a token made while the daemon runs works at once");
+    let (_, list, _) = demeter(&["token", "list", "--data", data.to_str().unwrap()]);
+    assert!(
+        list.contains("screen") && list.contains("viewer") && list.contains("admin") && !list.contains("dmt_"),
+        "{list}"
+    );
+    let (code, _, _) = demeter(&["token", "revoke", "screen", "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(status(&viewer), 401, "revoked at once");
+    let (code, _, stderr) =
+        demeter(&["token", "create", "--role", "king", "--name", "x", "--data", data.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

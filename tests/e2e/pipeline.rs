@@ -1,6 +1,6 @@
 use std::{fs, time::Duration};
 
-use demeter_tests::{real_photos, wait_for, Daemon};
+use demeter_tests::{real_photos, wait_for, Daemon, ADMIN_TOKEN};
 use serde_json::Value;
 
 /// Waits until exactly one session exists with `n` jobs, all terminal; returns its poll body.
@@ -54,7 +54,8 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
                 assert!(job["result"]["total_detected"].as_u64().unwrap() >= 1, "{name} has plants");
                 assert!(job["started_at"].is_string() && job["completed_at"].is_string());
                 assert_eq!(job["image_id"].as_str().unwrap().len(), 16);
-                let overlay = ureq::get(&d.url(&format!("/api/v1/jobs/{}/overlay", job["job_id"].as_str().unwrap())))
+                let overlay = d
+                    .request("GET", &format!("/api/v1/jobs/{}/overlay", job["job_id"].as_str().unwrap()))
                     .call()
                     .unwrap();
                 assert_eq!(overlay.content_type(), "image/jpeg");
@@ -70,7 +71,7 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
     assert_eq!(body["summary"]["overall_progress_percent"], 100.0);
     assert_eq!(body["summary"]["failed"], 2);
 
-    let metrics = ureq::get(&d.url("/metrics")).call().unwrap().into_string().unwrap();
+    let metrics = d.request("GET", "/metrics").call().unwrap().into_string().unwrap();
     assert!(
         metrics.contains(&format!("demeter_jobs_finished_total{{state=\"completed\"}} {}", photos.len())),
         "{metrics}"
@@ -153,7 +154,11 @@ fn the_event_stream_shows_each_stage_of_a_dropped_photo_and_a_learned_eta() {
     let d = Daemon::start();
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    write!(tcp, "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n").unwrap();
+    write!(
+        tcp,
+        "GET /api/v1/events HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
     let mut lines = BufReader::new(tcp).lines();
     assert!(lines.next().unwrap().unwrap().contains("200"));
 
@@ -232,7 +237,7 @@ fn photos_uploaded_over_http_are_processed_in_their_own_session() {
         ("tray.jpg", fs::read(&photos[3]).unwrap()),
         ("broken.jpg", b"not a photo at all".to_vec()),
     ]);
-    let res = ureq::post(&d.url("/api/v1/photos/upload")).set("Content-Type", &ct).send_bytes(&body).unwrap();
+    let res = d.request("POST", "/api/v1/photos/upload").set("Content-Type", &ct).send_bytes(&body).unwrap();
     assert_eq!(res.status(), 201);
     let v: Value = res.into_json().unwrap();
     assert_eq!(v["files"], serde_json::json!(["tray.jpg", "tray-2.jpg", "broken.jpg"]), "names made safe and unique");
@@ -259,7 +264,7 @@ fn photos_uploaded_over_http_are_processed_in_their_own_session() {
         let mut tcp = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
         let mut writer = tcp.try_clone().unwrap();
         let head = format!(
-            "POST /api/v1/photos/upload HTTP/1.1\r\nHost: localhost\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "POST /api/v1/photos/upload HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             big.len()
         );
         let sender = std::thread::spawn(move || {
@@ -277,7 +282,7 @@ fn photos_uploaded_over_http_are_processed_in_their_own_session() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let (ct, none) = multipart(&[]);
     assert!(matches!(
-        ureq::post(&d.url("/api/v1/photos/upload")).set("Content-Type", &ct).send_bytes(&none),
+        d.request("POST", "/api/v1/photos/upload").set("Content-Type", &ct).send_bytes(&none),
         Err(ureq::Error::Status(400, _))
     ));
 }

@@ -45,6 +45,9 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The admin token the fixture's daemons run with (`DEMETER_ADMIN_TOKEN`).
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789abcdef0123456789abcdef";
+
 /// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -106,6 +109,7 @@ impl Daemon {
             .env("DEMETER_RESCAN_INTERVAL_SECS", "2")
             .env("DEMETER_CONFIG", self.root.path().join("no-config.toml"))
             .env("DEMETER_LOG", "info,ort=warn")
+            .env("DEMETER_ADMIN_TOKEN", ADMIN_TOKEN)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -133,11 +137,16 @@ impl Daemon {
 
     /// GET returning (status, JSON body), for error statuses too.
     pub fn get(&self, path: &str) -> (u16, Value) {
-        match ureq::get(&self.url(path)).call() {
+        match self.request("GET", path).call() {
             Ok(r) => (r.status(), r.into_json().expect("JSON body")),
             Err(ureq::Error::Status(code, r)) => (code, r.into_json().expect("JSON error body")),
             Err(e) => panic!("GET {path}: {e}"),
         }
+    }
+
+    /// A request carrying the admin token.
+    pub fn request(&self, method: &str, path: &str) -> ureq::Request {
+        ureq::request(method, &self.url(path)).set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
     }
 
     pub fn sessions(&self) -> Vec<Value> {

@@ -24,6 +24,45 @@ pub enum Command {
     Run(RunArgs),
     /// Process photos or folders once, without the daemon, and report the results.
     Process(ProcessArgs),
+    /// Manage access tokens (viewer, uploader, admin) in the data directory.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long, value_name = "ROLE")]
+        role: demeter_auth::Role,
+        #[arg(long, value_name = "NAME")]
+        name: String,
+        #[command(flatten)]
+        at: DataArgs,
+    },
+    /// List tokens (names, roles, creation times; never the secrets).
+    List {
+        #[command(flatten)]
+        at: DataArgs,
+    },
+    /// Revoke a token at once (a running daemon stops accepting it).
+    Revoke {
+        #[arg(value_name = "NAME")]
+        name: String,
+        #[command(flatten)]
+        at: DataArgs,
+    },
+}
+
+/// Where the token file is: the data directory, from `--data` or the configuration.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Data directory [default: from the config, else $XDG_DATA_HOME/demeter].
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// TOML config file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Settings shared by both commands. Each beats `DEMETER_*` variables, which beat the file.
@@ -57,6 +96,9 @@ pub struct RunArgs {
     /// Address to serve the status API and page on [default: 127.0.0.1:7878].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// File holding the admin token to use (instead of generating one; also DEMETER_ADMIN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -90,6 +132,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => crate::run::run(args),
         Command::Process(args) => crate::process::process(args),
+        Command::Token(cmd) => crate::token::token(cmd),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@ mod cli;
 mod process;
 mod run;
 mod settings;
+mod token;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -3,9 +3,10 @@
 use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Context;
+use demeter_auth::TokenStore;
 use demeter_domain::SystemClock;
 use demeter_engine::{Engine, EngineEvent, EngineOptions};
-use demeter_server::{app, events, events::EventHub, AppState};
+use demeter_server::{app, auth::Auth, events, events::EventHub, AppState};
 use tracing::info;
 
 use crate::{
@@ -44,6 +45,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         })
         .map_err(Failure::config)?;
 
+    let auth = open_auth(&data_dir, args.admin_token_file.as_deref()).map_err(Failure::config)?;
+
     let engine = Engine::start(EngineOptions {
         config: config.clone(),
         data_dir: data_dir.clone(),
@@ -70,6 +73,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         thumbnails: engine.thumbnails_dir(),
         overlays: engine.overlays_dir(),
         hub: Arc::new(EventHub::new(EVENT_HISTORY, CLIENT_BUFFER)),
+        auth: Arc::new(auth),
     };
     runtime.spawn(forward_events(engine.subscribe(), state.clone()));
     let watch_dir = config.watch.dir.canonicalize().unwrap_or(config.watch.dir.clone());
@@ -87,6 +91,25 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     }
     served.context("HTTP server failed").map_err(Failure::runtime)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the token file and makes sure there is an admin token: the configured one
+/// (`DEMETER_ADMIN_TOKEN` or `--admin-token-file`), else one made now and shown once.
+fn open_auth(data_dir: &std::path::Path, token_file: Option<&std::path::Path>) -> anyhow::Result<Auth> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let tokens = TokenStore::open(data_dir)?;
+    let configured = match token_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f).with_context(|| format!("cannot read --admin-token-file {}", f.display()))?,
+        ),
+        None => std::env::var("DEMETER_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    if let Some(secret) = tokens.ensure_admin(configured.as_deref().map(str::trim), chrono::Utc::now())? {
+        println!("Admin token (shown once; it is stored only as a hash in {}):", tokens.path().display());
+        println!("  {secret}");
+        println!("Sign in on the status page with it, or make more: demeter token create --role viewer --name NAME");
+    }
+    Ok(Auth { tokens: Arc::new(tokens), sessions: Default::default() })
 }
 
 /// Events kept for `Last-Event-ID` resume (a few minutes of a busy batch).

@@ -19,7 +19,12 @@ pub enum SessionSource {
     Folder { subfolder: Option<String> },
     /// Sent through `POST /api/v1/photos/upload` (a phone or PC on the LAN); the photos are
     /// written to `uploads/<upload_session_id>/` in the watched folder.
-    Upload { files: u32 },
+    Upload {
+        files: u32,
+        /// Name of the token that uploaded: another uploader may not see this session.
+        #[serde(default)]
+        owner: Option<String>,
+    },
 }
 
 /// The folder (inside the watched folder) where uploaded photos are written, one subfolder per

@@ -20,6 +20,10 @@ pub struct ErrorBody {
 pub enum AppError {
     /// 400: the request is malformed (missing or invalid parameter).
     BadRequest(String),
+    /// 401: no or unknown credentials.
+    Unauthorized(String),
+    /// 403: known, but not allowed.
+    Forbidden(String),
     /// 404: unknown route, or a session that does not exist or has expired.
     NotFound(String),
     /// 413: the request body or one of its files is over the limit.
@@ -50,6 +54,8 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code, detail) = match self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m),
+            AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
+            AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             AppError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),

@@ -18,7 +18,9 @@ use axum::{
     extract::{rejection::QueryRejection, Query, State},
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
+    Extension,
 };
+use demeter_auth::{Identity, Role};
 use demeter_domain::{Job, SessionId, UploadSession};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
@@ -39,6 +41,8 @@ pub struct HubEvent {
     pub kind: &'static str,
     /// `None`: for every client (resync).
     pub session: Option<SessionId>,
+    /// The uploader owning the session, if any: other uploaders do not get its events.
+    pub owner: Option<String>,
     pub data: String,
 }
 
@@ -62,11 +66,17 @@ impl EventHub {
         Self { ring: Mutex::new(Ring { next_id: 1, events: VecDeque::new() }), capacity: history.max(1), tx }
     }
 
-    pub fn publish(&self, kind: &'static str, session: Option<SessionId>, data: serde_json::Value) -> u64 {
+    pub fn publish(
+        &self,
+        kind: &'static str,
+        session: Option<SessionId>,
+        owner: Option<String>,
+        data: serde_json::Value,
+    ) -> u64 {
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let id = ring.next_id;
         ring.next_id += 1;
-        let event = Arc::new(HubEvent { id, kind, session, data: data.to_string() });
+        let event = Arc::new(HubEvent { id, kind, session, owner, data: data.to_string() });
         if ring.events.len() == self.capacity {
             ring.events.pop_front();
         }
@@ -97,6 +107,13 @@ impl EventHub {
     }
 }
 
+fn owner_of(session: &UploadSession) -> Option<String> {
+    match &session.source {
+        demeter_domain::SessionSource::Upload { owner, .. } => owner.clone(),
+        _ => None,
+    }
+}
+
 /// Announces a stored job change: the job as it was stored (not as it is by now), with its
 /// estimate, and its session's current summary. Blocking (reads the store).
 pub fn publish_job(state: &AppState, job: &Job) -> Result<(), AppError> {
@@ -106,6 +123,7 @@ pub fn publish_job(state: &AppState, job: &Job) -> Result<(), AppError> {
     state.hub.publish(
         "job",
         Some(job.upload_session_id),
+        owner_of(&snap.session),
         json!({
             "type": "job",
             "upload_session_id": job.upload_session_id.to_string(),
@@ -122,6 +140,7 @@ pub fn publish_session(state: &AppState, session: &UploadSession) {
     state.hub.publish(
         "session",
         Some(session.id),
+        owner_of(session),
         json!({
             "type": "session",
             "upload_session_id": session.id.to_string(),
@@ -133,7 +152,7 @@ pub fn publish_session(state: &AppState, session: &UploadSession) {
 
 /// Tells every client to reload (e.g. the publisher fell behind the engine).
 pub fn publish_resync(state: &AppState, reason: &str) {
-    state.hub.publish("resync", None, json!({ "type": "resync", "reason": reason }));
+    state.hub.publish("resync", None, None, json!({ "type": "resync", "reason": reason }));
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +172,7 @@ fn resync_event(reason: &str) -> Event {
 #[utoipa::path(get, path = "/api/v1/events", tag = "status", params(("upload_session_id" = Option<String>, Query), ("Last-Event-ID" = Option<u64>, Header)), responses((status = 200, description = "Server-Sent Events: job, session, resync", content_type = "text/event-stream")))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
     headers: HeaderMap,
     params: Result<Query<EventParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
@@ -164,7 +184,11 @@ pub(crate) async fn stream(
         .map(|v| v.trim().parse::<u64>().map_err(|_| AppError::BadRequest("Last-Event-ID must be a number".into())))
         .transpose()?;
     let (replay, resync, rx) = state.hub.subscribe_after(last);
-    let wanted = move |e: &HubEvent| e.session.is_none() || filter.is_none() || e.session == filter;
+    // Uploaders do not see other uploaders' sessions; everyone else sees everything.
+    let wanted = Arc::new(move |e: &HubEvent| {
+        let visible = who.role != Role::Uploader || e.owner.as_ref().is_none_or(|o| *o == who.name);
+        visible && (e.session.is_none() || filter.is_none() || e.session == filter)
+    });
 
     let mut first: Vec<Event> = Vec::new();
     if resync {
@@ -172,17 +196,20 @@ pub(crate) async fn stream(
     }
     first.extend(replay.iter().filter(|e| wanted(e)).map(|e| to_sse(e)));
 
-    let live = stream::unfold(Some(rx), move |rx| async move {
-        let mut rx = rx?;
-        loop {
-            match rx.recv().await {
-                Ok(e) if wanted(&e) => return Some((Ok(to_sse(&e)), Some(rx))),
-                Ok(_) => continue,
-                // Too slow: tell it to reload, then end its stream; the browser reconnects.
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    return Some((Ok(resync_event("this client fell behind; reload")), None))
+    let live = stream::unfold(Some(rx), move |rx| {
+        let wanted = wanted.clone();
+        async move {
+            let mut rx = rx?;
+            loop {
+                match rx.recv().await {
+                    Ok(e) if wanted(&e) => return Some((Ok(to_sse(&e)), Some(rx))),
+                    Ok(_) => continue,
+                    // Too slow: tell it to reload, then end its stream; the browser reconnects.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        return Some((Ok(resync_event("this client fell behind; reload")), None))
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });

@@ -7,6 +7,7 @@
 //! so tests can drive it with `oneshot` and no socket.
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod events;
 pub mod metrics;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub overlays: PathBuf,
     /// SSE fan-out with replay.
     pub hub: Arc<events::EventHub>,
+    /// Tokens, roles and sign-in sessions.
+    pub auth: Arc<auth::Auth>,
 }
 
 /// The whole HTTP surface.
@@ -58,8 +61,12 @@ pub fn app(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics::metrics))
         .route("/admin/cleanup-sessions", axum::routing::post(api::cleanup))
+        .route("/auth/login", axum::routing::post(auth::login))
+        .route("/auth/logout", axum::routing::post(auth::logout))
+        .route("/auth/me", get(auth::me))
         .nest("/api/v1", api::routes())
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         .with_state(state)
 }
 
@@ -73,10 +80,18 @@ async fn index() -> impl IntoResponse {
 }
 
 #[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = demeter_domain::health::Health), (status = 503, body = demeter_domain::health::Health)))]
-async fn health(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+/// Without a token `/health` says only whether the appliance is ready (for load balancers and
+/// supervisors); with one, everything.
+async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    who: Option<axum::Extension<demeter_auth::Identity>>,
+) -> axum::response::Response {
     let h = (state.health)();
     let code = if h.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, axum::Json(h))
+    match who {
+        Some(_) => (code, axum::Json(h)).into_response(),
+        None => (code, axum::Json(serde_json::json!({ "ready": h.ready }))).into_response(),
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains open requests.

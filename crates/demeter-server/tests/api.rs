@@ -27,17 +27,27 @@ struct Fixture {
     store: Arc<Store>,
     clock: ManualClock,
     hub: Arc<demeter_server::events::EventHub>,
+    auth: Arc<demeter_server::auth::Auth>,
 }
+
+/// The admin token every request of these tests carries unless a test says otherwise.
+const ADMIN: &str = "test-admin-token-0123456789abcdef0123456789";
 
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(dir.path(), 8 << 20).unwrap());
+        let dir_path = dir.path().to_owned();
         Self {
             _dir: dir,
             store,
             clock: ManualClock::new(t0()),
             hub: Arc::new(demeter_server::events::EventHub::new(64, 16)),
+            auth: {
+                let tokens = demeter_auth::TokenStore::open(&dir_path).unwrap();
+                tokens.ensure_admin(Some(ADMIN), t0()).unwrap();
+                Arc::new(demeter_server::auth::Auth { tokens: Arc::new(tokens), sessions: Default::default() })
+            },
         }
     }
 
@@ -67,6 +77,7 @@ impl Fixture {
             thumbnails: self._dir.path().join("thumbnails"),
             overlays: self._dir.path().join("overlays"),
             hub: self.hub.clone(),
+            auth: self.auth.clone(),
         })
     }
 
@@ -98,7 +109,10 @@ impl Fixture {
 }
 
 async fn get(app: Router, uri: &str) -> (StatusCode, Value) {
-    let res = app.oneshot(Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let res = app
+        .oneshot(Request::get(uri).header("authorization", format!("Bearer {ADMIN}")).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = res.status();
     let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
@@ -242,7 +256,17 @@ async fn health_reports_the_snapshot() {
 }
 
 async fn send(app: Router, method: &str, uri: &str) -> (StatusCode, Value) {
-    let res = app.oneshot(Request::builder().method(method).uri(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let res = app
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
@@ -293,7 +317,12 @@ async fn job_detail_thumbnail_and_actions() {
     std::fs::write(f._dir.path().join(format!("thumbnails/{a}.jpg")), b"\xFF\xD8\xFFjpeg").unwrap();
     let res = f
         .app()
-        .oneshot(Request::get(format!("/api/v1/jobs/{a}/thumbnail")).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get(format!("/api/v1/jobs/{a}/thumbnail"))
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
@@ -338,7 +367,12 @@ async fn results_come_as_json_and_csv() {
     assert_eq!(rows[0]["status"], "failed");
     let res = f
         .app()
-        .oneshot(Request::get(format!("/api/v1/sessions/{s}/results.csv")).body(Body::empty()).unwrap())
+        .oneshot(
+            Request::get(format!("/api/v1/sessions/{s}/results.csv"))
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
@@ -362,7 +396,7 @@ mod sse {
             let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
             let extra = last_id.map(|id| format!("Last-Event-ID: {id}\r\n")).unwrap_or_default();
             tcp.write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n{extra}\r\n")
+                format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN}\r\nAccept: text/event-stream\r\n{extra}\r\n")
                     .as_bytes(),
             )
             .await
@@ -421,6 +455,7 @@ mod sse {
             thumbnails: f._dir.path().into(),
             overlays: f._dir.path().into(),
             hub: f.hub.clone(),
+            auth: f.auth.clone(),
         }
     }
 
@@ -472,7 +507,7 @@ mod sse {
         // Big events, so the slow client's socket buffers fill and its server side stops reading.
         let pad = "x".repeat(64 * 1024);
         for i in 0..400 {
-            f.hub.publish("session", None, serde_json::json!({ "n": i, "pad": pad }));
+            f.hub.publish("session", None, None, serde_json::json!({ "n": i, "pad": pad }));
             let (_, _, d) = fast.next().await;
             assert_eq!(d["n"], i, "the fast client sees every event in order");
         }
@@ -546,5 +581,155 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_exis
                 "{method} {path} is documented but not routed ({status})"
             );
         }
+    }
+}
+
+mod auth_rules {
+    use super::*;
+    use demeter_auth::Role;
+
+    async fn call(
+        app: Router,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let mut req = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = if headers.iter().any(|(k, _)| *k == "content-type") {
+            Body::from(r#"{"token":"x"}"#)
+        } else {
+            Body::empty()
+        };
+        let res = app.oneshot(req.body(body).unwrap()).await.unwrap();
+        let (status, h) = (res.status(), res.headers().clone());
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, h, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn bearer(t: &str) -> String {
+        format!("Bearer {t}")
+    }
+
+    #[tokio::test]
+    async fn no_or_wrong_token_is_401_with_a_bearer_challenge_and_health_says_little() {
+        let f = Fixture::new();
+        for uri in [
+            "/api/v1/sessions",
+            "/api/v1/events",
+            "/metrics",
+            "/api/v1/openapi.json",
+            "/auth/me",
+            "/api/v1/jobs/x/thumbnail",
+        ] {
+            let (code, h, body) = call(f.app(), "GET", uri, &[]).await;
+            assert_eq!(code, StatusCode::UNAUTHORIZED, "{uri}");
+            assert_eq!(h["www-authenticate"], "Bearer realm=\"demeter\"", "{uri}");
+            assert_eq!(body["error"], "unauthorized");
+        }
+        let (code, _, _) = call(f.app(), "GET", "/api/v1/sessions", &[("authorization", "Bearer dmt_wrong")]).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        let (code, _, _) = call(f.app(), "POST", "/admin/cleanup-sessions", &[]).await;
+        assert_eq!(code, StatusCode::UNAUTHORIZED);
+        // /health answers without a token, but only whether it is ready.
+        let (code, _, body) = call(f.app(), "GET", "/health", &[]).await;
+        assert_eq!((code, body), (StatusCode::OK, serde_json::json!({ "ready": true })));
+        // The page itself loads, so people can sign in.
+        assert_eq!(call(f.app(), "GET", "/app.js", &[]).await.0, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn roles_decide_what_a_token_may_do() {
+        let f = Fixture::new();
+        let viewer = f.auth.tokens.create("screen", Role::Viewer, t0()).unwrap();
+        let uploader = f.auth.tokens.create("phone", Role::Uploader, t0()).unwrap();
+        let (code, _, _) = call(f.app(), "GET", "/api/v1/sessions", &[("authorization", &bearer(&viewer))]).await;
+        assert_eq!(code, StatusCode::OK, "viewers read");
+        for (token, uri, expect) in [
+            (&viewer, "/api/v1/queue/pause", StatusCode::FORBIDDEN),
+            (&viewer, "/api/v1/photos/upload", StatusCode::FORBIDDEN),
+            (&uploader, "/api/v1/queue/pause", StatusCode::FORBIDDEN),
+            (&uploader, "/admin/cleanup-sessions", StatusCode::FORBIDDEN),
+            (&uploader, "/api/v1/photos/upload", StatusCode::BAD_REQUEST), // allowed; the body is just not multipart
+        ] {
+            let (code, _, body) = call(f.app(), "POST", uri, &[("authorization", &bearer(token))]).await;
+            assert_eq!(code, expect, "{uri}: {body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn another_uploaders_session_is_403_but_folder_sessions_are_shared() {
+        let f = Fixture::new();
+        let alice = f.auth.tokens.create("alice", Role::Uploader, t0()).unwrap();
+        let bob = f.auth.tokens.create("bob", Role::Uploader, t0()).unwrap();
+        let viewer = f.auth.tokens.create("screen", Role::Viewer, t0()).unwrap();
+        let upload = UploadSession {
+            id: SessionId::new_v7(),
+            created_at: t0(),
+            expires_at: t0() + Duration::hours(24),
+            source: SessionSource::Upload { files: 1, owner: Some("alice".into()) },
+        };
+        f.store.insert_session(&upload).unwrap();
+        let job = f.job(upload.id, "a.jpg");
+        let folder = f.session(t0());
+        let poll = |id: SessionId| format!("/api/v1/photos/jobs/status?upload_session_id={id}");
+        for (token, expect) in [(&alice, StatusCode::OK), (&bob, StatusCode::FORBIDDEN), (&viewer, StatusCode::OK)] {
+            assert_eq!(call(f.app(), "GET", &poll(upload.id), &[("authorization", &bearer(token))]).await.0, expect);
+            let detail = format!("/api/v1/jobs/{job}");
+            assert_eq!(call(f.app(), "GET", &detail, &[("authorization", &bearer(token))]).await.0, expect);
+            assert_eq!(
+                call(f.app(), "GET", &poll(folder), &[("authorization", &bearer(token))]).await.0,
+                StatusCode::OK
+            );
+        }
+        let (_, _, list) = call(f.app(), "GET", "/api/v1/sessions", &[("authorization", &bearer(&bob))]).await;
+        assert_eq!(list["sessions"].as_array().unwrap().len(), 1, "bob sees only the folder session");
+    }
+
+    #[tokio::test]
+    async fn sign_in_sets_a_strict_http_only_cookie_and_cookie_changes_need_this_origin() {
+        let f = Fixture::new();
+        let login = |token: &str| {
+            Request::post("/auth/login")
+                .header("content-type", "application/json")
+                .body(Body::from(format!(r#"{{"token":"{token}"}}"#)))
+                .unwrap()
+        };
+        assert_eq!(f.app().oneshot(login("nope")).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+        let res = f.app().oneshot(login(ADMIN)).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let set = res.headers()["set-cookie"].to_str().unwrap().to_owned();
+        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.contains("Path=/"), "{set}");
+        let cookie = set.split(';').next().unwrap().to_owned();
+        let (code, _, me) = call(f.app(), "GET", "/auth/me", &[("cookie", &cookie)]).await;
+        assert_eq!((code, me["role"].as_str()), (StatusCode::OK, Some("admin")));
+        // A change with the cookie from another site (or no Origin at all) is refused …
+        let (code, _, _) = call(
+            f.app(),
+            "POST",
+            "/api/v1/queue/pause",
+            &[("cookie", &cookie), ("host", "greenhouse:7878"), ("origin", "http://evil.example")],
+        )
+        .await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        let (code, _, _) =
+            call(f.app(), "POST", "/api/v1/queue/pause", &[("cookie", &cookie), ("host", "greenhouse:7878")]).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        // … and accepted from the page itself.
+        let (code, _, _) = call(
+            f.app(),
+            "POST",
+            "/api/v1/queue/pause",
+            &[("cookie", &cookie), ("host", "greenhouse:7878"), ("origin", "http://greenhouse:7878")],
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK);
+        // Sign out ends the session.
+        let (code, h, _) = call(f.app(), "POST", "/auth/logout", &[("cookie", &cookie)]).await;
+        assert_eq!(code, StatusCode::NO_CONTENT);
+        assert!(h["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+        assert_eq!(call(f.app(), "GET", "/auth/me", &[("cookie", &cookie)]).await.0, StatusCode::UNAUTHORIZED);
     }
 }

@@ -3,7 +3,7 @@
 
 use axum::{
     extract::{Path, State},
-    Json,
+    Extension, Json,
 };
 use serde::Serialize;
 
@@ -53,11 +53,12 @@ pub struct CancelResponse {
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "actions", params(("id" = String, Path)), responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody), (status = 409, description = "Running or finished", body = ErrorBody)))]
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
+    Extension(who): Extension<demeter_auth::Identity>,
     Path(raw): Path<String>,
 ) -> Result<Json<CancelResponse>, AppError> {
     let id = parse_job(&raw)?;
     tokio::task::spawn_blocking(move || -> Result<_, AppError> {
-        let job = super::jobs::load_live_job(&state, id)?;
+        let job = super::jobs::load_live_job(&state, &who, id)?;
         if job.error().map(|e| e.kind) == Some(demeter_domain::ErrorKind::Cancelled) {
             return Ok(());
         }

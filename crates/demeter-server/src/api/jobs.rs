@@ -4,8 +4,9 @@ use axum::{
     extract::{Path, State},
     http::header,
     response::{IntoResponse, Response},
-    Json,
+    Extension, Json,
 };
+use demeter_auth::Identity;
 use demeter_domain::JobId;
 
 use super::views::{estimates, JobDetail, JobView};
@@ -18,9 +19,12 @@ pub(crate) fn parse_job(raw: &str) -> Result<JobId, AppError> {
     raw.parse().map_err(|_| AppError::BadRequest(format!("job id {raw:?} is not a UUID")))
 }
 
-/// A job whose session is gone is gone for clients too.
-pub(crate) fn load_live_job(state: &AppState, id: JobId) -> Result<demeter_domain::Job, AppError> {
+/// A job, if it exists and `who` may see its session.
+pub(crate) fn load_live_job(state: &AppState, who: &Identity, id: JobId) -> Result<demeter_domain::Job, AppError> {
     let job = state.store.job(id)?.ok_or_else(|| AppError::NotFound("job not found or expired".into()))?;
+    if let Some(session) = state.store.session(job.upload_session_id)? {
+        crate::auth::check_access(who, &session)?;
+    }
     Ok(job)
 }
 
@@ -28,11 +32,12 @@ pub(crate) fn load_live_job(state: &AppState, id: JobId) -> Result<demeter_domai
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)), responses((status = 200, body = JobDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn job_detail(
     State(state): State<AppState>,
+    Extension(who): Extension<demeter_auth::Identity>,
     Path(raw): Path<String>,
 ) -> Result<Json<JobDetail>, AppError> {
     let id = parse_job(&raw)?;
     let detail = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
-        let job = load_live_job(&state, id)?;
+        let job = load_live_job(&state, &who, id)?;
         let stats = state.store.stage_stats()?;
         let estimate = estimates(&state, std::slice::from_ref(&job), &stats, state.clock.now())?[0];
         Ok(JobDetail {
@@ -52,20 +57,38 @@ pub(crate) async fn job_detail(
 
 /// `GET /api/v1/jobs/{id}/thumbnail`: the 256-px JPEG.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/thumbnail", tag = "jobs", params(("id" = String, Path)), responses((status = 200, description = "256-px JPEG", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
-pub(crate) async fn thumbnail(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
-    image_file(&state.thumbnails, &raw, "thumbnail").await
+pub(crate) async fn thumbnail(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Path(raw): Path<String>,
+) -> Result<Response, AppError> {
+    image_file(&state, &who, &state.thumbnails, &raw, "thumbnail").await
 }
 
 /// `GET /api/v1/jobs/{id}/overlay`: the photo downscaled with each plant boxed and numbered.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/overlay", tag = "jobs", params(("id" = String, Path)), responses((status = 200, description = "The photo with plants boxed and numbered", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
-pub(crate) async fn overlay(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
-    image_file(&state.overlays, &raw, "overlay").await
+pub(crate) async fn overlay(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Path(raw): Path<String>,
+) -> Result<Response, AppError> {
+    image_file(&state, &who, &state.overlays, &raw, "overlay").await
 }
 
 /// Serves `<dir>/<job id>.jpg`, cacheable (a job's images never change; the id is parsed as a
 /// UUID first, so no path can be smuggled in).
-async fn image_file(dir: &std::path::Path, raw: &str, what: &str) -> Result<Response, AppError> {
+async fn image_file(
+    state: &AppState,
+    who: &Identity,
+    dir: &std::path::Path,
+    raw: &str,
+    what: &str,
+) -> Result<Response, AppError> {
     let id = parse_job(raw)?;
+    {
+        let (state, who) = (state.clone(), who.clone());
+        tokio::task::spawn_blocking(move || load_live_job(&state, &who, id).map(|_| ())).await??;
+    }
     match tokio::fs::read(dir.join(format!("{id}.jpg"))).await {
         Ok(bytes) => Ok((
             [

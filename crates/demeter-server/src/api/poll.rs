@@ -2,9 +2,10 @@
 
 use axum::{
     extract::{rejection::QueryRejection, Query, State},
-    Json,
+    Extension, Json,
 };
 use chrono::{DateTime, Utc};
+use demeter_auth::Identity;
 use demeter_domain::{SessionId, SessionSummary};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,7 @@ pub(crate) fn session_gone() -> AppError {
 #[utoipa::path(get, path = "/api/v1/photos/jobs/status", tag = "status", params(("upload_session_id" = String, Query, description = "The upload session")), responses((status = 200, description = "The session's jobs, summary and ETA", body = PollResponse), (status = 400, description = "Missing or malformed id", body = ErrorBody), (status = 404, description = "Unknown or expired (24 h)", body = ErrorBody)))]
 pub(crate) async fn poll_status(
     State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
     params: Result<Query<PollParams>, QueryRejection>,
 ) -> Result<Json<PollResponse>, AppError> {
     let Query(params) = params.map_err(|e| AppError::BadRequest(e.body_text()))?;
@@ -52,6 +54,7 @@ pub(crate) async fn poll_status(
     let id = parse_session(&raw)?;
     let response = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
+        crate::auth::check_access(&who, &snap.session)?;
         Ok(PollResponse {
             upload_session_id: id.to_string(),
             summary: snap.summary(),
@@ -83,12 +86,15 @@ const MAX_SESSIONS: usize = 200;
 
 /// `GET /api/v1/sessions`: live sessions, newest first, each with its summary.
 #[utoipa::path(get, path = "/api/v1/sessions", tag = "status", responses((status = 200, description = "Live sessions, newest first", body = SessionsResponse)))]
-pub(crate) async fn list_sessions(State(state): State<AppState>) -> Result<Json<SessionsResponse>, AppError> {
+pub(crate) async fn list_sessions(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+) -> Result<Json<SessionsResponse>, AppError> {
     let sessions = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         let now = state.clock.now();
         let mut out = Vec::new();
         for s in state.store.recent_sessions(MAX_SESSIONS)? {
-            if s.expires_at <= now {
+            if s.expires_at <= now || !crate::auth::may_see(&who, &s) {
                 continue;
             }
             let jobs = state.store.session_jobs(s.id)?;

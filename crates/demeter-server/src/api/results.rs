@@ -4,8 +4,9 @@ use axum::{
     extract::{Path, State},
     http::header,
     response::{IntoResponse, Response},
-    Json,
+    Extension, Json,
 };
+use demeter_auth::Identity;
 use demeter_domain::{Job, Stage};
 use serde::Serialize;
 
@@ -36,10 +37,11 @@ fn row(j: &Job) -> ResultRow {
     }
 }
 
-async fn rows(state: AppState, raw: String) -> Result<Vec<ResultRow>, AppError> {
+async fn rows(state: AppState, who: Identity, raw: String) -> Result<Vec<ResultRow>, AppError> {
     let id = parse_session(&raw)?;
     tokio::task::spawn_blocking(move || {
         let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
+        crate::auth::check_access(&who, &snap.session)?;
         Ok(snap.jobs.iter().map(row).collect())
     })
     .await?
@@ -49,9 +51,10 @@ async fn rows(state: AppState, raw: String) -> Result<Vec<ResultRow>, AppError> 
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/results.json", tag = "status", params(("id" = String, Path)), responses((status = 200, body = [ResultRow]), (status = 404, body = ErrorBody)))]
 pub(crate) async fn results_json(
     State(state): State<AppState>,
+    Extension(who): Extension<demeter_auth::Identity>,
     Path(raw): Path<String>,
 ) -> Result<Json<Vec<ResultRow>>, AppError> {
-    Ok(Json(rows(state, raw).await?))
+    Ok(Json(rows(state, who, raw).await?))
 }
 
 /// A CSV field: quoted when needed, and defused when a spreadsheet would run it as a formula.
@@ -66,8 +69,12 @@ fn csv_field(s: &str) -> String {
 
 /// `GET /api/v1/sessions/{id}/results.csv`.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/results.csv", tag = "status", params(("id" = String, Path)), responses((status = 200, description = "One row per photo", content_type = "text/csv"), (status = 404, body = ErrorBody)))]
-pub(crate) async fn results_csv(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, AppError> {
-    let rows = rows(state, raw.clone()).await?;
+pub(crate) async fn results_csv(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Path(raw): Path<String>,
+) -> Result<Response, AppError> {
+    let rows = rows(state, who, raw.clone()).await?;
     let mut out = String::from("filename,status,plant_count,storage_location_id,error_message");
     for s in Stage::ALL {
         out.push_str(&format!(",{}_ms", s.as_str()));

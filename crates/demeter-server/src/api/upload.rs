@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use axum::{
     extract::{multipart::MultipartError, Multipart, State},
     http::StatusCode,
-    Json,
+    Extension, Json,
 };
 use demeter_domain::{session::UPLOADS_DIR, SessionId, SessionSource, UploadSession};
 use demeter_store::Store;
@@ -68,6 +68,7 @@ fn multipart_error(e: MultipartError) -> AppError {
 #[utoipa::path(post, path = "/api/v1/photos/upload", tag = "upload", request_body(content_type = "multipart/form-data", description = "One or more file fields"), responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
+    Extension(who): Extension<demeter_auth::Identity>,
     mut multipart: Multipart,
 ) -> Result<(StatusCode, Json<UploadResponse>), AppError> {
     let id = SessionId::new_v7();
@@ -82,7 +83,7 @@ pub(crate) async fn upload(
                 id,
                 created_at: now,
                 expires_at: Store::expires(now, state.config.store.session_ttl_hours),
-                source: SessionSource::Upload { files: 0 },
+                source: SessionSource::Upload { files: 0, owner: Some(who.name.clone()) },
             };
             let st = state.clone();
             let s2 = session.clone();
