@@ -1,5 +1,6 @@
 //! End-to-end: the real `demeter` binary, real folders, real photos, real ONNX Runtime, over HTTP.
 
 mod cli;
+mod lan;
 mod pipeline;
 mod restart;

@@ -45,7 +45,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         })
         .map_err(Failure::config)?;
 
-    let auth = open_auth(&data_dir, args.admin_token_file.as_deref()).map_err(Failure::config)?;
+    let auth =
+        open_auth(&data_dir, args.admin_token_file.as_deref(), allowed_hosts(&config)).map_err(Failure::config)?;
 
     let engine = Engine::start(EngineOptions {
         config: config.clone(),
@@ -82,7 +83,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
     println!("  data in  {}", data_dir.display());
     println!("Press Ctrl-C to stop.");
 
-    let served = runtime.block_on(demeter_server::serve(listener, app(state), shutdown_signal()));
+    let header_timeout = std::time::Duration::from_secs(config.server.header_timeout_secs);
+    let served = runtime.block_on(demeter_server::serve(listener, app(state), header_timeout, shutdown_signal()));
     info!("HTTP server stopped");
     drop(runtime);
     match Arc::try_unwrap(engine) {
@@ -95,7 +97,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
 
 /// Opens the token file and makes sure there is an admin token: the configured one
 /// (`DEMETER_ADMIN_TOKEN` or `--admin-token-file`), else one made now and shown once.
-fn open_auth(data_dir: &std::path::Path, token_file: Option<&std::path::Path>) -> anyhow::Result<Auth> {
+fn open_auth(
+    data_dir: &std::path::Path,
+    token_file: Option<&std::path::Path>,
+    hosts: std::collections::HashSet<String>,
+) -> anyhow::Result<Auth> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
     let tokens = TokenStore::open(data_dir)?;
     let configured = match token_file {
@@ -109,7 +115,34 @@ fn open_auth(data_dir: &std::path::Path, token_file: Option<&std::path::Path>) -
         println!("  {secret}");
         println!("Sign in on the status page with it, or make more: demeter token create --role viewer --name NAME");
     }
-    Ok(Auth { tokens: Arc::new(tokens), sessions: Default::default() })
+    Ok(Auth::new(Arc::new(tokens), hosts))
+}
+
+/// The names this server answers to: loopback names, the machine's hostname, the address it
+/// listens on (every interface's address when it listens on all), and configured names.
+fn allowed_hosts(config: &demeter_domain::config::Config) -> std::collections::HashSet<String> {
+    let mut hosts: std::collections::HashSet<String> =
+        ["localhost", "127.0.0.1", "::1"].into_iter().map(str::to_owned).collect();
+    hosts.extend(config.server.allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()));
+    if let Ok(name) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let name = name.trim().to_ascii_lowercase();
+        if !name.is_empty() {
+            hosts.insert(format!("{name}.local"));
+            hosts.insert(name);
+        }
+    }
+    let ip = config.server.listen.ip();
+    if ip.is_unspecified() {
+        match if_addrs::get_if_addrs() {
+            Ok(ifs) => hosts.extend(ifs.into_iter().map(|i| i.ip().to_string())),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list network interfaces; add this machine's address to server.allowed_hosts")
+            }
+        }
+    } else {
+        hosts.insert(ip.to_string());
+    }
+    hosts
 }
 
 /// Events kept for `Last-Event-ID` resume (a few minutes of a busy batch).

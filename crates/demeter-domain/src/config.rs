@@ -131,13 +131,28 @@ pub struct ModelConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Address of the status API and page. Loopback by default: LAN access comes with auth.
+    /// Address of the status API and page. Loopback by default; any address (e.g.
+    /// `0.0.0.0:7878` for the LAN) is allowed because every API route needs a token.
     pub listen: SocketAddr,
+    /// Extra `Host` names the server answers to (e.g. a DNS name for the appliance). Its own
+    /// addresses, `localhost` and the machine's hostname are always accepted; any other `Host`
+    /// is refused (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// A client must send a request's headers within this many seconds (slowloris protection);
+    /// idle keep-alive connections are closed after it too.
+    pub header_timeout_secs: u64,
+    /// At most this many live event streams at once; more get 503 with `Retry-After`.
+    pub max_event_streams: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { listen: SocketAddr::from(([127, 0, 0, 1], 7878)) }
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            allowed_hosts: Vec::new(),
+            header_timeout_secs: 10,
+            max_event_streams: 64,
+        }
     }
 }
 
@@ -183,6 +198,8 @@ impl Config {
         "DEMETER_MAX_PIXELS",
         "DEMETER_MAX_ATTEMPTS",
         "DEMETER_CACHE_CAPACITY_MB",
+        "DEMETER_HEADER_TIMEOUT_SECS",
+        "DEMETER_MAX_EVENT_STREAMS",
     ];
 
     /// Applies `DEMETER_*` variables on top of `self`. Other variables are ignored; an empty
@@ -227,6 +244,12 @@ impl Config {
                 "DEMETER_CACHE_CAPACITY_MB" => {
                     self.store.cache_capacity_mb = parse_env("DEMETER_CACHE_CAPACITY_MB", value)?
                 }
+                "DEMETER_HEADER_TIMEOUT_SECS" => {
+                    self.server.header_timeout_secs = parse_env("DEMETER_HEADER_TIMEOUT_SECS", value)?
+                }
+                "DEMETER_MAX_EVENT_STREAMS" => {
+                    self.server.max_event_streams = parse_env("DEMETER_MAX_EVENT_STREAMS", value)?
+                }
                 _ => {}
             }
         }
@@ -262,6 +285,12 @@ impl Config {
         }
         if self.store.sweep_interval_secs == 0 {
             return invalid("store.sweep_interval_secs", "must be at least 1");
+        }
+        if self.server.header_timeout_secs == 0 {
+            return invalid("server.header_timeout_secs", "must be at least 1");
+        }
+        if self.server.max_event_streams == 0 {
+            return invalid("server.max_event_streams", "must be at least 1");
         }
         if self.store.cache_capacity_mb == 0 {
             return invalid("store.cache_capacity_mb", "must be at least 1");

@@ -6,10 +6,15 @@
 //! admin. Unknown or missing credentials → 401 with `WWW-Authenticate: Bearer`; a known identity
 //! without the role → 403. Cookie-authenticated changes must also come from this origin (CSRF).
 
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, HashSet},
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use axum::{
-    extract::{Request, State},
+    extract::{ConnectInfo, Request, State},
     http::{header, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
@@ -24,10 +29,88 @@ use crate::{error::AppError, AppState};
 /// The sign-in cookie's name.
 pub const COOKIE: &str = "demeter_session";
 
-/// Tokens and browser sessions.
+/// Tokens, browser sessions, the hosts this server answers to, and the brute-force brake.
 pub struct Auth {
     pub tokens: Arc<TokenStore>,
     pub sessions: Sessions,
+    /// Accepted `Host` names (lower case, without port). Empty: any (tests without a socket).
+    pub allowed_hosts: HashSet<String>,
+    pub limiter: FailureLimiter,
+}
+
+impl Auth {
+    pub fn new(tokens: Arc<TokenStore>, allowed_hosts: HashSet<String>) -> Self {
+        Self { tokens, sessions: Sessions::default(), allowed_hosts, limiter: FailureLimiter::default() }
+    }
+}
+
+/// Failed authentication attempts per client address: a burst of [`BURST`], refilled one per
+/// [`REFILL`]; past that, 429 with `Retry-After` until a token has refilled. No bans.
+#[derive(Default)]
+pub struct FailureLimiter {
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Wrong tokens a client may present in a row.
+pub const BURST: f64 = 10.0;
+/// One more attempt per this long.
+pub const REFILL: Duration = Duration::from_secs(6);
+
+impl FailureLimiter {
+    fn level(entry: &mut (f64, Instant), now: Instant) {
+        let refill = now.duration_since(entry.1).as_secs_f64() / REFILL.as_secs_f64();
+        *entry = ((entry.0 + refill).min(BURST), now);
+    }
+
+    /// `Some(seconds)` to wait when this address has used up its attempts.
+    pub fn blocked(&self, ip: IpAddr) -> Option<u64> {
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = map.get_mut(&ip)?;
+        Self::level(entry, Instant::now());
+        (entry.0 < 1.0).then(|| ((1.0 - entry.0) * REFILL.as_secs_f64()).ceil() as u64)
+    }
+
+    pub fn failed(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            // Forget addresses that have fully recovered, so the map cannot grow without bound.
+            map.retain(|_, e| {
+                Self::level(e, now);
+                e.0 < BURST
+            });
+        }
+        let entry = map.entry(ip).or_insert((BURST, now));
+        Self::level(entry, now);
+        entry.0 = (entry.0 - 1.0).max(0.0);
+    }
+}
+
+fn peer_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+}
+
+fn too_many(retry_after: u64) -> Response {
+    let mut res = AppError::TooManyRequests(format!("too many failed sign-in attempts; try again in {retry_after} s"))
+        .into_response();
+    res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    res
+}
+
+/// The `Host` header's name without its port, lower case.
+fn host_name(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?.trim().to_ascii_lowercase();
+    Some(if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("").to_owned()
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()))
+            .map(|(h, _)| h.to_owned())
+            .unwrap_or(host)
+    })
 }
 
 /// How the request proved who it is: a bearer token cannot be sent by another site's page, a
@@ -45,16 +128,30 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     })
 }
 
-fn identify(state: &AppState, headers: &HeaderMap) -> Option<(Identity, Via)> {
-    if let Some(token) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-    {
-        return state.auth.tokens.verify(token).map(|id| (id, Via::Bearer));
+/// What the request's credentials amount to.
+enum Credentials {
+    None,
+    /// Presented but unknown: counts as a failed attempt.
+    Invalid,
+    Valid(Identity, Via),
+}
+
+fn identify(state: &AppState, headers: &HeaderMap) -> Credentials {
+    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+        let token = auth.to_str().ok().and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+        return match token.and_then(|t| state.auth.tokens.verify(t)) {
+            Some(id) => Credentials::Valid(id, Via::Bearer),
+            None => Credentials::Invalid,
+        };
     }
-    let sid = cookie(headers, COOKIE)?;
-    state.auth.sessions.get(&sid, state.clock.now()).map(|id| (id, Via::Cookie))
+    match cookie(headers, COOKIE) {
+        None => Credentials::None,
+        Some(sid) => match state.auth.sessions.get(&sid, state.clock.now()) {
+            Some(id) => Credentials::Valid(id, Via::Cookie),
+            // A stale cookie after a restart is normal, not an attack: no penalty.
+            None => Credentials::None,
+        },
+    }
 }
 
 /// Routes anyone may reach: the page's own files, sign-in, and `/health` (which then says
@@ -89,8 +186,30 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 /// The middleware in front of every route.
 pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    // DNS rebinding: a page on another site whose name now resolves to us sends its own Host.
+    if !state.auth.allowed_hosts.is_empty() {
+        if let Some(host) = host_name(req.headers()) {
+            if !state.auth.allowed_hosts.contains(&host) {
+                return AppError::MisdirectedRequest(format!(
+                    "this appliance does not answer to the name {host:?}; add it to server.allowed_hosts"
+                ))
+                .into_response();
+            }
+        }
+    }
+    let ip = peer_ip(&req);
+    if let Some(wait) = state.auth.limiter.blocked(ip) {
+        return too_many(wait);
+    }
     let path = req.uri().path().to_owned();
-    let found = identify(&state, req.headers());
+    let found = match identify(&state, req.headers()) {
+        Credentials::Valid(who, via) => Some((who, via)),
+        Credentials::Invalid => {
+            state.auth.limiter.failed(ip);
+            None
+        }
+        Credentials::None => None,
+    };
     if is_public(&path) {
         if let Some((who, _)) = found {
             req.extensions_mut().insert(who);
@@ -139,8 +258,16 @@ fn session_cookie(value: &str, max_age: i64) -> HeaderValue {
 }
 
 /// `POST /auth/login {"token": …}`: exchanges a token for an HttpOnly, SameSite=Strict cookie.
-pub(crate) async fn login(State(state): State<AppState>, Json(body): Json<Login>) -> Result<Response, AppError> {
-    let who = state.auth.tokens.verify(&body.token).ok_or_else(|| AppError::Unauthorized("unknown token".into()))?;
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Json(body): Json<Login>,
+) -> Result<Response, AppError> {
+    let Some(who) = state.auth.tokens.verify(&body.token) else {
+        let ip = peer.map(|c| c.0 .0.ip()).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        state.auth.limiter.failed(ip);
+        return Err(AppError::Unauthorized("unknown token".into()));
+    };
     let sid = state.auth.sessions.start(who.clone(), state.clock.now());
     let mut res = Json(who).into_response();
     res.headers_mut().insert(header::SET_COOKIE, session_cookie(&sid, demeter_auth::SESSION_SECONDS));

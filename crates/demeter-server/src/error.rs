@@ -24,6 +24,14 @@ pub enum AppError {
     Unauthorized(String),
     /// 403: known, but not allowed.
     Forbidden(String),
+    /// 421: the `Host` is not a name of this appliance (DNS rebinding).
+    MisdirectedRequest(String),
+    /// 408: the client stopped sending.
+    Timeout(String),
+    /// 429: too many failed attempts from this address.
+    TooManyRequests(String),
+    /// 503: at capacity (e.g. event streams); retry later.
+    Busy(String),
     /// 404: unknown route, or a session that does not exist or has expired.
     NotFound(String),
     /// 413: the request body or one of its files is over the limit.
@@ -57,6 +65,10 @@ impl IntoResponse for AppError {
             AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            AppError::MisdirectedRequest(m) => (StatusCode::MISDIRECTED_REQUEST, "misdirected", m),
+            AppError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, "timeout", m),
+            AppError::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", m),
+            AppError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "busy", m),
             AppError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
             AppError::Internal(e) => {

@@ -177,6 +177,12 @@ pub(crate) async fn stream(
     params: Result<Query<EventParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, AppError> {
     let Query(params) = params.map_err(|e| AppError::BadRequest(e.body_text()))?;
+    if state.hub.clients() >= state.config.server.max_event_streams {
+        return Err(AppError::Busy(format!(
+            "{} live event streams are open, the most this appliance serves; poll instead or retry shortly",
+            state.hub.clients()
+        )));
+    }
     let filter = params.upload_session_id.as_deref().map(crate::api::parse_session_id).transpose()?;
     let last = headers
         .get("last-event-id")

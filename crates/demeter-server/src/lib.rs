@@ -12,7 +12,7 @@ pub mod error;
 pub mod events;
 pub mod metrics;
 
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{future::Future, path::PathBuf, sync::Arc};
 
 use axum::{
     http::{header, StatusCode},
@@ -94,13 +94,61 @@ async fn health(
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then drains open requests.
+/// Longest wait for open connections (event streams never end by themselves) at shutdown.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then drains open connections for at
+/// most [`DRAIN`]. Each connection must send a request's headers within `header_timeout`, also
+/// between keep-alive requests, so half-open and trickling (slowloris) connections are closed.
+/// The peer address reaches handlers as `ConnectInfo<SocketAddr>`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    header_timeout: std::time::Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    use axum::extract::ConnectInfo;
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        server::graceful::GracefulShutdown,
+        service::TowerToHyperService,
+    };
+    use tower::ServiceExt;
+
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let svc = app.clone().map_request(move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(%peer, error = %e, "connection closed with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(DRAIN) => tracing::debug!("connections still open after the drain period; closing"),
+    }
+    Ok(())
 }

@@ -46,7 +46,7 @@ impl Fixture {
             auth: {
                 let tokens = demeter_auth::TokenStore::open(&dir_path).unwrap();
                 tokens.ensure_admin(Some(ADMIN), t0()).unwrap();
-                Arc::new(demeter_server::auth::Auth { tokens: Arc::new(tokens), sessions: Default::default() })
+                Arc::new(demeter_server::auth::Auth::new(Arc::new(tokens), Default::default()))
             },
         }
     }
@@ -310,6 +310,13 @@ async fn job_detail_thumbnail_and_actions() {
     assert_eq!(detail["upload_session_id"], s.to_string());
     assert_eq!(get(f.app(), &format!("/api/v1/jobs/{}", JobId::new_v7())).await.0, StatusCode::NOT_FOUND);
     assert_eq!(get(f.app(), "/api/v1/jobs/..%2F..%2Fetc%2Fpasswd").await.0, StatusCode::BAD_REQUEST);
+    for traversal in [
+        "/api/v1/jobs/..%2F..%2Fetc%2Fpasswd/thumbnail",
+        "/api/v1/jobs/%2e%2e/overlay",
+        "/api/v1/jobs/../../etc/passwd",
+    ] {
+        assert_eq!(get(f.app(), traversal).await.0, StatusCode::NOT_FOUND, "{traversal}");
+    }
 
     // Thumbnails: 404 until written, then JPEG bytes with cache headers.
     assert_eq!(get(f.app(), &format!("/api/v1/jobs/{a}/thumbnail")).await.0, StatusCode::NOT_FOUND);
@@ -437,11 +444,15 @@ mod sse {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = f.app();
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        tokio::spawn(async move {
+            demeter_server::serve(listener, app, std::time::Duration::from_secs(10), std::future::pending())
+                .await
+                .unwrap()
+        });
         addr
     }
 
-    fn state(f: &Fixture) -> AppState {
+    pub(super) fn state(f: &Fixture) -> AppState {
         AppState {
             store: f.store.clone(),
             clock: Arc::new(f.clock.clone()),
@@ -731,5 +742,96 @@ mod auth_rules {
         assert_eq!(code, StatusCode::NO_CONTENT);
         assert!(h["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
         assert_eq!(call(f.app(), "GET", "/auth/me", &[("cookie", &cookie)]).await.0, StatusCode::UNAUTHORIZED);
+    }
+}
+
+mod lan_rules {
+    use super::*;
+
+    fn with_hosts(f: &Fixture, hosts: &[&str]) -> Router {
+        let auth = Arc::new(demeter_server::auth::Auth::new(
+            f.auth.tokens.clone(),
+            hosts.iter().map(|h| h.to_string()).collect(),
+        ));
+        app(AppState { auth, ..sse::state(f) })
+    }
+
+    async fn status(app: Router, host: &str, auth: Option<&str>) -> (StatusCode, axum::http::HeaderMap) {
+        let mut req = Request::get("/api/v1/sessions").header("host", host);
+        if let Some(t) = auth {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        (res.status(), res.headers().clone())
+    }
+
+    #[tokio::test]
+    async fn only_this_machines_names_are_answered() {
+        let f = Fixture::new();
+        let app = with_hosts(&f, &["localhost", "127.0.0.1", "::1", "greenhouse"]);
+        for ok in ["localhost:7878", "127.0.0.1:7878", "[::1]:7878", "GreenHouse:7878", "greenhouse"] {
+            assert_eq!(status(app.clone(), ok, Some(ADMIN)).await.0, StatusCode::OK, "{ok}");
+        }
+        for evil in ["evil.example:7878", "attacker.test", "127.0.0.2:7878"] {
+            assert_eq!(status(app.clone(), evil, Some(ADMIN)).await.0, StatusCode::MISDIRECTED_REQUEST, "{evil}");
+        }
+        // The page itself is protected too: a rebinding attack starts by loading it.
+        let res =
+            app.oneshot(Request::get("/").header("host", "evil.example").body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::MISDIRECTED_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn guessing_tokens_is_slowed_down_without_a_ban() {
+        let f = Fixture::new();
+        let app = f.app();
+        for i in 0..10 {
+            assert_eq!(
+                status(app.clone(), "localhost", Some(&format!("dmt_guess{i}"))).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{i}"
+            );
+        }
+        let (code, headers) = status(app.clone(), "localhost", Some("dmt_guess10")).await;
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+        let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=6).contains(&wait), "{wait}");
+        // While limited even the right token waits: no oracle for guesses.
+        assert_eq!(status(app.clone(), "localhost", Some(ADMIN)).await.0, StatusCode::TOO_MANY_REQUESTS);
+        // No credentials at all (a page loading before sign-in) never counts.
+        let g = Fixture::new();
+        for _ in 0..30 {
+            assert_eq!(status(g.app(), "localhost", None).await.0, StatusCode::UNAUTHORIZED);
+        }
+    }
+
+    #[tokio::test]
+    async fn event_streams_are_capped() {
+        let f = Fixture::new();
+        let mut config = demeter_domain::config::Config::default();
+        config.server.max_event_streams = 1;
+        let app = app(AppState { config: Arc::new(config), ..sse::state(&f) });
+        let open = app
+            .clone()
+            .oneshot(
+                Request::get("/api/v1/events")
+                    .header("authorization", format!("Bearer {ADMIN}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(open.status(), StatusCode::OK);
+        let second = app
+            .oneshot(
+                Request::get("/api/v1/events")
+                    .header("authorization", format!("Bearer {ADMIN}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        drop(open);
     }
 }

@@ -84,7 +84,8 @@ async fn image_file(
     raw: &str,
     what: &str,
 ) -> Result<Response, AppError> {
-    let id = parse_job(raw)?;
+    // Anything that is not a job id (`../../etc/passwd` included) names no file: 404.
+    let id = parse_job(raw).map_err(|_| AppError::NotFound(format!("no {what} here")))?;
     {
         let (state, who) = (state.clone(), who.clone());
         tokio::task::spawn_blocking(move || load_live_job(&state, &who, id).map(|_| ())).await??;

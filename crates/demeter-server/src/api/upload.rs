@@ -24,6 +24,9 @@ use crate::{
 
 /// Largest single photo accepted.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
+/// An upload that sends nothing for this long is abandoned (a stalled or malicious client
+/// must not hold a connection and a half-written file forever).
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Largest whole upload request.
 pub const MAX_UPLOAD_BYTES: usize = 1 << 30;
 
@@ -99,12 +102,16 @@ pub(crate) async fn upload(
         let mut out = tokio::fs::File::create(&part).await.map_err(|e| AppError::Internal(Box::new(e)))?;
         let mut written: u64 = 0;
         loop {
-            let chunk = match field.chunk().await {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => {
+            let chunk = match tokio::time::timeout(STALL, field.chunk()).await {
+                Ok(Ok(Some(c))) => c,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
                     let _ = tokio::fs::remove_file(&part).await;
                     return Err(multipart_error(e));
+                }
+                Err(_) => {
+                    let _ = tokio::fs::remove_file(&part).await;
+                    return Err(AppError::Timeout(format!("the upload stalled for {} s", STALL.as_secs())));
                 }
             };
             written += chunk.len() as u64;
