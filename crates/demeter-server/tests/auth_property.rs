@@ -1,0 +1,157 @@
+//! A property test of the auth layer: for any sequence of requests with any mix of credentials,
+//! the status follows from a small model of the rules (brake, public routes, 401, roles, origin).
+
+use std::sync::Arc;
+
+use axum::{
+    body::Body,
+    http::{Request, StatusCode},
+    Router,
+};
+use chrono::DateTime;
+use demeter_auth::{Role, TokenStore};
+use demeter_domain::ManualClock;
+use demeter_server::{app, auth::Auth, events::EventHub, AppState};
+use demeter_store::Store;
+use proptest::prelude::*;
+use tower::ServiceExt;
+
+/// (method, path, role needed; None = public)
+const ROUTES: &[(&str, &str, Option<Role>)] = &[
+    ("GET", "/", None),
+    ("GET", "/health", None),
+    ("GET", "/api/v1/sessions", Some(Role::Viewer)),
+    ("GET", "/metrics", Some(Role::Viewer)),
+    ("GET", "/auth/me", Some(Role::Viewer)),
+    ("POST", "/api/v1/photos/upload", Some(Role::Uploader)),
+    ("POST", "/api/v1/queue/pause", Some(Role::Admin)),
+    ("POST", "/api/v1/queue/resume", Some(Role::Admin)),
+    ("POST", "/admin/cleanup-sessions", Some(Role::Admin)),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum Cred {
+    None,
+    Garbage,
+    Bearer(Role),
+    /// The admin's sign-in cookie, with or without this host's Origin.
+    Cookie {
+        same_origin: bool,
+    },
+}
+
+fn cred() -> impl Strategy<Value = Cred> {
+    prop_oneof![
+        Just(Cred::None),
+        Just(Cred::Garbage),
+        Just(Cred::Bearer(Role::Viewer)),
+        Just(Cred::Bearer(Role::Uploader)),
+        Just(Cred::Bearer(Role::Admin)),
+        any::<bool>().prop_map(|same_origin| Cred::Cookie { same_origin }),
+    ]
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    app: Router,
+    tokens: [(Role, String); 3],
+    cookie: String,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = DateTime::from_timestamp(1_750_000_000, 0).unwrap();
+    let tokens = TokenStore::open(dir.path()).unwrap();
+    let made =
+        [Role::Viewer, Role::Uploader, Role::Admin].map(|r| (r, tokens.create(&format!("{r}-1"), r, t0).unwrap()));
+    let state = AppState {
+        store: Arc::new(Store::open(dir.path(), 4 << 20).unwrap()),
+        clock: Arc::new(ManualClock::new(t0)),
+        health: Arc::new(|| {
+            serde_json::from_value(serde_json::json!({
+                "ready": true, "version": "t", "execution_provider": "CPU", "warnings": [],
+                "model": {"name": "m", "version": "1", "sha256": "x"},
+                "workers": {"count": 1, "busy": 0, "intra_threads": 1},
+                "queue": {"pending": 0, "processing": 0},
+                "watcher": {"dir": "", "mode": "events", "last_scan_at": null, "files_seen": 0, "last_error": null}
+            }))
+            .unwrap()
+        }),
+        metrics: Arc::new(Default::default),
+        cleanup: Arc::new(|| (0, 0)),
+        config: Default::default(),
+        thumbnails: dir.path().into(),
+        overlays: dir.path().into(),
+        hub: Arc::new(EventHub::new(16, 16)),
+        auth: Arc::new(Auth::new(Arc::new(tokens), ["localhost".to_owned()].into())),
+    };
+    let app = app(state);
+    let login = Request::post("/auth/login")
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Body::from(format!(r#"{{"token":"{}"}}"#, made[2].1)))
+        .unwrap();
+    let res = app.clone().oneshot(login).await.unwrap();
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    World { _dir: dir, app, tokens: made, cookie }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn status_codes_follow_the_rules(requests in prop::collection::vec((0..ROUTES.len(), cred()), 1..40)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let w = world().await;
+            let mut failures = 0;
+            for (route, cred) in requests {
+                let (method, path, needed) = ROUTES[route];
+                let mut req = Request::builder().method(method).uri(path).header("host", "localhost");
+                match cred {
+                    Cred::None => {}
+                    Cred::Garbage => req = req.header("authorization", "Bearer dmt_not_a_token"),
+                    Cred::Bearer(r) => {
+                        let t = &w.tokens.iter().find(|(role, _)| *role == r).unwrap().1;
+                        req = req.header("authorization", format!("Bearer {t}"));
+                    }
+                    Cred::Cookie { same_origin } => {
+                        req = req.header("cookie", &w.cookie);
+                        if same_origin {
+                            req = req.header("origin", "http://localhost");
+                        }
+                    }
+                }
+                let status = w.app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap().status();
+                // The model.
+                let blocked = failures >= 10;
+                if matches!(cred, Cred::Garbage) && !blocked {
+                    failures += 1;
+                }
+                let role = match cred {
+                    Cred::Bearer(r) => Some(r),
+                    Cred::Cookie { .. } => Some(Role::Admin),
+                    _ => None,
+                };
+                let ctx = format!("{method} {path} with {cred:?} → {status}");
+                if blocked {
+                    prop_assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{}", ctx);
+                } else if needed.is_none() {
+                    prop_assert!(status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN, "{}", ctx);
+                } else if role.is_none() {
+                    prop_assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", ctx);
+                } else if !role.unwrap().allows(needed.unwrap()) {
+                    prop_assert_eq!(status, StatusCode::FORBIDDEN, "{}", ctx);
+                } else if method == "POST" && matches!(cred, Cred::Cookie { same_origin: false }) {
+                    prop_assert_eq!(status, StatusCode::FORBIDDEN, "{}", ctx);
+                } else {
+                    prop_assert!(
+                        ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::TOO_MANY_REQUESTS].contains(&status),
+                        "{}", ctx
+                    );
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
