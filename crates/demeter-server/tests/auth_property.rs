@@ -134,21 +134,23 @@ proptest! {
                     _ => None,
                 };
                 let ctx = format!("{method} {path} with {cred:?} → {status}");
-                if blocked {
-                    prop_assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{}", ctx);
-                } else if needed.is_none() {
-                    prop_assert!(status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN, "{}", ctx);
-                } else if role.is_none() {
-                    prop_assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", ctx);
-                } else if !role.unwrap().allows(needed.unwrap()) {
-                    prop_assert_eq!(status, StatusCode::FORBIDDEN, "{}", ctx);
-                } else if method == "POST" && matches!(cred, Cred::Cookie { same_origin: false }) {
-                    prop_assert_eq!(status, StatusCode::FORBIDDEN, "{}", ctx);
-                } else {
-                    prop_assert!(
+                match (blocked, needed, role) {
+                    (true, _, _) => prop_assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{}", ctx),
+                    (false, None, _) => {
+                        prop_assert!(status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN, "{}", ctx)
+                    }
+                    (false, Some(_), None) => prop_assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", ctx),
+                    (false, Some(needed), Some(role)) if !role.allows(needed) => {
+                        prop_assert_eq!(status, StatusCode::FORBIDDEN, "{}", ctx)
+                    }
+                    _ if method == "POST" && matches!(cred, Cred::Cookie { same_origin: false }) => {
+                        prop_assert_eq!(status, StatusCode::FORBIDDEN, "{}", ctx)
+                    }
+                    _ => prop_assert!(
                         ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN, StatusCode::TOO_MANY_REQUESTS].contains(&status),
-                        "{}", ctx
-                    );
+                        "{}",
+                        ctx
+                    ),
                 }
             }
             Ok(())
