@@ -316,7 +316,9 @@ function showSignIn(message) {
 async function whoAmI() {
   try {
     const me = await getJson('/auth/me');
-    user.replaceChildren(el('span', { class: 'muted', text: `${me.name} (${me.role})` }),
+    const pairButton = me.role === 'admin'
+      ? el('button', { type: 'button', on: { click: showPairing } }, 'Pair a phone') : null;
+    user.replaceChildren(el('span', { class: 'muted', text: `${me.name} (${me.role})` }), pairButton || '',
       el('button', { type: 'button', on: { click: async () => {
         await fetch('/auth/logout', { method: 'POST' });
         showSignIn('Signed out.');
@@ -329,12 +331,48 @@ async function whoAmI() {
   }
 }
 
+// ---- pairing a phone -------------------------------------------------------------------------
+
+async function showPairing() {
+  if (view) view();
+  view = null;
+  let offer;
+  try {
+    offer = await getJson('/auth/pair', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ role: 'uploader' }) });
+  } catch (e) {
+    main.replaceChildren(el('p', { role: 'alert', class: 'err', text: `Cannot make a pairing code: ${e.message}` }));
+    return;
+  }
+  const qr = el('img', { id: 'pair-qr', alt: 'QR code to sign a phone in',
+    src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(offer.qr_svg)}`, width: 220, height: 220 });
+  main.replaceChildren(
+    el('p', {}, el('a', { href: '#/', text: '← All sessions' })),
+    el('h1', { text: 'Pair a phone' }),
+    el('p', { text: 'Scan this code with the phone\'s camera. It signs the phone in as an uploader, once, within 10 minutes.' }),
+    qr,
+    el('p', {}, 'Or open this link on the phone: ', el('code', { id: 'pair-url', text: offer.url })),
+    el('p', { class: 'muted', text: `Valid until ${new Date(offer.expires_at).toLocaleTimeString()}.` }));
+}
+
+async function redeemPairing(code) {
+  try {
+    await getJson('/auth/pair/redeem', { method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ code }) });
+    location.hash = '#/';
+  } catch (e) {
+    showSignIn('This pairing link is not valid any more (used, expired, or mistyped). Ask for a new one.');
+  }
+}
+
 // ---- routing and upload ----------------------------------------------------------------------
 
 async function route() {
   if (view) view();
   view = null;
   setConn('', false);
+  const [, first, code] = (location.hash || '#/').split('/');
+  if (first === 'pair' && code) { await redeemPairing(code); return; }
   let me;
   try { me = await whoAmI(); } catch (_) { me = undefined; }
   if (me === null) { showSignIn(); return; }

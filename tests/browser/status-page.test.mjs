@@ -181,3 +181,28 @@ test('the page asks for a token, refuses a wrong one, and signs out', async () =
   await page.waitForSelector('h1:has-text("Sign in")');
   await page.close();
 });
+
+test('an admin shows a QR code; its link signs a phone in once, as an uploader', async () => {
+  const admin = await browser.newPage();
+  await signIn(admin, daemon.url);
+  await admin.click('button:has-text("Pair a phone")');
+  await admin.waitForSelector('#pair-qr');
+  await admin.waitForFunction(() => document.getElementById('pair-qr').naturalWidth > 0);
+  const link = await admin.textContent('#pair-url');
+  assert.match(link, /#\/pair\/[0-9a-f]{32}$/);
+  await admin.screenshot({ path: join(artifacts, 'pairing.png') });
+
+  const phoneContext = await browser.newContext({ viewport: { width: 390, height: 844 }, isMobile: true });
+  const phone = await phoneContext.newPage();
+  await phone.goto(link);
+  await phone.waitForSelector('h1:has-text("Recent sessions")');
+  assert.match(await phone.textContent('#user'), /paired-.* \(uploader\)/);
+  assert.equal(await phone.isVisible('#upload'), true, 'an uploader may send photos');
+  assert.equal(await phone.isVisible('button:has-text("Pair a phone")'), false, 'only admins pair');
+  // The same link does not work twice.
+  const other = await (await browser.newContext()).newPage();
+  await other.goto(link);
+  await other.waitForSelector('text=This pairing link is not valid any more');
+  await phoneContext.close();
+  await admin.close();
+});

@@ -20,11 +20,14 @@ use axum::{
     response::{IntoResponse, Response},
     Extension, Json,
 };
-use demeter_auth::{Identity, Role, Sessions, TokenStore};
+use demeter_auth::{Identity, Pairings, Role, Sessions, TokenStore};
 use demeter_domain::{SessionSource, UploadSession};
 use serde::Deserialize;
 
-use crate::{error::AppError, AppState};
+use crate::{
+    error::{AppError, ErrorBody},
+    AppState,
+};
 
 /// The sign-in cookie's name.
 pub const COOKIE: &str = "demeter_session";
@@ -33,6 +36,7 @@ pub const COOKIE: &str = "demeter_session";
 pub struct Auth {
     pub tokens: Arc<TokenStore>,
     pub sessions: Sessions,
+    pub pairings: Pairings,
     /// Accepted `Host` names (lower case, without port). Empty: any (tests without a socket).
     pub allowed_hosts: HashSet<String>,
     pub limiter: FailureLimiter,
@@ -40,7 +44,13 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(tokens: Arc<TokenStore>, allowed_hosts: HashSet<String>) -> Self {
-        Self { tokens, sessions: Sessions::default(), allowed_hosts, limiter: FailureLimiter::default() }
+        Self {
+            tokens,
+            sessions: Sessions::default(),
+            pairings: Pairings::default(),
+            allowed_hosts,
+            limiter: FailureLimiter::default(),
+        }
     }
 }
 
@@ -157,7 +167,7 @@ fn identify(state: &AppState, headers: &HeaderMap) -> Credentials {
 /// Routes anyone may reach: the page's own files, sign-in, and `/health` (which then says
 /// only whether the appliance is ready).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/app.js" | "/style.css" | "/health" | "/auth/login" | "/auth/logout")
+    matches!(path, "/" | "/app.js" | "/style.css" | "/health" | "/auth/login" | "/auth/logout" | "/auth/pair/redeem")
 }
 
 fn required_role(method: &Method, path: &str) -> Role {
@@ -258,6 +268,7 @@ fn session_cookie(value: &str, max_age: i64) -> HeaderValue {
 }
 
 /// `POST /auth/login {"token": …}`: exchanges a token for an HttpOnly, SameSite=Strict cookie.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body(content = String, description = "{\"token\": \"dmt_…\"}", content_type = "application/json"), responses((status = 200, description = "Signed in; sets the HttpOnly SameSite=Strict cookie"), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -275,6 +286,7 @@ pub(crate) async fn login(
 }
 
 /// `POST /auth/logout`: ends the browser session.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", responses((status = 204, description = "Signed out")))]
 pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
     if let Some(sid) = cookie(&headers, COOKIE) {
         state.auth.sessions.end(&sid);
@@ -285,6 +297,73 @@ pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap) ->
 }
 
 /// `GET /auth/me`: who the page is signed in as.
+#[utoipa::path(get, path = "/auth/me", tag = "auth", responses((status = 200, description = "The signed-in name and role"), (status = 401, body = ErrorBody)))]
 pub(crate) async fn me(Extension(who): Extension<Identity>) -> Json<Identity> {
     Json(who)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PairRequest {
+    /// `uploader` (default) or `viewer`: what the paired phone may do.
+    #[serde(default)]
+    role: Option<Role>,
+}
+
+/// `POST /auth/pair` (admin): a one-time link, and its QR code, that signs a phone in.
+#[utoipa::path(post, path = "/auth/pair", tag = "auth", responses((status = 200, description = "One-time link, its QR code (SVG) and expiry"), (status = 403, body = ErrorBody)))]
+pub(crate) async fn pair(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    headers: HeaderMap,
+    body: Option<Json<PairRequest>>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let role = body.and_then(|b| b.0.role).unwrap_or(Role::Uploader);
+    if role == Role::Admin {
+        return Err(AppError::BadRequest("a phone can be paired as viewer or uploader, not admin".into()));
+    }
+    let (code, expires) = state.auth.pairings.offer(role, &who.name, state.clock.now());
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let url = format!("http://{host}/#/pair/{code}");
+    let qr = qrcode::QrCode::new(url.as_bytes()).map_err(|e| AppError::Internal(Box::new(e)))?;
+    let svg = qr.render::<qrcode::render::svg::Color>().min_dimensions(220, 220).build();
+    Ok(Json(serde_json::json!({ "url": url, "role": role, "expires_at": expires, "qr_svg": svg })))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Redeem {
+    code: String,
+}
+
+/// `POST /auth/pair/redeem {"code": …}`: makes a token for this phone and signs it in. Codes
+/// work once; unknown, used and expired codes all answer 401 and count as failed attempts.
+#[utoipa::path(post, path = "/auth/pair/redeem", tag = "auth", responses((status = 200, description = "Paired and signed in"), (status = 401, body = ErrorBody)))]
+pub(crate) async fn redeem(
+    State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Json(body): Json<Redeem>,
+) -> Result<Response, AppError> {
+    let now = state.clock.now();
+    let Ok((role, by)) = state.auth.pairings.redeem(body.code.trim(), now) else {
+        let ip = peer.map(|c| c.0 .0.ip()).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+        state.auth.limiter.failed(ip);
+        return Err(AppError::Unauthorized("this pairing link is not valid (used, expired, or mistyped)".into()));
+    };
+    let name = format!("paired-{}", &demeter_auth_name_suffix());
+    let tokens = state.auth.tokens.clone();
+    let name2 = name.clone();
+    tokio::task::spawn_blocking(move || tokens.create(&name2, role, now))
+        .await?
+        .map_err(|e| AppError::Internal(Box::new(e)))?;
+    tracing::info!(token = %name, %role, paired_by = %by, "a device was paired");
+    let who = Identity { name, role };
+    let sid = state.auth.sessions.start(who.clone(), now);
+    let mut res = Json(who).into_response();
+    res.headers_mut().insert(header::SET_COOKIE, session_cookie(&sid, demeter_auth::SESSION_SECONDS));
+    Ok(res)
+}
+
+/// A short unique suffix for paired tokens' names (time-ordered, so `token list` reads well).
+fn demeter_auth_name_suffix() -> String {
+    let t = chrono::Utc::now();
+    format!("{}-{:04x}", t.format("%Y%m%d-%H%M%S"), t.timestamp_subsec_micros() & 0xffff)
 }

@@ -64,6 +64,8 @@ pub fn app(state: AppState) -> Router {
         .route("/auth/login", axum::routing::post(auth::login))
         .route("/auth/logout", axum::routing::post(auth::logout))
         .route("/auth/me", get(auth::me))
+        .route("/auth/pair", axum::routing::post(auth::pair))
+        .route("/auth/pair/redeem", axum::routing::post(auth::redeem))
         .nest("/api/v1", api::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))

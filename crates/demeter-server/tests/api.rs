@@ -560,6 +560,11 @@ async fn the_openapi_document_covers_every_route_and_every_documented_route_exis
         "/admin/cleanup-sessions",
         "/health",
         "/metrics",
+        "/auth/login",
+        "/auth/logout",
+        "/auth/me",
+        "/auth/pair",
+        "/auth/pair/redeem",
     ] {
         assert!(paths.contains_key(route), "{route} is not documented");
     }
@@ -834,4 +839,38 @@ mod lan_rules {
         assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
         drop(open);
     }
+}
+
+#[tokio::test]
+async fn pairing_codes_sign_a_phone_in_once() {
+    let f = Fixture::new();
+    let json = |method: &str, uri: &str, body: &str, bearer: Option<&str>| {
+        let mut r = Request::builder().method(method).uri(uri).header("content-type", "application/json");
+        if let Some(t) = bearer {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        r.body(Body::from(body.to_owned())).unwrap()
+    };
+    let res = f.app().oneshot(json("POST", "/auth/pair", r#"{"role":"uploader"}"#, Some(ADMIN))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let offer: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert!(offer["qr_svg"].as_str().unwrap().contains("<svg"));
+    let code = offer["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+
+    let redeem = |code: &str| json("POST", "/auth/pair/redeem", &format!(r#"{{"code":"{code}"}}"#), None);
+    let res = f.app().oneshot(redeem(&code)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers()["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    let who: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(who["role"], "uploader");
+    assert!(f.auth.tokens.list().iter().any(|t| t.name == who["name"].as_str().unwrap()), "a revocable token exists");
+    assert_eq!(f.app().oneshot(redeem(&code)).await.unwrap().status(), StatusCode::UNAUTHORIZED, "single use");
+
+    let phone = f.auth.tokens.create("phone", demeter_auth::Role::Uploader, t0()).unwrap();
+    assert_eq!(
+        f.app().oneshot(json("POST", "/auth/pair", "{}", Some(&phone))).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let admin_pair = json("POST", "/auth/pair", r#"{"role":"admin"}"#, Some(ADMIN));
+    assert_eq!(f.app().oneshot(admin_pair).await.unwrap().status(), StatusCode::BAD_REQUEST);
 }

@@ -26,6 +26,11 @@ use utoipa::OpenApi;
         crate::events::stream,
         crate::metrics::metrics,
         crate::health,
+        crate::auth::login,
+        crate::auth::logout,
+        crate::auth::me,
+        crate::auth::pair,
+        crate::auth::redeem,
     ),
     components(schemas(crate::error::ErrorBody))
 )]
