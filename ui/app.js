@@ -156,7 +156,9 @@ function banner(summary, id) {
 function retryButton(id) {
   return el('button', { type: 'button', on: { click: async (ev) => {
     ev.target.disabled = true;
-    try { await getJson(`/api/v1/sessions/${id}/retry`, { method: 'POST' }); } catch (e) { alert(e.message); }
+    try {
+      await getJson(`/api/v1/sessions/${id}/retry`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    } catch (e) { alert(e.message); }
   } } }, 'Retry failed photos');
 }
 

@@ -232,10 +232,20 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
         return AppError::Forbidden(format!("this needs the {needed} role; token {:?} is {}", who.name, who.role))
             .into_response();
     }
-    if via == Via::Cookie && req.method() != Method::GET && req.method() != Method::HEAD && !same_origin(req.headers())
-    {
-        return AppError::Forbidden("cross-site request refused (Origin does not match this host)".into())
+    if via == Via::Cookie && req.method() != Method::GET && req.method() != Method::HEAD {
+        if !same_origin(req.headers()) {
+            return AppError::Forbidden("cross-site request refused (Origin does not match this host)".into())
+                .into_response();
+        }
+        // A plain HTML form on another site can only send urlencoded or text bodies; requiring
+        // JSON or multipart closes that door even where Origin is missing or wrong.
+        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !(ct.starts_with("application/json") || ct.starts_with("multipart/form-data")) {
+            return AppError::UnsupportedMediaType(
+                "changes from the page must send a JSON or multipart body (Content-Type)".into(),
+            )
             .into_response();
+        }
     }
     req.extensions_mut().insert(who);
     next.run(req).await

@@ -28,6 +28,8 @@ pub enum AppError {
     MisdirectedRequest(String),
     /// 408: the client stopped sending.
     Timeout(String),
+    /// 415: a cookie-authenticated change without a JSON or multipart body (CSRF).
+    UnsupportedMediaType(String),
     /// 429: too many failed attempts from this address.
     TooManyRequests(String),
     /// 503: at capacity (e.g. event streams); retry later.
@@ -67,6 +69,7 @@ impl IntoResponse for AppError {
             AppError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             AppError::MisdirectedRequest(m) => (StatusCode::MISDIRECTED_REQUEST, "misdirected", m),
             AppError::Timeout(m) => (StatusCode::REQUEST_TIMEOUT, "timeout", m),
+            AppError::UnsupportedMediaType(m) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m),
             AppError::TooManyRequests(m) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests", m),
             AppError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "busy", m),
             AppError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
@@ -77,7 +80,11 @@ impl IntoResponse for AppError {
             }
         };
         // `detail` as in the seed (FastAPI's HTTPException); `error` is a stable machine code.
-        (status, Json(ErrorBody { error: code, detail })).into_response()
+        let mut res = (status, Json(ErrorBody { error: code, detail })).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            res.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+        }
+        res
     }
 }
 

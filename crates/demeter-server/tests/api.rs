@@ -741,6 +741,19 @@ mod auth_rules {
             &[("cookie", &cookie), ("host", "greenhouse:7878"), ("origin", "http://greenhouse:7878")],
         )
         .await;
+        assert_eq!(code, StatusCode::UNSUPPORTED_MEDIA_TYPE, "a form-like body is refused even from this origin");
+        let (code, _, _) = call(
+            f.app(),
+            "POST",
+            "/api/v1/queue/pause",
+            &[
+                ("cookie", &cookie),
+                ("host", "greenhouse:7878"),
+                ("origin", "http://greenhouse:7878"),
+                ("content-type", "application/json"),
+            ],
+        )
+        .await;
         assert_eq!(code, StatusCode::OK);
         // Sign out ends the session.
         let (code, h, _) = call(f.app(), "POST", "/auth/logout", &[("cookie", &cookie)]).await;
@@ -837,6 +850,7 @@ mod lan_rules {
             .await
             .unwrap();
         assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()["retry-after"], "5");
         drop(open);
     }
 }

@@ -118,7 +118,7 @@ proptest! {
                     Cred::Cookie { same_origin } => {
                         req = req.header("cookie", &w.cookie);
                         if same_origin {
-                            req = req.header("origin", "http://localhost");
+                            req = req.header("origin", "http://localhost").header("content-type", "application/json");
                         }
                     }
                 }
