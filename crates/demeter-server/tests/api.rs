@@ -108,6 +108,13 @@ impl Fixture {
     }
 }
 
+/// GET with the admin token, returning the whole response (headers and non-JSON bodies).
+async fn raw_get(app: Router, uri: &str) -> axum::response::Response {
+    app.oneshot(Request::get(uri).header("authorization", format!("Bearer {ADMIN}")).body(Body::empty()).unwrap())
+        .await
+        .unwrap()
+}
+
 async fn get(app: Router, uri: &str) -> (StatusCode, Value) {
     let res = app
         .oneshot(Request::get(uri).header("authorization", format!("Bearer {ADMIN}")).body(Body::empty()).unwrap())
@@ -322,16 +329,7 @@ async fn job_detail_thumbnail_and_actions() {
     assert_eq!(get(f.app(), &format!("/api/v1/jobs/{a}/thumbnail")).await.0, StatusCode::NOT_FOUND);
     std::fs::create_dir_all(f._dir.path().join("thumbnails")).unwrap();
     std::fs::write(f._dir.path().join(format!("thumbnails/{a}.jpg")), b"\xFF\xD8\xFFjpeg").unwrap();
-    let res = f
-        .app()
-        .oneshot(
-            Request::get(format!("/api/v1/jobs/{a}/thumbnail"))
-                .header("authorization", format!("Bearer {ADMIN}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let res = raw_get(f.app(), &format!("/api/v1/jobs/{a}/thumbnail")).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["content-type"], "image/jpeg");
     assert!(res.headers()["cache-control"].to_str().unwrap().contains("max-age"));
@@ -372,16 +370,7 @@ async fn results_come_as_json_and_csv() {
     let (code, rows) = get(f.app(), &format!("/api/v1/sessions/{s}/results.json")).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(rows[0]["status"], "failed");
-    let res = f
-        .app()
-        .oneshot(
-            Request::get(format!("/api/v1/sessions/{s}/results.csv"))
-                .header("authorization", format!("Bearer {ADMIN}"))
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let res = raw_get(f.app(), &format!("/api/v1/sessions/{s}/results.csv")).await;
     assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     let lines: Vec<_> = csv.lines().collect();
