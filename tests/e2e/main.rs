@@ -2,5 +2,6 @@
 
 mod cli;
 mod lan;
+mod notify;
 mod pipeline;
 mod restart;

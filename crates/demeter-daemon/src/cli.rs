@@ -96,6 +96,9 @@ pub struct RunArgs {
     /// Address to serve the status API and page on [default: 127.0.0.1:7878].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+    /// http:// URL that gets a JSON POST per finished upload session (also DEMETER_NOTIFY_WEBHOOK).
+    #[arg(long, value_name = "URL")]
+    pub notify_webhook: Option<String>,
     /// File holding the admin token to use (instead of generating one; also DEMETER_ADMIN_TOKEN).
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,

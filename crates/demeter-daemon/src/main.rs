@@ -5,6 +5,7 @@ mod process;
 mod run;
 mod settings;
 mod token;
+mod webhook;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -25,6 +25,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         if let Some(l) = args.listen {
             c.server.listen = l;
         }
+        if let Some(w) = &args.notify_webhook {
+            c.notify.webhook = Some(w.clone());
+        }
     })
     .map_err(Failure::config)?;
     let data_dir = settings::data_dir(&config);
@@ -77,6 +80,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode, Failure> {
         auth: Arc::new(auth),
     };
     runtime.spawn(forward_events(engine.subscribe(), state.clone()));
+    if let Some(url) = &config.notify.webhook {
+        runtime.spawn(crate::webhook::forward(engine.subscribe(), crate::webhook::Webhook::start(url.clone())));
+    }
     let watch_dir = config.watch.dir.canonicalize().unwrap_or(config.watch.dir.clone());
     println!("Demeter is running at http://{listen}/");
     println!("  watching {}", watch_dir.display());
@@ -170,6 +176,7 @@ async fn forward_events(mut rx: tokio::sync::broadcast::Receiver<EngineEvent>, s
                 events::publish_session(&state, &session);
                 Ok(())
             }
+            EngineEvent::SessionFinished(_) => Ok(()),
         })
         .await;
         if let Ok(Err(e)) = published {

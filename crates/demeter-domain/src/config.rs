@@ -18,6 +18,15 @@ pub struct Config {
     pub model: ModelConfig,
     pub server: ServerConfig,
     pub runtime: RuntimeConfig,
+    pub notify: NotifyConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// `http://` URL that gets a JSON POST per finished upload session (headless machines'
+    /// answer to the desktop notifications). Retried with back-off; never slows the engine.
+    pub webhook: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +208,7 @@ impl Config {
         "DEMETER_MAX_ATTEMPTS",
         "DEMETER_CACHE_CAPACITY_MB",
         "DEMETER_HEADER_TIMEOUT_SECS",
+        "DEMETER_NOTIFY_WEBHOOK",
         "DEMETER_MAX_EVENT_STREAMS",
     ];
 
@@ -244,6 +254,7 @@ impl Config {
                 "DEMETER_CACHE_CAPACITY_MB" => {
                     self.store.cache_capacity_mb = parse_env("DEMETER_CACHE_CAPACITY_MB", value)?
                 }
+                "DEMETER_NOTIFY_WEBHOOK" => self.notify.webhook = Some(value.to_owned()),
                 "DEMETER_HEADER_TIMEOUT_SECS" => {
                     self.server.header_timeout_secs = parse_env("DEMETER_HEADER_TIMEOUT_SECS", value)?
                 }
@@ -285,6 +296,14 @@ impl Config {
         }
         if self.store.sweep_interval_secs == 0 {
             return invalid("store.sweep_interval_secs", "must be at least 1");
+        }
+        if let Some(url) = &self.notify.webhook {
+            if url.starts_with("https://") {
+                return invalid("notify.webhook", "https is not supported yet; use an http:// URL on the LAN");
+            }
+            if !url.starts_with("http://") || url.len() <= "http://".len() {
+                return invalid("notify.webhook", "must be an http:// URL");
+            }
         }
         if self.server.header_timeout_secs == 0 {
             return invalid("server.header_timeout_secs", "must be at least 1");

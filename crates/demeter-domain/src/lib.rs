@@ -8,6 +8,7 @@
 //! - [`config`]: every configuration section with its defaults, and the environment layer;
 //! - [`eta`]: honest progress and ETA from measured stage durations;
 //! - [`clock`]: an injectable clock, so TTL and grouping logic is testable without sleeping;
+//! - [`notify`]: the one message per finished session (success, partial, all failed);
 //! - [`metrics`]: counters and histograms for `/metrics`;
 //! - [`health`]: the appliance's health snapshot as served on `/health`.
 //!
@@ -20,6 +21,7 @@ pub mod health;
 mod ids;
 pub mod job;
 pub mod metrics;
+pub mod notify;
 pub mod result;
 pub mod session;
 

@@ -12,6 +12,7 @@ use demeter_domain::{
     config::Config,
     health::{Health, ModelHealth, QueueHealth, WatcherHealth, WorkersHealth},
     metrics::EngineMetrics,
+    notify::SessionReport,
     Clock, Job, UploadSession,
 };
 use demeter_infer::Model;
@@ -20,13 +21,15 @@ use demeter_watch::{FolderWatcher, WatchOptions};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::{ingest, sweeper, worker, EngineError};
+use crate::{completion, ingest, sweeper, worker, EngineError};
 
 /// A change that has been durably stored. Sent only after the write is flushed.
 #[derive(Debug, Clone)]
 pub enum EngineEvent {
     Session(UploadSession),
     Job(Box<Job>),
+    /// Every photo of an upload session is finished (again, after a retry): one per session.
+    SessionFinished(SessionReport),
 }
 
 /// How to start an engine.
@@ -146,6 +149,7 @@ impl Engine {
             threads.push(worker::spawn(id, analyzer, shared.clone()));
         }
         threads.push(sweeper::spawn(shared.clone()));
+        threads.push(completion::spawn(shared.clone())?);
 
         let (tx, rx) = mpsc::channel();
         let watch = WatchOptions {

@@ -1,0 +1,136 @@
+//! What to tell people when an upload session finishes: one message per session, not per photo.
+//! Shared by the daemon's webhook and the desktop app's notifications.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Job, SessionId, StatusName};
+
+/// How a finished session went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every photo completed.
+    Success,
+    /// Some failed (or all of a small batch).
+    Partial,
+    /// All of more than [`SYSTEM_PROBLEM_MIN`] photos failed: probably not the photos' fault.
+    AllFailed,
+}
+
+/// More photos than this all failing points at the system, not the photos.
+pub const SYSTEM_PROBLEM_MIN: u32 = 5;
+
+/// A finished session, summed up for a notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionReport {
+    pub upload_session_id: SessionId,
+    pub outcome: Outcome,
+    pub total: u32,
+    pub completed: u32,
+    pub failed: u32,
+    /// Plants counted over the completed photos.
+    pub plants: u64,
+    /// One line for a person, e.g. "Processed 50 photos — 912 plants counted".
+    pub message: String,
+}
+
+impl SessionReport {
+    /// `None` while any job is still pending or processing (or there are none).
+    pub fn from_jobs(session: SessionId, jobs: &[Job]) -> Option<Self> {
+        if jobs.is_empty() || jobs.iter().any(|j| !j.is_terminal()) {
+            return None;
+        }
+        let total = jobs.len() as u32;
+        let completed = jobs.iter().filter(|j| j.status() == StatusName::Completed).count() as u32;
+        let failed = total - completed;
+        let plants: u64 = jobs.iter().filter_map(|j| j.result()).map(|r| u64::from(r.total_detected)).sum();
+        let photos = |n: u32| if n == 1 { "1 photo".to_owned() } else { format!("{n} photos") };
+        let (outcome, message) = if failed == 0 {
+            (Outcome::Success, format!("Processed {} — {plants} plants counted", photos(total)))
+        } else if completed == 0 && total > SYSTEM_PROBLEM_MIN {
+            (Outcome::AllFailed, format!("All {total} photos failed — check the model or GPU"))
+        } else {
+            (Outcome::Partial, format!("Completed {completed}, failed {failed}"))
+        };
+        Some(Self { upload_session_id: session, outcome, total, completed, failed, plants, message })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{JobError, JobId, JobResult, ModelRef};
+    use chrono::DateTime;
+
+    fn jobs(done: &[Option<u32>]) -> (SessionId, Vec<Job>) {
+        let s = SessionId::new_v7();
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let jobs = done
+            .iter()
+            .map(|plants| {
+                let mut j = Job::new(JobId::new_v7(), s, "i".into(), "/a".into(), "a".into(), 1, 1, t);
+                j.claim(0, t).unwrap();
+                match plants {
+                    Some(n) => j
+                        .complete(
+                            JobResult {
+                                session_id: uuid::Uuid::nil(),
+                                total_detected: *n,
+                                plants: vec![],
+                                plant_area_fraction: 0.0,
+                                storage_location_id: None,
+                                model: ModelRef { name: "m".into(), version: "1".into() },
+                                timings_ms: Default::default(),
+                                width: 1,
+                                height: 1,
+                            },
+                            t,
+                        )
+                        .unwrap(),
+                    None => j.fail(JobError::permanent("bad"), t).unwrap(),
+                }
+                j
+            })
+            .collect();
+        (s, jobs)
+    }
+
+    #[test]
+    fn the_three_messages() {
+        let (s, j) = jobs(&[Some(10), Some(5)]);
+        let r = SessionReport::from_jobs(s, &j).unwrap();
+        assert_eq!((r.outcome, r.message.as_str()), (Outcome::Success, "Processed 2 photos — 15 plants counted"));
+        let (s, j) = jobs(&[Some(10), None, None]);
+        let r = SessionReport::from_jobs(s, &j).unwrap();
+        assert_eq!((r.outcome, r.message.as_str()), (Outcome::Partial, "Completed 1, failed 2"));
+        let (s, j) = jobs(&[None; 6]);
+        let r = SessionReport::from_jobs(s, &j).unwrap();
+        assert_eq!(
+            (r.outcome, r.message.as_str()),
+            (Outcome::AllFailed, "All 6 photos failed — check the model or GPU")
+        );
+        let (s, j) = jobs(&[None; 5]);
+        assert_eq!(
+            SessionReport::from_jobs(s, &j).unwrap().outcome,
+            Outcome::Partial,
+            "a small batch is not a system problem"
+        );
+    }
+
+    #[test]
+    fn unfinished_sessions_report_nothing() {
+        let (s, mut j) = jobs(&[Some(1)]);
+        j.push(Job::new(
+            JobId::new_v7(),
+            s,
+            "i".into(),
+            "/b".into(),
+            "b".into(),
+            1,
+            1,
+            DateTime::from_timestamp(0, 0).unwrap(),
+        ));
+        assert_eq!(SessionReport::from_jobs(s, &j), None);
+        assert_eq!(SessionReport::from_jobs(s, &[]), None);
+    }
+}

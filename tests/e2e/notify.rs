@@ -1,0 +1,87 @@
+//! `--notify-webhook`: one JSON POST per finished session, retried when the receiver fails.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpListener,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use demeter_tests::{real_photos, wait_for, Daemon};
+use serde_json::Value;
+
+/// What the receiver got: the status it answered and the JSON body.
+type Received = Arc<Mutex<Vec<(u16, Value)>>>;
+
+/// A tiny HTTP receiver: answers 503 to the first request and 200 to the rest, keeping bodies.
+fn receiver() -> (String, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let mut all = seen.lock().unwrap();
+            let status = if all.is_empty() { 503 } else { 200 };
+            all.push((status, serde_json::from_slice(&body).unwrap()));
+            let reason = if status == 200 { "OK" } else { "Service Unavailable" };
+            let _ = write!(stream, "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn a_finished_session_is_posted_once_and_retried_when_the_receiver_fails() {
+    let (url, got) = receiver();
+    let d = Daemon::start_with(&[("DEMETER_NOTIFY_WEBHOOK", &url)]);
+    let photos = real_photos();
+    std::fs::copy(&photos[1], d.watch_dir().join("a.jpg")).unwrap();
+    std::fs::copy(&photos[3], d.watch_dir().join("b.jpg")).unwrap();
+    std::fs::write(d.watch_dir().join("c.jpg"), "not a photo").unwrap();
+    let posts = wait_for("the webhook to be delivered", Duration::from_secs(60), || {
+        let g = got.lock().unwrap();
+        g.iter().any(|(s, _)| *s == 200).then(|| g.clone())
+    });
+    assert_eq!(posts[0].0, 503, "the first attempt failed");
+    let body = &posts[1].1;
+    assert_eq!(posts[0].1, *body, "the retry sends the same notice");
+    assert_eq!(body["outcome"], "partial");
+    assert_eq!(
+        (body["total"].as_u64(), body["completed"].as_u64(), body["failed"].as_u64()),
+        (Some(3), Some(2), Some(1))
+    );
+    assert_eq!(body["message"], "Completed 2, failed 1");
+    assert!(body["plants"].as_u64().unwrap() > 0);
+    let session = d.sessions()[0]["upload_session_id"].as_str().unwrap().to_owned();
+    assert_eq!(body["upload_session_id"], session);
+    // Once per session: nothing more arrives.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(got.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn an_https_or_malformed_webhook_stops_start_up_with_a_clear_line() {
+    let out = std::process::Command::new(demeter_tests::demeter_bin())
+        .args(["run", "--notify-webhook", "https://example.invalid/hook"])
+        .env("DEMETER_CONFIG", "")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("notify.webhook") && stderr.contains("http://"), "{stderr}");
+}
