@@ -189,29 +189,6 @@ where
 }
 
 impl Config {
-    /// The `DEMETER_*` variables this layer understands, for documentation and `--help`.
-    pub const ENV_VARS: &'static [&'static str] = &[
-        "DEMETER_WATCH",
-        "DEMETER_DATA",
-        "DEMETER_LISTEN",
-        "DEMETER_WORKERS",
-        "DEMETER_DEVICE",
-        "DEMETER_MODEL",
-        "DEMETER_ORT_LIB",
-        "DEMETER_RESCAN_INTERVAL_SECS",
-        "DEMETER_STABILITY_WINDOW_MS",
-        "DEMETER_SESSION_GAP_SECS",
-        "DEMETER_SESSION_TTL_HOURS",
-        "DEMETER_JOB_TTL_HOURS",
-        "DEMETER_SWEEP_INTERVAL_SECS",
-        "DEMETER_MAX_PIXELS",
-        "DEMETER_MAX_ATTEMPTS",
-        "DEMETER_CACHE_CAPACITY_MB",
-        "DEMETER_HEADER_TIMEOUT_SECS",
-        "DEMETER_NOTIFY_WEBHOOK",
-        "DEMETER_MAX_EVENT_STREAMS",
-    ];
-
     /// Applies `DEMETER_*` variables on top of `self`. Other variables are ignored; an empty
     /// value counts as unset.
     pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), ConfigError>

@@ -82,10 +82,6 @@ impl SessionSummary {
         }
         s
     }
-
-    pub fn is_complete(&self) -> bool {
-        self.total_jobs > 0 && self.pending == 0 && self.processing == 0
-    }
 }
 
 /// Decides which upload session an arriving photo joins: photos from the same top-level

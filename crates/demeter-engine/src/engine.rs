@@ -177,10 +177,6 @@ impl Engine {
         self.shared.events.subscribe()
     }
 
-    pub fn thumbnail_path(&self, job: demeter_domain::JobId) -> PathBuf {
-        self.shared.thumbnail_path(job)
-    }
-
     /// The folder holding `<job_id>.jpg` thumbnails.
     pub fn thumbnails_dir(&self) -> PathBuf {
         self.shared.thumbnails.clone()
@@ -189,10 +185,6 @@ impl Engine {
     /// The folder holding `<job_id>.jpg` overlays (plants boxed and numbered).
     pub fn overlays_dir(&self) -> PathBuf {
         self.shared.overlays.clone()
-    }
-
-    pub fn workers(&self) -> usize {
-        self.shared.config.workers.count
     }
 
     /// Runs the TTL sweep now (as `POST /admin/cleanup-sessions`); returns (sessions, jobs).

@@ -34,7 +34,6 @@ impl Provider {
 pub struct Runtime {
     env: Environment,
     device: Device,
-    library: PathBuf,
     /// The CPU fallback is logged once, not once per worker session.
     warned: AtomicBool,
 }
@@ -83,15 +82,7 @@ impl Runtime {
             .build()
             .map_err(|e| InferError::Environment(e.to_string()))?;
         info!(library = %library.display(), %device, "ONNX Runtime loaded");
-        Ok(Self { env, device, library, warned: AtomicBool::new(false) })
-    }
-
-    pub fn library(&self) -> &Path {
-        &self.library
-    }
-
-    pub fn device(&self) -> Device {
-        self.device
+        Ok(Self { env, device, warned: AtomicBool::new(false) })
     }
 
     pub(crate) fn env(&self) -> &Environment {

@@ -64,10 +64,6 @@ impl StabilityGate {
         self.seen.keys().map(PathBuf::as_path)
     }
 
-    pub fn len(&self) -> usize {
-        self.seen.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.seen.is_empty()
     }
