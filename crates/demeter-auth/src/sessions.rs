@@ -35,9 +35,4 @@ impl Sessions {
     pub fn end(&self, id: &str) {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
     }
-
-    /// Ends every session of a token (after it is revoked).
-    pub fn end_all_of(&self, name: &str) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, (who, _)| who.name != name);
-    }
 }

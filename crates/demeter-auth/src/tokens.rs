@@ -217,6 +217,13 @@ impl TokenStore {
         self.create(ADMIN_NAME, Role::Admin, now).map(Some)
     }
 
+    /// Whether a token with this name and role still exists (re-reading the file if the CLI
+    /// changed it): a browser signed in with a token must lose access when the token is revoked.
+    pub fn is_current(&self, who: &Identity) -> bool {
+        self.refresh();
+        self.tokens.read().unwrap_or_else(|e| e.into_inner()).iter().any(|t| t.name == who.name && t.role == who.role)
+    }
+
     /// The identity behind a presented token. Every stored hash is compared in constant time,
     /// so neither the match nor its position leaks through timing.
     pub fn verify(&self, presented: &str) -> Option<Identity> {

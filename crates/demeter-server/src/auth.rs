@@ -157,7 +157,12 @@ fn identify(state: &AppState, headers: &HeaderMap) -> Credentials {
     match cookie(headers, COOKIE) {
         None => Credentials::None,
         Some(sid) => match state.auth.sessions.get(&sid, state.clock.now()) {
-            Some(id) => Credentials::Valid(id, Via::Cookie),
+            Some(id) if state.auth.tokens.is_current(&id) => Credentials::Valid(id, Via::Cookie),
+            Some(_) => {
+                // Its token was revoked since sign-in: the session goes with it.
+                state.auth.sessions.end(&sid);
+                Credentials::None
+            }
             // A stale cookie after a restart is normal, not an attack: no penalty.
             None => Credentials::None,
         },

@@ -744,6 +744,13 @@ mod auth_rules {
         )
         .await;
         assert_eq!(code, StatusCode::OK);
+        // Revoking the token signs its browsers out too.
+        let viewer = f.auth.tokens.create("screen", Role::Viewer, t0()).unwrap();
+        let res = f.app().oneshot(login(&viewer)).await.unwrap();
+        let viewer_cookie = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+        assert_eq!(call(f.app(), "GET", "/auth/me", &[("cookie", &viewer_cookie)]).await.0, StatusCode::OK);
+        f.auth.tokens.revoke("screen").unwrap();
+        assert_eq!(call(f.app(), "GET", "/auth/me", &[("cookie", &viewer_cookie)]).await.0, StatusCode::UNAUTHORIZED);
         // Sign out ends the session.
         let (code, h, _) = call(f.app(), "POST", "/auth/logout", &[("cookie", &cookie)]).await;
         assert_eq!(code, StatusCode::NO_CONTENT);
