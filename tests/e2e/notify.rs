@@ -48,7 +48,7 @@ fn receiver() -> (String, Received) {
 #[test]
 fn a_finished_session_is_posted_once_and_retried_when_the_receiver_fails() {
     let (url, got) = receiver();
-    let d = Daemon::start_with(&[("DEMETER_NOTIFY_WEBHOOK", &url)]);
+    let mut d = Daemon::start_with(&[("DEMETER_NOTIFY_WEBHOOK", &url)]);
     let photos = real_photos();
     std::fs::copy(&photos[1], d.watch_dir().join("a.jpg")).unwrap();
     std::fs::copy(&photos[3], d.watch_dir().join("b.jpg")).unwrap();
@@ -69,7 +69,8 @@ fn a_finished_session_is_posted_once_and_retried_when_the_receiver_fails() {
     assert!(body["plants"].as_u64().unwrap() > 0);
     let session = d.sessions()[0]["upload_session_id"].as_str().unwrap().to_owned();
     assert_eq!(body["upload_session_id"], session);
-    // Once per session: nothing more arrives.
+    // Once per session: nothing more arrives, also not after a restart.
+    d.restart();
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(got.lock().unwrap().len(), 2);
 }

@@ -7,24 +7,15 @@ use demeter_domain::{notify::SessionReport, SessionId};
 use tokio::sync::broadcast::error::TryRecvError;
 use tracing::{info, warn};
 
-use crate::{
-    engine::{EngineEvent, Shared},
-    EngineError,
-};
+use crate::engine::{EngineEvent, Shared};
 
-/// Sessions looked at when starting, to know which ones were finished before this run.
-const RECENT: usize = 500;
-
-pub(crate) fn spawn(shared: Arc<Shared>) -> Result<thread::JoinHandle<()>, EngineError> {
+pub(crate) fn spawn(shared: Arc<Shared>) -> thread::JoinHandle<()> {
     let mut rx = shared.events.subscribe();
-    // Sessions finished before this start were announced by the previous run: not again.
+    // No start-up scan is needed: a session finished before this run gets no job events in it,
+    // and one that does (a retry, a reclaimed job) first becomes unfinished, so every
+    // announcement here follows an event of this run that left the session unfinished.
     let mut finished: HashSet<SessionId> = HashSet::new();
-    for s in shared.store.recent_sessions(RECENT)? {
-        if SessionReport::from_jobs(s.id, &shared.store.session_jobs(s.id)?).is_some() {
-            finished.insert(s.id);
-        }
-    }
-    Ok(thread::Builder::new()
+    thread::Builder::new()
         .name("demeter-completion".into())
         .spawn(move || loop {
             // Polled, not blocking: this thread holds the sender's owner, so the channel never
@@ -65,5 +56,5 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> Result<thread::JoinHandle<()>, Engin
                 }
             }
         })
-        .expect("spawning the completion thread"))
+        .expect("spawning the completion thread")
 }

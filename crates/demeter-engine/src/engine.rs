@@ -149,7 +149,7 @@ impl Engine {
             threads.push(worker::spawn(id, analyzer, shared.clone()));
         }
         threads.push(sweeper::spawn(shared.clone()));
-        threads.push(completion::spawn(shared.clone())?);
+        threads.push(completion::spawn(shared.clone()));
 
         let (tx, rx) = mpsc::channel();
         let watch = WatchOptions {
