@@ -52,7 +52,12 @@ impl Fixture {
     }
 
     fn app(&self) -> Router {
-        app(AppState {
+        app(self.state())
+    }
+
+    /// Everything a router needs, over this fixture's store, clock, hub and tokens.
+    fn state(&self) -> AppState {
+        AppState {
             store: self.store.clone(),
             clock: Arc::new(self.clock.clone()),
             health: Arc::new(|| Health {
@@ -78,7 +83,7 @@ impl Fixture {
             overlays: self._dir.path().join("overlays"),
             hub: self.hub.clone(),
             auth: self.auth.clone(),
-        })
+        }
     }
 
     fn session(&self, created: DateTime<Utc>) -> SessionId {
@@ -116,10 +121,7 @@ async fn raw_get(app: Router, uri: &str) -> axum::response::Response {
 }
 
 async fn get(app: Router, uri: &str) -> (StatusCode, Value) {
-    let res = app
-        .oneshot(Request::get(uri).header("authorization", format!("Bearer {ADMIN}")).body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let res = raw_get(app, uri).await;
     let status = res.status();
     let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
@@ -288,7 +290,9 @@ async fn eta_and_progress_come_from_learned_stage_durations() {
     let f = Fixture::new();
     let s = f.session(t0());
     let running = f.job(s, "a.jpg");
-    let waiting: Vec<_> = (0..5).map(|i| f.job(s, &format!("w{i}.jpg"))).collect();
+    for i in 0..5 {
+        f.job(s, &format!("w{i}.jpg"));
+    }
     f.store.record_stage_timings(&timings(1000)).unwrap(); // 6 s per job
     f.store.claim_next(0, t0()).unwrap();
     f.store.update(running, |j| j.advance(Stage::Segment, t0())).unwrap();
@@ -302,7 +306,6 @@ async fn eta_and_progress_come_from_learned_stage_durations() {
     assert_eq!(body["jobs"][1]["eta_seconds"], 6.0);
     assert_eq!(body["jobs"][5]["eta_seconds"], 12.0);
     assert_eq!(body["eta_seconds"], 12.0, "the session ends with its slowest job");
-    let _ = waiting;
 }
 
 #[tokio::test]
@@ -441,24 +444,6 @@ mod sse {
         addr
     }
 
-    pub(super) fn state(f: &Fixture) -> AppState {
-        AppState {
-            store: f.store.clone(),
-            clock: Arc::new(f.clock.clone()),
-            health: Arc::new(|| unreachable!()),
-            cleanup: Arc::new(|| (0, 0)),
-            metrics: Arc::new(Default::default),
-            config: Arc::new(demeter_domain::config::Config {
-                watch: demeter_domain::config::WatchConfig { dir: f._dir.path().join("photos"), ..Default::default() },
-                ..Default::default()
-            }),
-            thumbnails: f._dir.path().into(),
-            overlays: f._dir.path().into(),
-            hub: f.hub.clone(),
-            auth: f.auth.clone(),
-        }
-    }
-
     #[tokio::test]
     async fn events_arrive_in_order_filtered_escaped_and_resumable() {
         let f = Fixture::new();
@@ -474,7 +459,7 @@ mod sse {
         for id in [a, b] {
             let job = f.store.job(id).unwrap().unwrap();
             tokio::task::spawn_blocking({
-                let st = state(&f);
+                let st = f.state();
                 move || demeter_server::events::publish_job(&st, &job).unwrap()
             })
             .await
@@ -767,7 +752,7 @@ mod lan_rules {
             f.auth.tokens.clone(),
             hosts.iter().map(|h| h.to_string()).collect(),
         ));
-        app(AppState { auth, ..sse::state(f) })
+        app(AppState { auth, ..f.state() })
     }
 
     async fn status(app: Router, host: &str, auth: Option<&str>) -> (StatusCode, axum::http::HeaderMap) {
@@ -824,27 +809,10 @@ mod lan_rules {
         let f = Fixture::new();
         let mut config = demeter_domain::config::Config::default();
         config.server.max_event_streams = 1;
-        let app = app(AppState { config: Arc::new(config), ..sse::state(&f) });
-        let open = app
-            .clone()
-            .oneshot(
-                Request::get("/api/v1/events")
-                    .header("authorization", format!("Bearer {ADMIN}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let app = app(AppState { config: Arc::new(config), ..f.state() });
+        let open = raw_get(app.clone(), "/api/v1/events").await;
         assert_eq!(open.status(), StatusCode::OK);
-        let second = app
-            .oneshot(
-                Request::get("/api/v1/events")
-                    .header("authorization", format!("Bearer {ADMIN}"))
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+        let second = raw_get(app.clone(), "/api/v1/events").await;
         assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(second.headers()["retry-after"], "5");
         drop(open);
