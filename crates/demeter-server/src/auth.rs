@@ -363,12 +363,21 @@ pub(crate) async fn redeem(
         state.auth.limiter.failed(ip);
         return Err(AppError::Unauthorized("this pairing link is not valid (used, expired, or mistyped)".into()));
     };
-    let name = format!("paired-{}", &demeter_auth_name_suffix());
     let tokens = state.auth.tokens.clone();
-    let name2 = name.clone();
-    tokio::task::spawn_blocking(move || tokens.create(&name2, role, now))
-        .await?
-        .map_err(|e| AppError::Internal(Box::new(e)))?;
+    let name = tokio::task::spawn_blocking(move || {
+        // Devices paired within the same second get -2, -3, … rather than an error.
+        let base = paired_name(now);
+        for n in 1.. {
+            let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+            match tokens.create(&name, role, now) {
+                Ok(_) => return Ok(name),
+                Err(demeter_auth::AuthError::Exists(_)) => continue,
+                Err(e) => return Err(AppError::Internal(Box::new(e))),
+            }
+        }
+        unreachable!("an unbounded range always yields")
+    })
+    .await??;
     tracing::info!(token = %name, %role, paired_by = %by, "a device was paired");
     let who = Identity { name, role };
     let sid = state.auth.sessions.start(who.clone(), now);
@@ -377,8 +386,7 @@ pub(crate) async fn redeem(
     Ok(res)
 }
 
-/// A short unique suffix for paired tokens' names (time-ordered, so `token list` reads well).
-fn demeter_auth_name_suffix() -> String {
-    let t = chrono::Utc::now();
-    format!("{}-{:04x}", t.format("%Y%m%d-%H%M%S"), t.timestamp_subsec_micros() & 0xffff)
+/// A time-ordered name for a paired device's token, so `demeter token list` reads well.
+fn paired_name(now: chrono::DateTime<chrono::Utc>) -> String {
+    format!("paired-{}", now.format("%Y%m%d-%H%M%S"))
 }

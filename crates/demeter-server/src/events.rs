@@ -183,7 +183,7 @@ pub(crate) async fn stream(
             state.hub.clients()
         )));
     }
-    let filter = params.upload_session_id.as_deref().map(crate::api::parse_session_id).transpose()?;
+    let filter = params.upload_session_id.as_deref().map(crate::api::parse_session).transpose()?;
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())

@@ -843,6 +843,14 @@ async fn pairing_codes_sign_a_phone_in_once() {
     assert_eq!(who["role"], "uploader");
     assert!(f.auth.tokens.list().iter().any(|t| t.name == who["name"].as_str().unwrap()), "a revocable token exists");
     assert_eq!(f.app().oneshot(redeem(&code)).await.unwrap().status(), StatusCode::UNAUTHORIZED, "single use");
+    // A second phone paired in the same second (the test clock stands still) gets its own token.
+    let res = f.app().oneshot(json("POST", "/auth/pair", "{}", Some(ADMIN))).await.unwrap();
+    let offer: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let second = offer["url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let res = f.app().oneshot(redeem(&second)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let who2: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_ne!(who2["name"], who["name"]);
 
     let phone = f.auth.tokens.create("phone", demeter_auth::Role::Uploader, t0()).unwrap();
     assert_eq!(

@@ -17,7 +17,7 @@ use axum::{
 
 use crate::AppState;
 
-pub(crate) use poll::parse_session as parse_session_id;
+pub(crate) use poll::parse_session;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
