@@ -92,11 +92,7 @@ pub fn process(
                 let t = Instant::now();
                 let input =
                     PhotoInput { path: &photo.path, rel_path: &photo.rel_path, limits, thumbnail: None, overlay: None };
-                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    pipeline::run(analyzer, &input, |_| true)
-                }))
-                .unwrap_or_else(|_| Err(Interrupt::Failed(JobError::transient("internal error while processing"))))
-                .map_err(|e| match e {
+                let outcome = pipeline::run_guarded(analyzer, &input, |_| true).map_err(|e| match e {
                     Interrupt::Failed(e) => e,
                     Interrupt::Stopped => JobError::transient("stopped"),
                 });

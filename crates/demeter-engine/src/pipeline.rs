@@ -103,6 +103,29 @@ pub fn run(
     })
 }
 
+/// [`run`], with a panic anywhere inside (a decoder or runtime bug) turned into this photo's
+/// failure, so the worker or `demeter process` carries on with the next one.
+pub fn run_guarded(
+    analyzer: &mut Analyzer,
+    input: &PhotoInput<'_>,
+    on_stage: impl FnMut(Stage) -> bool,
+) -> Result<JobResult, Interrupt> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(analyzer, input, on_stage))).unwrap_or_else(|panic| {
+        let what = panic_message(panic.as_ref());
+        tracing::error!(photo = %input.path.display(), panic = %what, "panicked while processing this photo");
+        Err(Interrupt::Failed(JobError::transient(format!("internal error while processing: {what}"))))
+    })
+}
+
+/// The text a panic was raised with (`panic!("…")` carries a `&str` or a `String`).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// The storage location for now: the photo's top-level subfolder, if any. Uploaded photos
 /// (`uploads/<session>/…`) come from a phone, not a bench: no location.
 fn top_level_folder(rel_path: &str) -> Option<String> {
@@ -121,6 +144,16 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn panics_become_readable_reasons() {
+        let caught = std::panic::catch_unwind(|| panic!("bad huffman table at {}", 7)).unwrap_err();
+        assert_eq!(panic_message(caught.as_ref()), "bad huffman table at 7");
+        let caught = std::panic::catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(caught.as_ref()), "plain");
+        let caught = std::panic::catch_unwind(|| std::panic::panic_any(42)).unwrap_err();
+        assert_eq!(panic_message(caught.as_ref()), "unknown panic");
+    }
 
     #[test]
     fn location_is_the_top_level_folder() {

@@ -2,13 +2,12 @@
 //! Inference runs here, on dedicated OS threads, never on the async runtime.
 
 use std::{
-    panic::{catch_unwind, AssertUnwindSafe},
     sync::{atomic::Ordering, Arc},
     thread,
     time::Duration,
 };
 
-use demeter_domain::{config::Config, Job, JobError, Stage};
+use demeter_domain::{config::Config, Job, Stage};
 use demeter_infer::{Analyzer, DecodeLimits, Model, Runtime};
 use demeter_store::StoreError;
 use tracing::{debug, error, info, warn};
@@ -89,16 +88,7 @@ fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
         true
     };
     // A panic in decoding or inference fails this job only; the worker carries on.
-    let outcome =
-        catch_unwind(AssertUnwindSafe(|| pipeline::run(analyzer, &input, on_stage))).unwrap_or_else(|panic| {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            error!(job = %id, panic = %what, "worker panicked on this photo");
-            Err(Interrupt::Failed(JobError::transient(format!("internal error while processing: {what}"))))
-        });
+    let outcome = pipeline::run_guarded(analyzer, &input, on_stage);
     let now = shared.clock.now();
     let stored: Result<Job, StoreError> = match outcome {
         Ok(result) => {
