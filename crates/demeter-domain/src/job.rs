@@ -178,7 +178,8 @@ pub struct Job {
     pub image_id: String,
     /// Absolute path of the photo when it was queued; the folder is the source of truth.
     pub path: PathBuf,
-    /// Path relative to the watched folder, shown as the filename.
+    /// Shown as the filename: the path relative to the watched folder, or for uploads the name
+    /// the photo was sent with.
     pub filename: String,
     pub size: u64,
     /// File modification time in nanoseconds since the epoch, part of the dedup key.
