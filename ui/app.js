@@ -319,7 +319,7 @@ async function whoAmI() {
   try {
     const me = await getJson('/auth/me');
     const pairButton = me.role === 'admin'
-      ? el('button', { type: 'button', on: { click: showPairing } }, 'Pair a phone') : null;
+      ? el('button', { type: 'button', on: { click: () => { location.hash = '#/pair-phone'; } } }, 'Pair a phone') : null;
     user.replaceChildren(el('span', { class: 'muted', text: `${me.name} (${me.role})` }), pairButton || '',
       el('button', { type: 'button', on: { click: async () => {
         await fetch('/auth/logout', { method: 'POST' });
@@ -354,14 +354,21 @@ async function showPairing() {
     el('p', { text: 'Scan this code with the phone\'s camera. It signs the phone in as an uploader, once, within 10 minutes.' }),
     qr,
     el('p', {}, 'Or open this link on the phone: ', el('code', { id: 'pair-url', text: offer.url })),
+    offer.reachable_from_lan === false
+      ? el('p', { role: 'alert', class: 'err', id: 'pair-lan-off',
+        text: 'LAN access is off: this computer serves the page to itself only, so a phone cannot open this link. '
+          + 'Turn on "Serve the status page on the local network" in Settings (or set server.listen = "0.0.0.0:7878").' })
+      : '',
     el('p', { class: 'muted', text: `Valid until ${new Date(offer.expires_at).toLocaleTimeString()}.` }));
 }
 
-async function redeemPairing(code) {
+// `#/pair/CODE` signs in and shows the sessions; `#/pair/CODE/session/ID` (the desktop app's
+// links) then goes on to that view.
+async function redeemPairing(code, next) {
   try {
     await getJson('/auth/pair/redeem', { method: 'POST', headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ code }) });
-    location.hash = '#/';
+    location.hash = /^(session|job)\/[0-9a-f-]+$|^pair-phone$/.test(next) ? `#/${next}` : '#/';
   } catch (e) {
     showSignIn('This pairing link is not valid any more (used, expired, or mistyped). Ask for a new one.');
   }
@@ -373,12 +380,13 @@ async function route() {
   if (view) view();
   view = null;
   setConn('', false);
-  const [, first, code] = (location.hash || '#/').split('/');
-  if (first === 'pair' && code) { await redeemPairing(code); return; }
+  const [, first, code, ...next] = (location.hash || '#/').split('/');
+  if (first === 'pair' && code) { await redeemPairing(code, next.join('/')); return; }
   let me;
   try { me = await whoAmI(); } catch (_) { me = undefined; }
   if (me === null) { showSignIn(); return; }
   const [, kind, id] = (location.hash || '#/').split('/');
+  if (kind === 'pair-phone') { await showPairing(); main.focus({ preventScroll: true }); return; }
   if (kind === 'session' && id) view = await showSession(id);
   else if (kind === 'job' && id) view = await showJob(id);
   else view = await showSessions();

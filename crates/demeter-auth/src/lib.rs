@@ -15,8 +15,8 @@ mod pairing;
 mod sessions;
 mod tokens;
 
-pub use pairing::{PairingError, Pairings, PAIRING_MINUTES};
-pub use sessions::{Sessions, SESSION_SECONDS};
+pub use pairing::{Grant, PairingError, Pairings, PAIRING_MINUTES};
+pub use sessions::{Sessions, Signed, SESSION_SECONDS};
 pub use tokens::{AuthError, Identity, Role, TokenInfo, TokenStore, ADMIN_NAME};
 
 /// 32 random bytes as 64 hex digits.

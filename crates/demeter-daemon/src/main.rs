@@ -5,7 +5,6 @@ mod process;
 mod run;
 mod settings;
 mod token;
-mod webhook;
 
 fn main() -> std::process::ExitCode {
     cli::main()

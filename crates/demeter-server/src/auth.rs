@@ -157,7 +157,9 @@ fn identify(state: &AppState, headers: &HeaderMap) -> Credentials {
     match cookie(headers, COOKIE) {
         None => Credentials::None,
         Some(sid) => match state.auth.sessions.get(&sid, state.clock.now()) {
-            Some(id) if state.auth.tokens.is_current(&id) => Credentials::Valid(id, Via::Cookie),
+            Some(s) if !s.token_backed || state.auth.tokens.is_current(&s.who) => {
+                Credentials::Valid(s.who, Via::Cookie)
+            }
             Some(_) => {
                 // Its token was revoked since sign-in: the session goes with it.
                 state.auth.sessions.end(&sid);
@@ -252,8 +254,12 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
             .into_response();
         }
     }
+    let (method, uri, name) = (req.method().clone(), req.uri().clone(), who.name.clone());
     req.extensions_mut().insert(who);
-    next.run(req).await
+    let res = next.run(req).await;
+    // An access log for authenticated requests (DEMETER_LOG=demeter_server=debug).
+    tracing::debug!(%method, %uri, status = res.status().as_u16(), who = %name, "request");
+    res
 }
 
 /// Uploaders see the appliance's folder sessions and their own uploads, not other uploaders'.
@@ -337,11 +343,21 @@ pub(crate) async fn pair(
         return Err(AppError::BadRequest("a phone can be paired as viewer or uploader, not admin".into()));
     }
     let (code, expires) = state.auth.pairings.offer(role, &who.name, state.clock.now());
+    // A phone cannot reach "localhost": when the admin is on this machine, the link uses the
+    // LAN address; with LAN access off there is none, and the answer says so.
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let url = format!("http://{host}/#/pair/{code}");
+    let loopback = host_is_loopback(host);
+    let base = match (&state.lan_url, loopback) {
+        (Some(lan), true) => lan.trim_end_matches('/').to_owned(),
+        _ => format!("http://{host}"),
+    };
+    let url = format!("{base}/#/pair/{code}");
+    let reachable = !loopback || state.lan_url.is_some();
     let qr = qrcode::QrCode::new(url.as_bytes()).map_err(|e| AppError::Internal(Box::new(e)))?;
     let svg = qr.render::<qrcode::render::svg::Color>().min_dimensions(220, 220).build();
-    Ok(Json(serde_json::json!({ "url": url, "role": role, "expires_at": expires, "qr_svg": svg })))
+    Ok(Json(serde_json::json!({
+        "url": url, "role": role, "expires_at": expires, "qr_svg": svg, "reachable_from_lan": reachable
+    })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -358,32 +374,52 @@ pub(crate) async fn redeem(
     Json(body): Json<Redeem>,
 ) -> Result<Response, AppError> {
     let now = state.clock.now();
-    let Ok((role, by)) = state.auth.pairings.redeem(body.code.trim(), now) else {
+    let Ok(grant) = state.auth.pairings.redeem(body.code.trim(), now) else {
         let ip = peer.map(|c| c.0 .0.ip()).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
         state.auth.limiter.failed(ip);
         return Err(AppError::Unauthorized("this pairing link is not valid (used, expired, or mistyped)".into()));
     };
-    let tokens = state.auth.tokens.clone();
-    let name = tokio::task::spawn_blocking(move || {
-        // Devices paired within the same second get -2, -3, … rather than an error.
-        let base = paired_name(now);
-        for n in 1.. {
-            let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
-            match tokens.create(&name, role, now) {
-                Ok(_) => return Ok(name),
-                Err(demeter_auth::AuthError::Exists(_)) => continue,
-                Err(e) => return Err(AppError::Internal(Box::new(e))),
-            }
+    let (who, sid) = match grant {
+        demeter_auth::Grant::Session(who) => {
+            tracing::info!(who = %who.name, "a browser signed in with a one-time link");
+            let sid = state.auth.sessions.start_without_token(who.clone(), now);
+            (who, sid)
         }
-        unreachable!("an unbounded range always yields")
-    })
-    .await??;
-    tracing::info!(token = %name, %role, paired_by = %by, "a device was paired");
-    let who = Identity { name, role };
-    let sid = state.auth.sessions.start(who.clone(), now);
+        demeter_auth::Grant::Device { role, by } => {
+            let tokens = state.auth.tokens.clone();
+            let name = tokio::task::spawn_blocking(move || {
+                // Devices paired within the same second get -2, -3, … rather than an error.
+                let base = paired_name(now);
+                for n in 1.. {
+                    let name = if n == 1 { base.clone() } else { format!("{base}-{n}") };
+                    match tokens.create(&name, role, now) {
+                        Ok(_) => return Ok(name),
+                        Err(demeter_auth::AuthError::Exists(_)) => continue,
+                        Err(e) => return Err(AppError::Internal(Box::new(e))),
+                    }
+                }
+                unreachable!("an unbounded range always yields")
+            })
+            .await??;
+            tracing::info!(token = %name, %role, paired_by = %by, "a device was paired");
+            let who = Identity { name, role };
+            let sid = state.auth.sessions.start(who.clone(), now);
+            (who, sid)
+        }
+    };
     let mut res = Json(who).into_response();
     res.headers_mut().insert(header::SET_COOKIE, session_cookie(&sid, demeter_auth::SESSION_SECONDS));
     Ok(res)
+}
+
+/// `localhost`, `127.0.0.1`, `[::1]`, with or without a port.
+fn host_is_loopback(host: &str) -> bool {
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) && !name.ends_with(':') => name,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A time-ordered name for a paired device's token, so `demeter token list` reads well.

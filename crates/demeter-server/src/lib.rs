@@ -50,6 +50,9 @@ pub struct AppState {
     pub hub: Arc<events::EventHub>,
     /// Tokens, roles and sign-in sessions.
     pub auth: Arc<auth::Auth>,
+    /// How phones on the LAN reach this server (`http://192.168.1.20:7878/`); `None` when it
+    /// listens on loopback only. Pairing links made on this machine itself use it.
+    pub lan_url: Option<String>,
 }
 
 /// The whole HTTP surface.

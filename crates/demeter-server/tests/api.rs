@@ -83,6 +83,7 @@ impl Fixture {
             overlays: self._dir.path().join("overlays"),
             hub: self.hub.clone(),
             auth: self.auth.clone(),
+            lan_url: None,
         }
     }
 
@@ -859,4 +860,49 @@ async fn pairing_codes_sign_a_phone_in_once() {
     );
     let admin_pair = json("POST", "/auth/pair", r#"{"role":"admin"}"#, Some(ADMIN));
     assert_eq!(f.app().oneshot(admin_pair).await.unwrap().status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn desktop_sign_in_links_make_a_session_but_no_token() {
+    let f = Fixture::new();
+    let desk = demeter_auth::Identity { name: "desktop".into(), role: demeter_auth::Role::Admin };
+    let (code, _) = f.auth.pairings.offer_session(desk, t0());
+    let tokens_before = f.auth.tokens.list().len();
+    let redeem = Request::post("/auth/pair/redeem")
+        .header("content-type", "application/json")
+        .body(Body::from(format!(r#"{{"code":"{code}"}}"#)))
+        .unwrap();
+    let res = f.app().oneshot(redeem).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let cookie = res.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(f.auth.tokens.list().len(), tokens_before, "no token piles up per app start");
+    let me = Request::get("/auth/me").header("cookie", &cookie).body(Body::empty()).unwrap();
+    let res = f.app().oneshot(me).await.unwrap();
+    let who: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!((who["name"].as_str(), who["role"].as_str()), (Some("desktop"), Some("admin")));
+}
+
+#[tokio::test]
+async fn pairing_links_made_on_this_machine_point_phones_at_the_lan_address() {
+    let f = Fixture::new();
+    let pair = |host: &str| {
+        Request::post("/auth/pair")
+            .header("host", host)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {ADMIN}"))
+            .body(Body::from("{}"))
+            .unwrap()
+    };
+    let offer = |res: axum::response::Response| async move {
+        assert_eq!(res.status(), StatusCode::OK);
+        serde_json::from_slice::<Value>(&res.into_body().collect().await.unwrap().to_bytes()).unwrap()
+    };
+    let lan = app(AppState { lan_url: Some("http://192.168.7.2:7878/".into()), ..f.state() });
+    let o = offer(lan.clone().oneshot(pair("127.0.0.1:7878")).await.unwrap()).await;
+    assert!(o["url"].as_str().unwrap().starts_with("http://192.168.7.2:7878/#/pair/"), "{o}");
+    assert_eq!(o["reachable_from_lan"], true);
+    let o = offer(lan.oneshot(pair("greenhouse.local:7878")).await.unwrap()).await;
+    assert!(o["url"].as_str().unwrap().starts_with("http://greenhouse.local:7878/#/pair/"), "the name the admin used");
+    let o = offer(f.app().oneshot(pair("localhost:7878")).await.unwrap()).await;
+    assert_eq!(o["reachable_from_lan"], false, "LAN access off: the page must say so");
 }

@@ -84,6 +84,7 @@ async fn world() -> World {
         overlays: dir.path().into(),
         hub: Arc::new(EventHub::new(16, 16)),
         auth: Arc::new(Auth::new(Arc::new(tokens), ["localhost".to_owned()].into())),
+        lan_url: None,
     };
     let app = app(state);
     let login = Request::post("/auth/login")

@@ -318,6 +318,24 @@ impl Store {
         Ok(out)
     }
 
+    /// Progress and time left for each of `jobs` (any mix of states): learned stage durations
+    /// for running jobs, FIFO place among `workers` workers for pending ones.
+    pub fn estimates(
+        &self,
+        jobs: &[Job],
+        stats: &StageStats,
+        workers: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<demeter_domain::eta::Estimate>> {
+        let pending: Vec<_> =
+            jobs.iter().filter(|j| matches!(j.state, JobState::Pending { .. })).map(|j| j.id).collect();
+        let positions = self.queue_positions(&pending)?;
+        Ok(jobs
+            .iter()
+            .map(|j| demeter_domain::eta::estimate(j, stats, now, positions.get(&j.id).copied(), workers))
+            .collect())
+    }
+
     /// Whether workers should stop taking new jobs (kept across restarts).
     pub fn paused(&self) -> Result<bool> {
         Ok(self.meta.get(META_PAUSED)?.is_some())

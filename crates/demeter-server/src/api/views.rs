@@ -1,11 +1,9 @@
 //! JSON shapes shared by the poll endpoint, job detail and the event stream.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use demeter_domain::{
     eta::{self, Estimate, StageStats},
-    Job, JobResult, SessionId, SessionSummary, Stage, StatusName, UploadSession,
+    Job, JobResult, SessionId, SessionSummary, Stage, UploadSession,
 };
 use serde::{Deserialize, Serialize};
 
@@ -105,12 +103,7 @@ pub fn estimates(
     stats: &StageStats,
     now: DateTime<Utc>,
 ) -> Result<Vec<Estimate>, AppError> {
-    let pending: Vec<_> = jobs.iter().filter(|j| j.status() == StatusName::Pending).map(|j| j.id).collect();
-    let positions: HashMap<_, _> = state.store.queue_positions(&pending)?;
-    Ok(jobs
-        .iter()
-        .map(|j| eta::estimate(j, stats, now, positions.get(&j.id).copied(), state.config.workers.count))
-        .collect())
+    Ok(state.store.estimates(jobs, stats, state.config.workers.count, now)?)
 }
 
 /// `GET /api/v1/jobs/{id}`: everything known about one job.
