@@ -11,7 +11,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 MODELS_VENV ?= $(HOME)/.cache/demeter/models-venv
 export DEMETER_ORT_LIB ?= $(ORT_LIB)
 
-.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test clean help
+.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop clean help
 
 help:
 	@echo "make run    install what is missing, build (release), run the daemon on ./photos"
@@ -19,6 +19,7 @@ help:
 	@echo "make build  release binary at target/release/demeter (ONNX Runtime library beside it)"
 	@echo "make ort    fetch the ONNX Runtime $(ORT_VERSION) library from its PyPI wheel"
 	@echo "make models rebuild models/ from models/build.py"
+	@echo "make desktop  build the desktop app and its .deb (ONNX Runtime inside)"
 
 setup:
 	@scripts/setup.sh
@@ -56,11 +57,13 @@ lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 # Debian's Chromium and playwright-core from npm (never a browser download of its own).
-browser-deps:
-	@command -v chromium >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
-	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
+node:
 	@command -v node >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq nodejs npm >/dev/null; }
+
+browser-deps: node
+	@command -v chromium >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
 	cd tests/browser && npm ci --no-audit --no-fund --silent
 
 # The status page in real headless Chromium against the real daemon (screenshots: target/browser-artifacts).
@@ -69,10 +72,34 @@ browser-test: ort browser-deps
 	cd tests/browser && DEMETER_BIN="$(abspath $(TARGET_DIR))/debug/demeter" ARTIFACTS="$(abspath target/browser-artifacts)" \
 	  node --test --test-concurrency=1 .
 
-test: ort model-check fmt browser-deps
-	$(CARGO) build --locked -p demeter-daemon
+# What the desktop app builds against (WebKitGTK, appindicator) and what its test drives it
+# with (Xvfb, a private D-Bus, dunst, dbus-next, ImageMagick's import for the screenshot).
+DESKTOP_PACKAGES := libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev libxdo-dev \
+	xvfb dbus dbus-x11 dunst python3-dbus-next imagemagick
+desktop-deps:
+	@missing="$$(for p in $(DESKTOP_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done)"; \
+	if [ -n "$$missing" ]; then sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  echo "installing: $$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq $$missing >/dev/null; fi
+
+# The real app under Xvfb and a private session bus: tray over StatusNotifierItem/dbusmenu,
+# a notification on the bus, a screenshot (target/desktop-artifacts), Quit → clean exit.
+desktop-test: ort desktop-deps
+	$(CARGO) build --locked -p demeter-desktop
+	tests/desktop/run.sh "$(abspath $(TARGET_DIR))/debug/demeter-desktop" "$(abspath target/desktop-artifacts)"
+
+# Release build and .deb through the Tauri CLI from npm, with ONNX Runtime in /usr/lib/demeter.
+desktop: ort desktop-deps node
+	mkdir -p target/desktop-bundle
+	cp -f "$(ORT_LIB)" target/desktop-bundle/
+	cd src-tauri && npm ci --no-audit --no-fund --silent && npx tauri build --bundles deb -- --locked
+	@ls -1 "$(abspath $(TARGET_DIR))"/release/bundle/deb/*.deb
+
+test: ort model-check fmt browser-deps desktop-deps
+	$(CARGO) build --locked -p demeter-daemon -p demeter-desktop
 	$(CARGO) test --locked --workspace --no-fail-fast
 	$(MAKE) --no-print-directory browser-test
+	$(MAKE) --no-print-directory desktop-test
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 clean:
