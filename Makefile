@@ -75,7 +75,7 @@ browser-test: ort browser-deps
 # What the desktop app builds against (WebKitGTK, appindicator) and what its test drives it
 # with (Xvfb, a private D-Bus, dunst, dbus-next, ImageMagick's import for the screenshot).
 DESKTOP_PACKAGES := libwebkit2gtk-4.1-dev libayatana-appindicator3-dev librsvg2-dev libssl-dev libxdo-dev \
-	xvfb dbus dbus-x11 dunst python3-dbus-next imagemagick
+	xvfb dbus dbus-x11 dunst python3-dbus-next python3-xlib imagemagick
 desktop-deps:
 	@missing="$$(for p in $(DESKTOP_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done)"; \
 	if [ -n "$$missing" ]; then sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \

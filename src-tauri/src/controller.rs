@@ -335,7 +335,7 @@ async fn follow_progress<R: Runtime>(
             tracker.observe(&e);
         }
         match tracker.overview(&store, workers, chrono::Utc::now()) {
-            Ok(o) => tray::show_progress(&app, &progress::TrayText::new(&o, tracker.last.as_ref()), o.paused),
+            Ok(o) => tray::show_progress(&app, &progress::TrayText::new(&o, &tracker.last), o.paused),
             Err(e) => warn!(error = %e, "cannot read progress for the tray"),
         }
     }

@@ -17,6 +17,8 @@ pub mod commands;
 pub mod controller;
 pub mod notifications;
 pub mod progress;
+#[cfg(test)]
+mod test_support;
 pub mod tray;
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc};

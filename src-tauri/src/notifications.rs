@@ -34,46 +34,63 @@ pub struct Digest {
     pub open: Option<SessionId>,
 }
 
-impl Digest {
-    /// Sums up finished sessions (at least one).
+/// Finished sessions summed up, worded like [`SessionReport::message`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Totals {
+    pub outcome: Outcome,
+    pub total: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub plants: u64,
+}
+
+impl Totals {
     pub fn of(reports: &[SessionReport]) -> Self {
-        if let [one] = reports {
-            let title = match one.outcome {
-                Outcome::Success => "Photos processed",
-                Outcome::Partial => "Photos processed — some failed",
-                Outcome::AllFailed => "Processing failed",
-            };
-            let body = match one.outcome {
-                Outcome::Partial => format!("{} — click to review", one.message),
-                _ => one.message.clone(),
-            };
-            return Self { title: title.into(), body, outcome: one.outcome, open: Some(one.upload_session_id) };
-        }
-        let n = reports.len();
         let total: u32 = reports.iter().map(|r| r.total).sum();
         let completed: u32 = reports.iter().map(|r| r.completed).sum();
         let failed = total - completed;
-        let plants: u64 = reports.iter().map(|r| r.plants).sum();
-        let (outcome, title, body) = if failed == 0 {
-            (
-                Outcome::Success,
-                format!("{n} batches processed"),
-                format!("Processed {total} photos — {plants} plants counted"),
-            )
+        let plants = reports.iter().map(|r| r.plants).sum();
+        let outcome = if failed == 0 {
+            Outcome::Success
         } else if completed == 0 && total > SYSTEM_PROBLEM_MIN {
-            (
-                Outcome::AllFailed,
-                format!("{n} batches failed"),
-                format!("All {total} photos failed — check the model or GPU"),
-            )
+            Outcome::AllFailed
         } else {
-            (
-                Outcome::Partial,
-                format!("{n} batches processed — some failed"),
-                format!("Completed {completed}, failed {failed} — click to review"),
-            )
+            Outcome::Partial
         };
-        Self { title, body, outcome, open: None }
+        Self { outcome, total, completed, failed, plants }
+    }
+
+    /// "Processed 50 photos — 912 plants counted", "Completed 47, failed 3", "All 12 photos
+    /// failed — check the model or GPU".
+    pub fn message(&self) -> String {
+        let photos = if self.total == 1 { "1 photo".to_owned() } else { format!("{} photos", self.total) };
+        match self.outcome {
+            Outcome::Success => format!("Processed {photos} — {} plants counted", self.plants),
+            Outcome::Partial => format!("Completed {}, failed {}", self.completed, self.failed),
+            Outcome::AllFailed => format!("All {} photos failed — check the model or GPU", self.total),
+        }
+    }
+}
+
+impl Digest {
+    /// Sums up finished sessions (at least one).
+    pub fn of(reports: &[SessionReport]) -> Self {
+        let totals = Totals::of(reports);
+        let n = reports.len();
+        let title = match (n, totals.outcome) {
+            (1, Outcome::Success) => "Photos processed".to_owned(),
+            (1, Outcome::Partial) => "Photos processed — some failed".to_owned(),
+            (1, Outcome::AllFailed) => "Processing failed".to_owned(),
+            (_, Outcome::Success) => format!("{n} batches processed"),
+            (_, Outcome::Partial) => format!("{n} batches processed — some failed"),
+            (_, Outcome::AllFailed) => format!("{n} batches failed"),
+        };
+        let body = match totals.outcome {
+            Outcome::Partial => format!("{} — click to review", totals.message()),
+            _ => totals.message(),
+        };
+        let open = if let [one] = reports { Some(one.upload_session_id) } else { None };
+        Self { title, body, outcome: totals.outcome, open }
     }
 }
 
@@ -161,24 +178,13 @@ fn show<R: Runtime>(app: &AppHandle<R>, digest: &Digest) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::report;
 
-    fn report(total: u32, completed: u32, plants: u64) -> SessionReport {
-        let jobs_failed = total - completed;
-        let (outcome, message) = if jobs_failed == 0 {
-            (Outcome::Success, format!("Processed {total} photos — {plants} plants counted"))
-        } else if completed == 0 && total > SYSTEM_PROBLEM_MIN {
-            (Outcome::AllFailed, format!("All {total} photos failed — check the model or GPU"))
-        } else {
-            (Outcome::Partial, format!("Completed {completed}, failed {jobs_failed}"))
-        };
-        SessionReport {
-            upload_session_id: SessionId::new_v7(),
-            outcome,
-            total,
-            completed,
-            failed: jobs_failed,
-            plants,
-            message,
+    #[test]
+    fn totals_word_a_single_session_like_its_report() {
+        for r in [report(50, 50, 912), report(1, 1, 17), report(50, 47, 800), report(12, 0, 0), report(3, 0, 0)] {
+            assert_eq!(Totals::of(std::slice::from_ref(&r)).message(), r.message);
+            assert_eq!(Totals::of(std::slice::from_ref(&r)).outcome, r.outcome);
         }
     }
 

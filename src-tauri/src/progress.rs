@@ -7,12 +7,14 @@ use chrono::{DateTime, Utc};
 use demeter_domain::{eta, notify::Outcome, notify::SessionReport, SessionId, SessionSummary};
 use demeter_engine::EngineEvent;
 
+use crate::notifications::Totals;
+
 /// The tray icon's three looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IconState {
     Idle,
     Processing,
-    /// The last finished batch had failures (until the next batch starts).
+    /// The last batch had failures (until the next batch starts).
     SomeFailed,
 }
 
@@ -28,7 +30,8 @@ pub struct Overview {
     pub paused: bool,
 }
 
-/// The tray's menu text, title and icon for an overview and the last finished batch.
+/// The tray's menu text, title and icon for an overview and the sessions that finished since
+/// the tray was last busy (the last batch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrayText {
     /// The first (disabled) menu item, e.g. "Processing 12 of 50 — about 4 min left".
@@ -39,7 +42,7 @@ pub struct TrayText {
 }
 
 impl TrayText {
-    pub fn new(o: &Overview, last: Option<&SessionReport>) -> Self {
+    pub fn new(o: &Overview, last: &[SessionReport]) -> Self {
         let working = o.total > o.done;
         if working && o.paused {
             let waiting = o.total - o.done;
@@ -61,15 +64,19 @@ impl TrayText {
                 icon: IconState::Processing,
             };
         }
-        match last {
-            Some(r) => Self {
-                status: format!("Idle — last batch: {}", r.message),
+        if last.is_empty() {
+            return Self {
+                status: "Idle — waiting for photos".to_owned(),
                 title: String::new(),
-                icon: if r.outcome == Outcome::Success { IconState::Idle } else { IconState::SomeFailed },
-            },
-            None => {
-                Self { status: "Idle — waiting for photos".to_owned(), title: String::new(), icon: IconState::Idle }
-            }
+                icon: IconState::Idle,
+            };
+        }
+        let totals = Totals::of(last);
+        let which = if last.len() == 1 { "last batch".to_owned() } else { format!("last {} batches", last.len()) };
+        Self {
+            status: format!("Idle — {which}: {}", totals.message()),
+            title: String::new(),
+            icon: if totals.outcome == Outcome::Success { IconState::Idle } else { IconState::SomeFailed },
         }
     }
 }
@@ -85,11 +92,12 @@ pub fn time_left(seconds: f64) -> String {
     }
 }
 
-/// Follows which sessions have work, from engine events, and the last finished batch.
+/// Follows which sessions have work, from engine events, and the last batch: the sessions that
+/// finished since the tray was last busy.
 #[derive(Debug, Default)]
 pub struct Tracker {
     active: BTreeSet<SessionId>,
-    pub last: Option<SessionReport>,
+    pub last: Vec<SessionReport>,
 }
 
 impl Tracker {
@@ -109,13 +117,18 @@ impl Tracker {
         match event {
             EngineEvent::Job(job) => {
                 if !job.is_terminal() {
+                    if self.active.is_empty() {
+                        // A new batch starts: the previous one is no longer "the last batch".
+                        self.last.clear();
+                    }
                     self.active.insert(job.upload_session_id);
                 }
                 true
             }
             EngineEvent::SessionFinished(report) => {
                 self.active.remove(&report.upload_session_id);
-                self.last = Some(report.clone());
+                self.last.retain(|r| r.upload_session_id != report.upload_session_id);
+                self.last.push(report.clone());
                 true
             }
             EngineEvent::Session(_) => false,
@@ -158,36 +171,47 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn report(outcome: Outcome, message: &str) -> SessionReport {
-        SessionReport {
-            upload_session_id: SessionId::new_v7(),
-            outcome,
-            total: 3,
-            completed: 2,
-            failed: 1,
-            plants: 7,
-            message: message.into(),
-        }
-    }
+    use crate::test_support::{pending, report};
 
     #[test]
     fn menu_text_follows_the_batch() {
         let o = Overview { done: 12, total: 50, failed: 0, eta_seconds: Some(230.0), paused: false };
-        let t = TrayText::new(&o, None);
+        let t = TrayText::new(&o, &[]);
         assert_eq!(t.status, "Processing 12 of 50 — about 4 min left");
         assert_eq!((t.title.as_str(), t.icon), ("12/50", IconState::Processing));
         let o = Overview { eta_seconds: None, ..o };
-        assert_eq!(TrayText::new(&o, None).status, "Processing 12 of 50 — estimating time left");
+        assert_eq!(TrayText::new(&o, &[]).status, "Processing 12 of 50 — estimating time left");
         let o = Overview { paused: true, ..o };
-        assert_eq!(TrayText::new(&o, None).status, "Paused — 38 photos waiting");
+        assert_eq!(TrayText::new(&o, &[]).status, "Paused — 38 photos waiting");
         let idle = Overview::default();
-        assert_eq!(TrayText::new(&idle, None).status, "Idle — waiting for photos");
-        let partial = report(Outcome::Partial, "Completed 2, failed 1");
-        let t = TrayText::new(&idle, Some(&partial));
+        assert_eq!(TrayText::new(&idle, &[]).status, "Idle — waiting for photos");
+        let partial = report(3, 2, 6);
+        let t = TrayText::new(&idle, std::slice::from_ref(&partial));
         assert_eq!((t.status.as_str(), t.icon), ("Idle — last batch: Completed 2, failed 1", IconState::SomeFailed));
-        let ok = report(Outcome::Success, "Processed 3 photos — 7 plants counted");
-        assert_eq!(TrayText::new(&idle, Some(&ok)).icon, IconState::Idle);
+        let ok = report(3, 3, 9);
+        let t = TrayText::new(&idle, std::slice::from_ref(&ok));
+        assert_eq!(
+            (t.status.as_str(), t.icon),
+            ("Idle — last batch: Processed 3 photos — 9 plants counted", IconState::Idle)
+        );
+        // Two sessions that finished together: the failure shows whichever finished last.
+        for last in [[ok.clone(), partial.clone()], [partial, ok]] {
+            let t = TrayText::new(&idle, &last);
+            assert_eq!(
+                (t.status.as_str(), t.icon),
+                ("Idle — last 2 batches: Completed 5, failed 1", IconState::SomeFailed)
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_batch_replaces_the_last_one() {
+        let mut t = Tracker::default();
+        let first = report(1, 0, 0);
+        t.observe(&EngineEvent::SessionFinished(first));
+        assert_eq!(t.last.len(), 1);
+        t.observe(&EngineEvent::Job(Box::new(pending(SessionId::new_v7()))));
+        assert!(t.last.is_empty(), "the tray no longer shows the previous batch's failure");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 - `dunst` is the notification server; `dbus-monitor` shows what reached
   org.freedesktop.Notifications (the app's own `show()` returns Ok even with no server).
 - A real photo dropped into the watched folder; the menu's live text, the notification, a
-  click on it (`dunstctl action`), a screenshot of the window, and Quit → clean exit.
+  click on it (`dunstctl action`), a screenshot of the window; closing the window keeps the
+  app in the tray; two batches finishing together give one notification; Quit → clean exit.
+- A first run (no config, no DEMETER_WATCH): the settings window asks for the photo folder.
 
 Run through run.sh (dbus-run-session + xvfb-run). Exits non-zero on the first failed check.
 """
@@ -24,12 +26,16 @@ import urllib.request
 
 from dbus_next import Message, MessageType, Variant
 from dbus_next.aio import MessageBus
+from Xlib import X, display as xdisplay, protocol as xprotocol
 
 APP = os.path.abspath(sys.argv[1])
 ARTIFACTS = os.path.abspath(sys.argv[2])
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
-PHOTO = os.path.join(REPO, "../shared/data/real/02_plantcv-docs__original_multi_image.jpg")
+REAL = os.path.join(REPO, "../shared/data/real")
+PHOTO = os.path.join(REAL, "02_plantcv-docs__original_multi_image.jpg")
 WATCHER = "org.kde.StatusNotifierWatcher"
+# The app waits this long for other batches before notifying (notifications::COALESCE).
+COALESCE_S = 2
 MENU_ITEMS = [
     "Open Demeter",
     "Pause processing",
@@ -114,9 +120,38 @@ def flatten(node):
     return out
 
 
+def pixels(png):
+    """Decoded RGBA pixels of a PNG (ImageMagick), to compare icons whatever their encoding."""
+    return subprocess.run(["convert", png, "-resize", "64x64!", "rgba:-"], check=True, capture_output=True).stdout
+
+
+TRAY_ICONS = {state: pixels(os.path.join(REPO, "src-tauri/icons", f"tray-{state}.png")) for state in ("idle", "busy", "failed")}
+
+
 class Menu:
-    def __init__(self, bus, dest, path):
-        self.bus, self.dest, self.path = bus, dest, path
+    def __init__(self, bus, dest, path, item_path=None):
+        self.bus, self.dest, self.path, self.item_path = bus, dest, path, item_path
+
+    async def item_property(self, name):
+        reply = await call(self.bus, self.dest, self.item_path, "org.freedesktop.DBus.Properties", "Get", "ss", ("org.kde.StatusNotifierItem", name))
+        return reply[0].value
+
+    async def icon_state(self):
+        """Which of the three tray icons the item shows now (read from the file it exports)."""
+        name = await self.item_property("IconName")
+        path = name if name.startswith("/") else os.path.join(await self.item_property("IconThemePath"), name + ".png")
+        shown = pixels(path)
+        for state, px in TRAY_ICONS.items():
+            if px == shown:
+                return state
+        return f"unknown icon {path}"
+
+    async def wait_for_icon(self, state, timeout=10):
+        deadline = time.monotonic() + timeout
+        while (seen := await self.icon_state()) != state:
+            if time.monotonic() > deadline:
+                fail(f"tray icon is {seen!r}, expected {state!r}")
+            await asyncio.sleep(0.2)
 
     async def items(self):
         _, layout = await call(self.bus, self.dest, self.path, "com.canonical.dbusmenu", "GetLayout", "iias", (0, -1, []))
@@ -154,10 +189,122 @@ def wait_until(what, predicate, timeout=60):
     fail(f"timed out waiting for {what}")
 
 
+def x_windows(title):
+    """Top-level X windows whose WM_NAME is `title`, with their map state."""
+    d = xdisplay.Display()
+    found = []
+    net_wm_name, utf8 = d.intern_atom("_NET_WM_NAME"), d.intern_atom("UTF8_STRING")
+
+    def name(w):
+        prop = w.get_full_property(net_wm_name, utf8)
+        if prop is not None:
+            value = prop.value
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        return w.get_wm_name()
+
+    def walk(w):
+        try:
+            # Top-level client windows only: those that speak WM_PROTOCOLS.
+            if name(w) == title and w.get_wm_protocols():
+                found.append((w.id, w.get_attributes().map_state == X.IsViewable))
+            for c in w.query_tree().children:
+                walk(c)
+        except Exception:
+            pass
+
+    walk(d.screen().root)
+    d.close()
+    return found
+
+
+def close_window(title):
+    """Asks the window to close as a window manager would (WM_DELETE_WINDOW)."""
+    d = xdisplay.Display()
+    ids = [wid for wid, shown in x_windows(title) if shown]
+    if not ids:
+        fail(f"no visible window {title!r} to close")
+    w = d.create_resource_object("window", ids[0])
+    protocols, delete = d.intern_atom("WM_PROTOCOLS"), d.intern_atom("WM_DELETE_WINDOW")
+    w.send_event(xprotocol.event.ClientMessage(window=w, client_type=protocols, data=(32, [delete, X.CurrentTime, 0, 0, 0])))
+    d.sync()
+    d.close()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def app_env(home):
+    env = dict(os.environ)
+    env.update({
+        "HOME": home,
+        "XDG_CONFIG_HOME": os.path.join(home, ".config"),
+        "XDG_DATA_HOME": os.path.join(home, ".local/share"),
+        "DEMETER_LOG": "info,ort=warn,demeter_server=debug",
+        # Software rendering in Xvfb.
+        "WEBKIT_DISABLE_COMPOSITING_MODE": "1",
+        "WEBKIT_DISABLE_DMABUF_RENDERER": "1",
+        "LIBGL_ALWAYS_SOFTWARE": "1",
+    })
+    for var in ("DEMETER_WATCH", "DEMETER_DATA", "DEMETER_LISTEN", "DEMETER_CONFIG"):
+        env.pop(var, None)
+    if os.geteuid() == 0:
+        # WebKit's web-process sandbox cannot start as root in a container.
+        env["WEBKIT_DISABLE_SANDBOX_THIS_IS_DANGEROUS"] = "1"
+    return env
+
+
+async def tray_menu(bus, watcher, log_text):
+    """Waits for the app's tray item and returns its dbusmenu."""
+    try:
+        await asyncio.wait_for(watcher.registered.wait(), 60)
+    except asyncio.TimeoutError:
+        fail("the tray item never registered with the StatusNotifierWatcher\n" + log_text()[-3000:])
+    sender, service = watcher.items[-1]
+    item_path = service if service.startswith("/") else "/StatusNotifierItem"
+    item_dest = sender if service.startswith("/") else service
+    log("tray item registered:", sender, service)
+    menu_path = (await call(bus, item_dest, item_path, "org.freedesktop.DBus.Properties", "Get", "ss", ("org.kde.StatusNotifierItem", "Menu")))[0].value
+    return Menu(bus, item_dest, menu_path, item_path)
+
+
+async def quit_cleanly(menu, app, log_text):
+    await menu.click("Quit Demeter")
+    try:
+        code = app.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        fail("the app did not exit within 30 s of Quit")
+    if code != 0:
+        fail(f"the app exited with {code}")
+    for line in ("quit requested", "demeter-desktop exited"):
+        if line not in log_text():
+            fail(f"log lacks {line!r}")
+
+
+async def first_run(bus, watcher):
+    """No config file and no DEMETER_WATCH: the settings window asks for the photo folder."""
+    home = tempfile.mkdtemp(prefix="demeter-first-run-")
+    log_path = os.path.join(ARTIFACTS, "app-first-run.log")
+    app = subprocess.Popen([APP], env=app_env(home), stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    log_text = lambda: open(log_path, encoding="utf-8", errors="replace").read()
+    watcher.registered.clear()
+    try:
+        menu = await tray_menu(bus, watcher, log_text)
+        await menu.wait_for_status(r"^Choose a photo folder in Settings$", 30)
+        wait_until("the settings window", lambda: any(shown for _, shown in x_windows("Demeter — Settings")), 30)
+        if x_windows("Demeter"):
+            fail("no status window before a photo folder is chosen")
+        await asyncio.sleep(3)  # let WebKit render the form
+        shot = os.path.join(ARTIFACTS, "desktop-first-run.png")
+        subprocess.run(["import", "-window", "root", shot], check=True)
+        log("first run asks for the folder; screenshot:", shot)
+        await quit_cleanly(menu, app, log_text)
+    finally:
+        if app.poll() is None:
+            app.kill()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 async def main():
@@ -186,44 +333,51 @@ async def main():
             fail("dunst did not take org.freedesktop.Notifications")
         await asyncio.sleep(0.1)
 
+    try:
+        await first_run(bus, watcher)
+        await main_scenario(bus, watcher, tmp, photos, data, home)
+    finally:
+        monitor.terminate()
+        dunst.terminate()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def notifications(monitor_log):
+    """(title, body) of every Notify call seen on the bus so far."""
+    text = open(monitor_log, encoding="utf-8").read()
+    calls = text.split("member=Notify")[1:]
+    out = []
+    for c in calls:
+        strings = re.findall(r'^\s+string "(.*)"$', c, re.M)
+        # app_name, icon, summary, body
+        if len(strings) >= 4:
+            out.append((strings[2], strings[3]))
+    return out
+
+
+async def main_scenario(bus, watcher, tmp, photos, data, home):
+    monitor_log = os.path.join(ARTIFACTS, "dbus-monitor.log")
     port = free_port()
-    env = dict(os.environ)
+    env = app_env(home)
     env.update({
-        "HOME": home,
-        "XDG_CONFIG_HOME": os.path.join(home, ".config"),
-        "XDG_DATA_HOME": os.path.join(home, ".local/share"),
         "DEMETER_WATCH": photos,
         "DEMETER_DATA": data,
         "DEMETER_LISTEN": f"127.0.0.1:{port}",
         "DEMETER_WORKERS": "2",
         "DEMETER_ADMIN_TOKEN": "dmt_" + "d" * 64,
         "DEMETER_STABILITY_WINDOW_MS": "500",
-        "DEMETER_LOG": "info,ort=warn,demeter_server=debug",
-        # Software rendering in Xvfb; the web process sandbox cannot run as root in a container.
-        "WEBKIT_DISABLE_COMPOSITING_MODE": "1",
-        "WEBKIT_DISABLE_DMABUF_RENDERER": "1",
-        "LIBGL_ALWAYS_SOFTWARE": "1",
     })
-    if os.geteuid() == 0:
-        env["WEBKIT_DISABLE_SANDBOX_THIS_IS_DANGEROUS"] = "1"
+    watcher.registered.clear()
     app_log_path = os.path.join(ARTIFACTS, "app.log")
     app_log = open(app_log_path, "w")
     log("starting", APP)
     app = subprocess.Popen([APP], env=env, stdout=app_log, stderr=subprocess.STDOUT)
     read_log = lambda: open(app_log_path, encoding="utf-8", errors="replace").read()
     try:
-        try:
-            await asyncio.wait_for(watcher.registered.wait(), 60)
-        except asyncio.TimeoutError:
-            fail("the tray item never registered with the StatusNotifierWatcher\n" + read_log()[-3000:])
-        sender, service = watcher.items[0]
-        item_path = service if service.startswith("/") else "/StatusNotifierItem"
-        item_dest = sender if service.startswith("/") else service
-        log("tray item registered:", sender, service)
-        menu_path = (await call(bus, item_dest, item_path, "org.freedesktop.DBus.Properties", "Get", "ss", ("org.kde.StatusNotifierItem", "Menu")))[0].value
-        menu = Menu(bus, item_dest, menu_path)
+        menu = await tray_menu(bus, watcher, read_log)
 
         status = await menu.wait_for_status(r"^Idle — waiting for photos$")
+        await menu.wait_for_icon("idle")
         labels = await menu.labels()
         log("menu:", labels)
         if labels[1:] != MENU_ITEMS:
@@ -239,7 +393,11 @@ async def main():
         await menu.wait_for_status(r"^Idle|^Paused", 10)
         shutil.copy(PHOTO, os.path.join(photos, "bench-1.jpg"))
         status = await menu.wait_for_status(r"^Paused — 1 photo waiting$")
-        log("live status while paused:", status)
+        await menu.wait_for_icon("busy")
+        label = await menu.item_property("XAyatanaLabel")
+        log("live status while paused:", status, "| label:", label, "| icon: busy")
+        if label != "0/1":
+            fail(f"tray label {label!r}, expected '0/1'")
         if "Resume processing" not in await menu.labels():
             fail("the pause item should read Resume processing while paused")
         await menu.click("Resume processing")
@@ -247,16 +405,10 @@ async def main():
         log("live status after the batch:", status)
         plants = re.search(r"(\d+) plants", status).group(1)
 
-        notify = wait_until(
-            "a Notify call on the bus",
-            lambda: re.search(r'string "Photos processed"\s+string "(Processed 1 photo — \d+ plants counted)"', open(monitor_log, encoding="utf-8").read()),
-            30,
-        )
-        log("notification on the bus:", notify.group(0).replace("\n", " "))
-        if notify.group(1) != f"Processed 1 photo — {plants} plants counted":
-            fail(f"notification body {notify.group(1)!r} does not match the tray's count {plants}")
-        if open(monitor_log, encoding="utf-8").read().count("member=Notify") != 1:
-            fail("expected exactly one notification for a one-photo batch")
+        seen = wait_until("a Notify call on the bus", lambda: notifications(monitor_log), 30)
+        log("notification on the bus:", seen)
+        if seen != [("Photos processed", f"Processed 1 photo — {plants} plants counted")]:
+            fail(f"expected one notification matching the tray's count {plants}, saw {seen}")
 
         # Click the notification as a person would: dunst invokes its default action.
         subprocess.run(["dunstctl", "action", "0"], check=False)
@@ -273,24 +425,43 @@ async def main():
         subprocess.run(["import", "-window", "root", shot], check=True)
         log("screenshot:", shot)
 
-        await menu.click("Quit Demeter")
-        try:
-            code = app.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            fail("the app did not exit within 30 s of Quit")
-        if code != 0:
-            fail(f"the app exited with {code}")
-        out = read_log()
-        for line in ("quit requested", "engine stopped", "demeter-desktop exited"):
-            if line not in out:
-                fail(f"log lacks {line!r}")
+        # Closing the window keeps the app, its engine and its tray; Open brings the window back.
+        close_window("Demeter")
+        log("windows after close:", x_windows("Demeter"))
+        wait_until("the window to hide", lambda: not any(shown for _, shown in x_windows("Demeter")), 10)
+        if app.poll() is not None:
+            fail("closing the window ended the app")
+        await menu.wait_for_status(r"^Idle — last batch", 5)
+        await menu.click("Open Demeter")
+        wait_until("the window to come back", lambda: any(shown for _, shown in x_windows("Demeter")), 10)
+        log("closing the window kept the app in the tray; Open brought it back")
+
+        # Two batches (two subfolders) finishing together, one with a broken photo: one
+        # notification for both, saying some failed.
+        bench2, bench3 = os.path.join(photos, "bench-2"), os.path.join(photos, "bench-3")
+        os.makedirs(bench2)
+        os.makedirs(bench3)
+        shutil.copy(os.path.join(REAL, "04_plantcv-docs__2016-05-25_1031.chamber129-camera-01.jpg"), bench2)
+        shutil.copy(os.path.join(REAL, "08_plantcv-docs__tar_rgb.png"), bench3)
+        with open(os.path.join(REAL, "05_pcv-workshop__3_wt_891.JPG"), "rb") as src:
+            open(os.path.join(bench3, "broken.jpg"), "wb").write(src.read()[:20000])
+        seen = wait_until("a second notification", lambda: notifications(monitor_log)[1:] or None, 60)
+        await asyncio.sleep(COALESCE_S + 1)  # a third one would have come by now
+        seen = notifications(monitor_log)[1:]
+        log("notifications for two batches:", seen)
+        if seen != [("2 batches processed — some failed", "Completed 2, failed 1 — click to review")]:
+            fail(f"expected one coalesced notification, saw {seen}")
+        await menu.wait_for_status(r"^Idle — last 2 batches: Completed 2, failed 1$", 10)
+        await menu.wait_for_icon("failed")
+        log("after a batch with a failure the tray icon shows it")
+
+        await quit_cleanly(menu, app, read_log)
+        if "engine stopped" not in read_log():
+            fail("log lacks 'engine stopped'")
         log("clean exit after Quit; all desktop checks passed")
     finally:
         if app.poll() is None:
             app.kill()
-        monitor.terminate()
-        dunst.terminate()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
