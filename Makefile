@@ -92,7 +92,10 @@ desktop-test: ort desktop-deps
 desktop: ort desktop-deps node
 	mkdir -p target/desktop-bundle
 	cp -f "$(ORT_LIB)" target/desktop-bundle/
-	cd src-tauri && npm ci --no-audit --no-fund --silent && npx tauri build --bundles deb -- --locked
+	cd src-tauri && npm ci --no-audit --no-fund --silent && npx tauri build --no-bundle -- --locked
+	@# Packages ship stripped binaries (the release profile keeps line tables for the daemon's panics).
+	strip "$(abspath $(TARGET_DIR))/release/demeter-desktop"
+	cd src-tauri && npx tauri bundle --bundles deb
 	@ls -1 "$(abspath $(TARGET_DIR))"/release/bundle/deb/*.deb
 
 test: ort model-check fmt browser-deps desktop-deps

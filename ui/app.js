@@ -144,7 +144,10 @@ function jobRow(j) {
 function banner(summary, id) {
   const { total_jobs: total, completed, failed, pending, processing } = summary;
   if (total === 0 || pending + processing > 0) return null;
-  if (failed === 0) return el('div', { class: 'banner success', role: 'status' }, `All ${total} photos processed.`);
+  if (failed === 0) {
+    return el('div', { class: 'banner success', role: 'status' },
+      total === 1 ? 'The photo is processed.' : `All ${total} photos processed.`);
+  }
   if (failed === total && total > 5) {
     return el('div', { class: 'banner allfailed', role: 'alert' },
       `All ${total} photos failed — probably a system problem (model, GPU or disk). `, retryButton(id));
