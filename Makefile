@@ -10,8 +10,17 @@ ORT_LIB := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 MODELS_VENV ?= $(HOME)/.cache/demeter/models-venv
 export DEMETER_ORT_LIB ?= $(ORT_LIB)
+# The binaries the browser and desktop tests drive. `make test` builds both in one cargo
+# invocation: building them separately would resolve the shared dependencies' features twice
+# and compile much of the tree twice.
+BROWSER_TEST_PKGS ?= -p demeter-daemon
+DESKTOP_TEST_PKGS ?= -p demeter-desktop
+ALL_BIN_PKGS := -p demeter-daemon -p demeter-desktop
+EVAL_PKGS ?= -p demeter-daemon
+# Photos with ground truth (manifest.json) that the counting goal is judged on.
+DEV_SET ?= ../shared/data/real
 
-.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop clean help
+.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop eval clean help
 
 help:
 	@echo "make run    install what is missing, build (release), run the daemon on ./photos"
@@ -68,7 +77,7 @@ browser-deps: node
 
 # The status page in real headless Chromium against the real daemon (screenshots: target/browser-artifacts).
 browser-test: ort browser-deps
-	$(CARGO) build --locked -p demeter-daemon
+	$(CARGO) build --locked $(BROWSER_TEST_PKGS)
 	cd tests/browser && DEMETER_BIN="$(abspath $(TARGET_DIR))/debug/demeter" ARTIFACTS="$(abspath target/browser-artifacts)" \
 	  node --test --test-concurrency=1 .
 
@@ -85,7 +94,7 @@ desktop-deps:
 # The real app under Xvfb and a private session bus: tray over StatusNotifierItem/dbusmenu,
 # a notification on the bus, a screenshot (target/desktop-artifacts), Quit → clean exit.
 desktop-test: ort desktop-deps
-	$(CARGO) build --locked -p demeter-desktop
+	$(CARGO) build --locked $(DESKTOP_TEST_PKGS)
 	tests/desktop/run.sh "$(abspath $(TARGET_DIR))/debug/demeter-desktop" "$(abspath target/desktop-artifacts)"
 
 # Release build and .deb through the Tauri CLI from npm, with ONNX Runtime in /usr/lib/demeter.
@@ -98,11 +107,19 @@ desktop: ort desktop-deps node
 	cd src-tauri && npx tauri bundle --bundles deb
 	@ls -1 "$(abspath $(TARGET_DIR))"/release/bundle/deb/*.deb
 
+# Counting accuracy on the dev set: every photo within one at full resolution, and the
+# multi-plant trays within one at 400x300 too (see models/README.md).
+eval: ort
+	$(CARGO) build --locked $(EVAL_PKGS)
+	"$(abspath $(TARGET_DIR))/debug/demeter" eval "$(DEV_SET)" --max-error 1
+	"$(abspath $(TARGET_DIR))/debug/demeter" eval "$(DEV_SET)" --sizes 400x300 --min-count 2 --max-error 1
+
 test: ort model-check fmt browser-deps desktop-deps
-	$(CARGO) build --locked -p demeter-daemon -p demeter-desktop
+	$(CARGO) build --locked $(ALL_BIN_PKGS)
 	$(CARGO) test --locked --workspace --no-fail-fast
-	$(MAKE) --no-print-directory browser-test
-	$(MAKE) --no-print-directory desktop-test
+	$(MAKE) --no-print-directory eval EVAL_PKGS="$(ALL_BIN_PKGS)"
+	$(MAKE) --no-print-directory browser-test BROWSER_TEST_PKGS="$(ALL_BIN_PKGS)"
+	$(MAKE) --no-print-directory desktop-test DESKTOP_TEST_PKGS="$(ALL_BIN_PKGS)"
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 clean:

@@ -28,13 +28,31 @@ import onnx
 from onnx import TensorProto, helper
 
 NAME = "plant-exg"
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 LONG_SIDE = 512
 EXG_THRESHOLD = 0.15
 MIN_BRIGHTNESS = 0.20  # R+G+B, i.e. a mean channel value of about 0.067
 SMOOTH = 5
-# Components smaller than this share of the resized image are not plants (specks, moss).
-MIN_AREA_FRACTION = 0.0008
+# Components smaller than this share of the resized image are noise (a few pixels): the floor
+# only; which components are plants is decided by DETECTION below, relative to the photo.
+MIN_AREA_FRACTION = 0.00008
+# How Demeter's detection stage turns the mask into plants (crates/demeter-infer/src/detect.rs).
+# Chosen on the dev photos of ../shared/data/real and on generated scenes, never per image:
+# see models/README.md for what each measures.
+DETECTION = {
+    # Hysteresis: the mask (index > EXG_THRESHOLD) gives a plant's extent; it must also contain
+    # a pixel at least this green. Soil glints, moss and tray edges stay below it.
+    "seed_vegetation": 0.25,
+    # Smaller than 0.5 % of the photo's largest plant: a colour-card patch or a speck, not a
+    # plant (a seedling among rosettes is 1.5-3 %).
+    "relative_min_area": 0.005,
+    # A piece at most 30 % of a plant, within 0.35 x sqrt(plant area) of it (or centred inside
+    # its box grown by that much), is part of it: leaves cut off at the stalk, oblique stems.
+    "merge_gap": 0.35,
+    "merge_max_ratio": 0.3,
+    # A component 1.8 x the median plant or more is split at its distance-transform cores.
+    "split_min_median": 1.8,
+}
 OPSET = 17
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -129,8 +147,16 @@ meaning = "smoothed chromatic excess-green index (2G-R-B)/(R+G+B); [1, 1, H, W]"
 exg = {EXG_THRESHOLD}
 min_brightness = {MIN_BRIGHTNESS}
 # Used by Demeter's detection stage: connected components (8-neighbour) of the mask smaller
-# than this share of the resized image are dropped.
+# than this share of the resized image are dropped before the [detection] rules.
 min_area_fraction = {MIN_AREA_FRACTION}
+
+[detection]
+# How Demeter turns the mask into plants; see crates/demeter-infer/src/detect.rs.
+seed_vegetation = {DETECTION["seed_vegetation"]}
+relative_min_area = {DETECTION["relative_min_area"]}
+merge_gap = {DETECTION["merge_gap"]}
+merge_max_ratio = {DETECTION["merge_max_ratio"]}
+split_min_median = {DETECTION["split_min_median"]}
 
 [provenance]
 sha256 = "{hashlib.sha256(model_bytes).hexdigest()}"

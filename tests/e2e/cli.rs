@@ -234,3 +234,55 @@ fn the_first_run_shows_an_admin_token_once_and_tokens_are_managed_from_the_cli()
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[test]
+fn eval_judges_counts_against_the_manifest_and_gates_on_the_error() {
+    let dir = demeter_tests::real_photos_dir();
+    let dev = dir.to_str().unwrap();
+    // The dev set at full resolution, as `make test` runs it.
+    let (code, out, err) = demeter(&["eval", dev, "--max-error", "1", "--workers", "2"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg") && out.contains("mean absolute error"),
+        "{out}"
+    );
+    assert!(!out.contains("03_pcv-workshop"), "photos without ground truth are skipped: {out}");
+
+    // A manifest whose truth the model cannot meet: exit 1, naming the photo and the sizes.
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = tmp.path().join("m.json");
+    std::fs::write(
+        &manifest,
+        r#"{"images": [
+            {"file": "02_plantcv-docs__original_multi_image.jpg", "ground_truth": {"plant_count": 40}},
+            {"file": "05_pcv-workshop__3_wt_891.JPG", "ground_truth": {"plant_count": 1}},
+            {"file": "03_pcv-workshop__2016-09-27_1025_ch129-pos01.jpg", "ground_truth": null}
+        ]}"#,
+    )
+    .unwrap();
+    let json = tmp.path().join("eval.json");
+    let (code, out, err) = demeter(&[
+        "eval",
+        dev,
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--sizes",
+        "full,200x150",
+        "--max-error",
+        "1",
+        "--min-count",
+        "2",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("02_plantcv-docs__original_multi_image.jpg at full: off by more than 1 (true 40"), "{err}");
+    assert!(err.contains("at 200x150"), "{err}");
+    assert!(!out.contains("05_pcv"), "--min-count 2 leaves single plants out: {out}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["photos"].as_array().unwrap().len(), 2);
+    assert_eq!(report["photos"][1]["size"], "200x150");
+
+    let (code, _, err) = demeter(&["eval", dev, "--sizes", "big"]);
+    assert_eq!(code, 2, "a bad size is a usage error: {err}");
+}

@@ -24,6 +24,9 @@ pub enum Command {
     Run(RunArgs),
     /// Process photos or folders once, without the daemon, and report the results.
     Process(ProcessArgs),
+    /// Measure counting accuracy on photos with ground truth (a manifest.json as in
+    /// shared/data/real): predicted vs true count per photo, mean absolute error, time per photo.
+    Eval(EvalArgs),
     /// Manage access tokens (viewer, uploader, admin) in the data directory.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -118,6 +121,32 @@ pub struct ProcessArgs {
     pub common: CommonArgs,
 }
 
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Folder with the photos and their manifest.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The manifest [default: DIR/manifest.json]. Photos are `images[].file`; the truth is
+    /// `images[].ground_truth.plant_count` (photos without one are skipped).
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+    /// Sizes to judge each photo at: `full` (as stored) and/or WIDTHxHEIGHT (the photo resized
+    /// to fit that box, aspect ratio kept), comma-separated.
+    #[arg(long, value_name = "SIZES", default_value = "full", value_delimiter = ',')]
+    pub sizes: Vec<crate::eval::Size>,
+    /// Exit 1 when any photo's count is off by more than N.
+    #[arg(long, value_name = "N")]
+    pub max_error: Option<u32>,
+    /// Judge only photos whose true count is at least N (e.g. 2: multi-plant trays).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub min_count: u32,
+    /// Write the per-photo figures to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
 /// Exit status for usage, configuration and start-up errors.
 pub const EXIT_CONFIG: u8 = 2;
 
@@ -131,10 +160,11 @@ pub fn main() -> ExitCode {
         }
     };
     // `process` draws a progress bar on stderr: only warnings may interrupt it.
-    init_logging(if matches!(cli.command, Command::Process(_)) { "warn" } else { "info,ort=warn" });
+    init_logging(if matches!(cli.command, Command::Process(_) | Command::Eval(_)) { "warn" } else { "info,ort=warn" });
     let result = match cli.command {
         Command::Run(args) => crate::run::run(args),
         Command::Process(args) => crate::process::process(args),
+        Command::Eval(args) => crate::eval::eval(args),
         Command::Token(cmd) => crate::token::token(cmd),
     };
     match result {

@@ -1,6 +1,7 @@
 //! `demeter`: the headless daemon. See `cli` for the commands.
 
 mod cli;
+mod eval;
 mod process;
 mod run;
 mod settings;

@@ -68,10 +68,10 @@ pub fn run(
     drop(img);
 
     stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Decode))?;
-    let mask = analyzer.segment(&prepared).map_err(|e| JobError::transient(e.to_string()))?;
+    let segmentation = analyzer.segment(&prepared).map_err(|e| JobError::transient(e.to_string()))?;
 
     stage(Stage::Detect, &mut timings, &mut t, Some(Stage::Segment))?;
-    let detection = analyzer.detect(&mask, &prepared);
+    let detection = analyzer.detect(&segmentation, &prepared);
 
     stage(Stage::Locate, &mut timings, &mut t, Some(Stage::Detect))?;
     let storage_location_id = top_level_folder(input.rel_path);

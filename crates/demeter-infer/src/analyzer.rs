@@ -14,6 +14,14 @@ pub struct Prepared {
     pub orig_height: u32,
 }
 
+/// What the model says about a prepared photo.
+pub struct Segmentation {
+    /// Plant pixels, row-major, the prepared image's size.
+    pub mask: Vec<bool>,
+    /// The model's vegetation index at the same size, if it has that output.
+    pub vegetation: Option<Vec<f32>>,
+}
+
 /// Plants found in a photo, in the photo's coordinates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
@@ -81,15 +89,28 @@ impl Analyzer {
     }
 
     /// Resizes the photo so its long side is the model's `long_side` (never upscaling).
+    /// Resizes the photo so its long side is the model's `long_side`, smaller photos included
+    /// (upscaled), so that everything after this sees plants at the same scale whatever the
+    /// camera's resolution.
     pub fn prepare(&self, img: &DynamicImage) -> Prepared {
         let side = self.model.manifest.input.long_side;
         let (w, h) = (img.width(), img.height());
-        let rgb = if w.max(h) > side { img.thumbnail(side, side).to_rgb8() } else { img.to_rgb8() };
+        let rgb = if w.max(h) > side {
+            img.thumbnail(side, side).to_rgb8()
+        } else if w.max(h) < side {
+            let scale = f64::from(side) / f64::from(w.max(h));
+            let (nw, nh) =
+                (((f64::from(w) * scale).round() as u32).max(1), ((f64::from(h) * scale).round() as u32).max(1));
+            img.resize_exact(nw, nh, image::imageops::FilterType::Triangle).to_rgb8()
+        } else {
+            img.to_rgb8()
+        };
         Prepared { rgb, orig_width: w, orig_height: h }
     }
 
-    /// Runs the model; returns the mask (row-major, the prepared image's size).
-    pub fn segment(&mut self, p: &Prepared) -> Result<Vec<bool>, InferError> {
+    /// Runs the model; returns the mask (row-major, the prepared image's size) and the
+    /// vegetation index when the model has one.
+    pub fn segment(&mut self, p: &Prepared) -> Result<Segmentation, InferError> {
         let spec = &self.model.manifest.input;
         let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
         let plane = w * h;
@@ -109,17 +130,31 @@ impl Analyzer {
         if mask.len() != plane {
             return Err(InferError::Run(format!("mask has shape {shape:?}, expected [1, 1, {h}, {w}]")));
         }
-        Ok(mask.iter().map(|v| *v > 0.5).collect())
+        let mask = mask.iter().map(|v| *v > 0.5).collect();
+        let vegetation = match self.model.vegetation_output() {
+            Some(name) => {
+                let (shape, v) = outputs[name]
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| InferError::Run(format!("output {name:?}: {e}")))?;
+                if v.len() != plane {
+                    return Err(InferError::Run(format!("{name} has shape {shape:?}, expected [1, 1, {h}, {w}]")));
+                }
+                Some(v.to_vec())
+            }
+            None => None,
+        };
+        Ok(Segmentation { mask, vegetation })
     }
 
     /// Turns the mask into plants in the original photo's coordinates.
-    pub fn detect(&self, mask: &[bool], p: &Prepared) -> Detection {
+    pub fn detect(&self, seg: &Segmentation, p: &Prepared) -> Detection {
         let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
         let min_area = (self.model.manifest.thresholds.min_area_fraction * (w * h) as f64).ceil().max(1.0) as u64;
         let sx = f64::from(p.orig_width) / w as f64;
         let sy = f64::from(p.orig_height) / h as f64;
-        let comps = detect::components(mask, w, h, min_area);
-        let plant_px: u64 = mask.iter().filter(|m| **m).count() as u64;
+        let comps =
+            detect::plants(&seg.mask, seg.vegetation.as_deref(), w, h, min_area, &self.model.manifest.detection);
+        let plant_px: u64 = seg.mask.iter().filter(|m| **m).count() as u64;
         let plants = comps
             .into_iter()
             .map(|c| demeter_domain::Plant {

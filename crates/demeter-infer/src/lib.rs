@@ -20,7 +20,7 @@ pub mod overlay;
 pub mod runtime;
 pub mod thumbnail;
 
-pub use analyzer::{Analyzer, Detection, Prepared};
+pub use analyzer::{Analyzer, Detection, Prepared, Segmentation};
 pub use decode::{decode, DecodeError, DecodeLimits};
 pub use error::InferError;
 pub use model::{Manifest, Model};

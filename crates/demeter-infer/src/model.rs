@@ -26,6 +26,9 @@ pub struct Manifest {
     pub input: InputSpec,
     pub outputs: BTreeMap<String, OutputSpec>,
     pub thresholds: Thresholds,
+    /// How the mask becomes plants (see [`crate::detect::Rules`]); absent: plain components.
+    #[serde(default)]
+    pub detection: crate::detect::Rules,
     #[serde(default)]
     pub provenance: BTreeMap<String, toml::Value>,
 }
@@ -112,12 +115,18 @@ impl Model {
         if !(0.0..1.0).contains(&manifest.thresholds.min_area_fraction) {
             return Err(err("thresholds.min_area_fraction must be in 0..1".into()));
         }
+        manifest.detection.check().map_err(err)?;
         let sha256 = format!("{:x}", Sha256::digest(&onnx));
         Ok(Self { manifest, onnx, sha256, dir })
     }
 
     pub fn mask_output(&self) -> &str {
         &self.manifest.outputs["mask"].name
+    }
+
+    /// The vegetation-index output, when the model has one (used for the seed check).
+    pub fn vegetation_output(&self) -> Option<&str> {
+        self.manifest.outputs.get("vegetation").map(|o| o.name.as_str())
     }
 }
 

@@ -29,32 +29,40 @@ fn default_model_counts_plants_on_real_photos() {
     let count = |a: &mut Analyzer, bytes: &[u8]| {
         let img = decode(bytes, limits).unwrap();
         let p = a.prepare(&img);
-        let mask = a.segment(&p).unwrap();
-        (a.detect(&mask, &p), img.width(), img.height())
+        let seg = a.segment(&p).unwrap();
+        (a.detect(&seg, &p), img.width(), img.height())
     };
 
-    // A tray of 20 pot positions, 19 with plants per the source (2 of them tiny seedlings).
+    // A tray of 20 pot positions, 19 with plants per the source (2 of them tiny seedlings):
+    // within one, the goal of `demeter eval` (which `make test` also runs).
     let (tray, w, h) = count(&mut a, &real("01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg"));
     assert_eq!((w, h), (2592, 1944));
     let n = tray.plants.len();
-    assert!((15..=21).contains(&n), "tray count {n}");
+    assert!((18..=20).contains(&n), "tray count {n}");
     assert!(tray.plant_area_fraction > 0.02 && tray.plant_area_fraction < 0.5);
     for p in &tray.plants {
         assert!(p.bbox[0] + p.bbox[2] <= w + 1 && p.bbox[1] + p.bbox[3] <= h + 1, "box inside the photo: {p:?}");
         assert!((p.centroid[0] as u32) < w && (p.centroid[1] as u32) < h);
     }
 
-    // One plant in a pot.
-    let (single, _, _) = count(&mut a, &real("05_pcv-workshop__3_wt_891.JPG"));
-    assert_eq!(single.plants.len(), 1);
+    // One plant each: with a colour card and a barcode label; from above; from an angle, where
+    // the leaves are cut off from the stem in the mask.
+    for photo in [
+        "05_pcv-workshop__3_wt_891.JPG",
+        "06_apps-phenotyping__topviewpi_20170830.0955_quinoa_qq74.jpg",
+        "07_apps-phenotyping__octagon_20170830.0955_quinoa_qq74.jpg",
+    ] {
+        let (single, _, _) = count(&mut a, &real(photo));
+        assert_eq!(single.plants.len(), 1, "{photo}");
+    }
 
-    // The same tray at 400×300 counts about the same: counts do not depend on resolution.
+    // The same tray at 400×300: within one of the truth too (counts do not depend on resolution).
     let (small, _, _) = count(&mut a, &real("02_plantcv-docs__original_multi_image.jpg"));
-    assert!((small.plants.len() as i64 - n as i64).abs() <= 3, "{} vs {n}", small.plants.len());
+    assert!((18..=20).contains(&small.plants.len()), "{} at 400x300", small.plants.len());
 
     // A blank grey image has no plants.
     let grey = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128])));
     let p = a.prepare(&grey);
-    let mask = a.segment(&p).unwrap();
-    assert!(a.detect(&mask, &p).plants.is_empty());
+    let seg = a.segment(&p).unwrap();
+    assert!(a.detect(&seg, &p).plants.is_empty());
 }
