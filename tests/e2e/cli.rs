@@ -286,3 +286,83 @@ fn eval_judges_counts_against_the_manifest_and_gates_on_the_error() {
     let (code, _, err) = demeter(&["eval", dev, "--sizes", "big"]);
     assert_eq!(code, 2, "a bad size is a usage error: {err}");
 }
+
+#[test]
+fn locations_come_from_qr_labels_subfolders_filenames_or_the_default_and_results_record_the_rule() {
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = tmp.path().join("photos");
+    fs::create_dir_all(photos.join("B1")).unwrap();
+    let dev = demeter_tests::real_photos_dir();
+    // A real tray photo with a generated QR label naming bench 2, in bench 1's folder: the
+    // label wins over the folder.
+    let mut tray = image::open(dev.join("01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg")).unwrap();
+    let label = qrcode::QrCode::new(b"Bench 2").unwrap().render::<image::Luma<u8>>().module_dimensions(6, 6).build();
+    image::GenericImage::copy_from(&mut tray, &image::DynamicImage::ImageLuma8(label).to_rgba8(), 40, 1500).unwrap();
+    tray.to_rgb8().save(photos.join("B1/labelled.jpg")).unwrap();
+    fs::copy(dev.join("02_plantcv-docs__original_multi_image.jpg"), photos.join("B1/plain.jpg")).unwrap();
+    fs::copy(dev.join("04_plantcv-docs__2016-05-25_1031.chamber129-camera-01.jpg"), photos.join("B3_0001.jpg"))
+        .unwrap();
+    fs::copy(dev.join("06_apps-phenotyping__topviewpi_20170830.0955_quinoa_qq74.jpg"), photos.join("IMG_7.jpg"))
+        .unwrap();
+    let config = tmp.path().join("config.toml");
+    fs::write(
+        &config,
+        r#"
+[locations]
+filename_pattern = "^(?P<location>B\\d+)_"
+default = "cold"
+[[locations.list]]
+id = "B1"
+name = "Bench 1"
+[[locations.list]]
+id = "B2"
+name = "Bench 2"
+[[locations.list]]
+id = "B3"
+name = "Bench 3"
+[[locations.list]]
+id = "cold"
+name = "Cold room"
+"#,
+    )
+    .unwrap();
+    let json = tmp.path().join("out.json");
+    let (code, out, err) = demeter(&[
+        "process",
+        photos.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+    let find = |name: &str| {
+        doc["photos"].as_array().unwrap().iter().find(|p| p["path"].as_str().unwrap().ends_with(name)).unwrap()
+            ["result"]
+            .clone()
+    };
+    let located = |name: &str| {
+        let r = find(name);
+        (r["storage_location_id"].as_str().unwrap().to_owned(), r["location_rule"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(located("labelled.jpg"), ("B2".into(), "qr_code".into()));
+    assert_eq!(find("labelled.jpg")["storage_location_name"], "Bench 2");
+    assert_eq!(located("plain.jpg"), ("B1".into(), "subfolder".into()));
+    assert_eq!(located("B3_0001.jpg"), ("B3".into(), "filename_pattern".into()));
+    assert_eq!(located("IMG_7.jpg"), ("cold".into(), "default".into()));
+
+    // Provenance: the model, its hashes and the numbers the count depends on.
+    let model = &find("plain.jpg")["model"];
+    assert_eq!(model["name"], "plant-exg");
+    assert_eq!(model["manifest_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(model["onnx_sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(model["thresholds"]["thresholds.exg"], 0.15);
+    assert_eq!(model["thresholds"]["detection.merge_gap"], 0.35);
+
+    // A pattern without the named group stops start-up naming the key.
+    fs::write(&config, "[locations]\nfilename_pattern = \"B\\\\d+\"\n").unwrap();
+    let (code, _, err) = demeter(&["process", photos.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("locations.filename_pattern") && err.contains("named group"), "{err}");
+}

@@ -19,6 +19,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub runtime: RuntimeConfig,
     pub notify: NotifyConfig,
+    /// Storage locations and how photos are matched to them.
+    pub locations: crate::location::LocationsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -274,6 +276,7 @@ impl Config {
         if self.store.sweep_interval_secs == 0 {
             return invalid("store.sweep_interval_secs", "must be at least 1");
         }
+        crate::location::Locator::new(&self.locations)?;
         if let Some(url) = &self.notify.webhook {
             if url.starts_with("https://") {
                 return invalid("notify.webhook", "https is not supported yet; use an http:// URL on the LAN");

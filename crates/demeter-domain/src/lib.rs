@@ -20,6 +20,7 @@ pub mod eta;
 pub mod health;
 mod ids;
 pub mod job;
+pub mod location;
 pub mod metrics;
 pub mod notify;
 pub mod result;

@@ -19,12 +19,24 @@ pub struct Plant {
     pub area_px: u64,
 }
 
-/// Which model produced a result, so results stay interpretable after a model upgrade.
+/// Which model produced a result, and with which settings, so a count stays interpretable and
+/// reproducible after a model upgrade. (Results stored before these fields existed read them
+/// as empty.)
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ModelRef {
     pub name: String,
     pub version: String,
+    /// SHA-256 of the model's `manifest.toml` (which itself names the `model.onnx` hash).
+    #[serde(default)]
+    pub manifest_sha256: String,
+    /// SHA-256 of `model.onnx`.
+    #[serde(default)]
+    pub onnx_sha256: String,
+    /// Every threshold and detection rule the count depends on, e.g. `thresholds.exg`,
+    /// `detection.merge_gap`, `input.long_side`.
+    #[serde(default)]
+    pub thresholds: BTreeMap<String, f64>,
 }
 
 /// The outcome of a completed job.
@@ -37,8 +49,14 @@ pub struct JobResult {
     pub plants: Vec<Plant>,
     /// Share of the photo covered by plants, 0..=1.
     pub plant_area_fraction: f32,
-    /// The storage location matched; for now the top-level subfolder's name.
+    /// The storage location matched (see `demeter_domain::location`).
     pub storage_location_id: Option<String>,
+    /// Its configured name, when it is a listed location.
+    #[serde(default)]
+    pub storage_location_name: Option<String>,
+    /// Which rule matched it: `qr_code`, `subfolder`, `filename_pattern` or `default`.
+    #[serde(default)]
+    pub location_rule: Option<crate::location::LocationRule>,
     pub model: ModelRef,
     /// Milliseconds spent in each stage.
     pub timings_ms: BTreeMap<Stage, u64>,

@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     pub busy: AtomicUsize,
     /// Counters and stage histograms for `/metrics`.
     pub metrics: Mutex<EngineMetrics>,
+    /// Storage-location rules, compiled once (the config was validated at load).
+    pub locator: demeter_domain::location::Locator,
     pub thumbnails: PathBuf,
     pub overlays: PathBuf,
 }
@@ -137,6 +139,7 @@ impl Engine {
             work: WorkSignal::default(),
             busy: AtomicUsize::new(0),
             metrics: Mutex::new(EngineMetrics::default()),
+            locator: demeter_domain::location::Locator::new(&config.locations).map_err(EngineError::Config)?,
             thumbnails,
             overlays,
         });

@@ -15,4 +15,6 @@ pub enum EngineError {
     Watch(#[from] WatchError),
     #[error("cannot create {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Config(#[from] demeter_domain::config::ConfigError),
 }

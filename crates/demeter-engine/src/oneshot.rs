@@ -82,6 +82,7 @@ pub fn process(
     let workers = config.workers.count.min(photos.len());
     let (mut analyzers, _) = crate::worker::analyzers(config, workers)?;
     let limits = DecodeLimits { max_pixels: config.workers.max_pixels };
+    let locator = &demeter_domain::location::Locator::new(&config.locations)?;
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<Option<PhotoReport>>> = Mutex::new(vec![None; photos.len()]);
     std::thread::scope(|s| {
@@ -90,8 +91,14 @@ pub fn process(
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(photo) = photos.get(i) else { break };
                 let t = Instant::now();
-                let input =
-                    PhotoInput { path: &photo.path, rel_path: &photo.rel_path, limits, thumbnail: None, overlay: None };
+                let input = PhotoInput {
+                    path: &photo.path,
+                    rel_path: &photo.rel_path,
+                    limits,
+                    thumbnail: None,
+                    overlay: None,
+                    locator,
+                };
                 let outcome = pipeline::run_guarded(analyzer, &input, |_| true).map_err(|e| match e {
                     Interrupt::Failed(e) => e,
                     Interrupt::Stopped => JobError::transient("stopped"),

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
-use demeter_domain::{JobError, JobResult, ModelRef, Stage};
+use demeter_domain::{location::Locator, JobError, JobResult, Stage};
 use demeter_infer::{overlay, thumbnail, Analyzer, DecodeLimits};
 
 /// Why a photo did not complete.
@@ -31,6 +31,8 @@ pub struct PhotoInput<'a> {
     pub thumbnail: Option<&'a Path>,
     /// Where to write the overlay (plants boxed and numbered), if anywhere.
     pub overlay: Option<&'a Path>,
+    /// Storage-location rules.
+    pub locator: &'a Locator,
 }
 
 /// Runs every stage. `on_stage` is called as each stage starts (it stores and announces the
@@ -65,6 +67,8 @@ pub fn run(
     drop(bytes);
     let prepared = analyzer.prepare(&img);
     let (width, height) = (img.width(), img.height());
+    // Only a grey, smaller copy is kept for the QR search; the full photo goes now.
+    let qr_image = input.locator.wants_qr().then(|| demeter_infer::qr::search_image(&img));
     drop(img);
 
     stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Decode))?;
@@ -74,7 +78,8 @@ pub fn run(
     let detection = analyzer.detect(&segmentation, &prepared);
 
     stage(Stage::Locate, &mut timings, &mut t, Some(Stage::Detect))?;
-    let storage_location_id = top_level_folder(input.rel_path);
+    let qr_texts = qr_image.as_ref().map(demeter_infer::qr::read).unwrap_or_default();
+    let location = input.locator.locate(&qr_texts, input.rel_path);
 
     stage(Stage::Save, &mut timings, &mut t, Some(Stage::Locate))?;
     if let Some(path) = input.thumbnail {
@@ -89,14 +94,15 @@ pub fn run(
     }
     timings.insert(Stage::Save, t.elapsed().as_millis() as u64);
 
-    let model = &analyzer.model().manifest;
     Ok(JobResult {
         session_id: uuid::Uuid::now_v7(),
         total_detected: detection.plants.len() as u32,
         plants: detection.plants,
         plant_area_fraction: detection.plant_area_fraction,
-        storage_location_id,
-        model: ModelRef { name: model.name.clone(), version: model.version.clone() },
+        storage_location_id: location.as_ref().map(|l| l.id.clone()),
+        storage_location_name: location.as_ref().and_then(|l| l.name.clone()),
+        location_rule: location.map(|l| l.rule),
+        model: analyzer.model().reference(),
         timings_ms: timings,
         width,
         height,
@@ -126,14 +132,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// The storage location for now: the photo's top-level subfolder, if any. Uploaded photos
-/// (`uploads/<session>/…`) come from a phone, not a bench: no location.
-fn top_level_folder(rel_path: &str) -> Option<String> {
-    let mut parts = rel_path.split('/');
-    let first = parts.next()?;
-    parts.next().filter(|_| first != demeter_domain::session::UPLOADS_DIR).map(|_| first.to_owned())
-}
-
 /// Writes via a temporary file and a rename, so readers never see half a file.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("part");
@@ -153,13 +151,5 @@ mod tests {
         assert_eq!(panic_message(caught.as_ref()), "plain");
         let caught = std::panic::catch_unwind(|| std::panic::panic_any(42)).unwrap_err();
         assert_eq!(panic_message(caught.as_ref()), "unknown panic");
-    }
-
-    #[test]
-    fn location_is_the_top_level_folder() {
-        assert_eq!(top_level_folder("bench-3/tray.jpg"), Some("bench-3".into()));
-        assert_eq!(top_level_folder("bench-3/a/b.jpg"), Some("bench-3".into()));
-        assert_eq!(top_level_folder("tray.jpg"), None);
-        assert_eq!(top_level_folder("uploads/0192f5d2-0000-7000-8000-000000000000/tray.jpg"), None);
     }
 }

@@ -72,6 +72,7 @@ fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
         limits: DecodeLimits { max_pixels: shared.config.workers.max_pixels },
         thumbnail: Some(&thumbnail),
         overlay: Some(&overlay),
+        locator: &shared.locator,
     };
     let mut current = Stage::Read;
     let on_stage = |stage: Stage| {

@@ -17,6 +17,7 @@ pub mod detect;
 mod error;
 pub mod model;
 pub mod overlay;
+pub mod qr;
 pub mod runtime;
 pub mod thumbnail;
 

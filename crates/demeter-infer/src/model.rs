@@ -74,6 +74,8 @@ pub struct Model {
     pub onnx: Arc<[u8]>,
     /// SHA-256 of `model.onnx`, hex.
     pub sha256: String,
+    /// SHA-256 of `manifest.toml`, hex.
+    pub manifest_sha256: String,
     /// Where it came from: a folder, or `None` for the built-in default.
     pub dir: Option<PathBuf>,
 }
@@ -94,9 +96,9 @@ impl Model {
         Self::from_parts(&manifest, onnx.into(), Some(dir.to_owned()), dir)
     }
 
-    fn from_parts(manifest: &str, onnx: Arc<[u8]>, dir: Option<PathBuf>, at: &Path) -> Result<Self, InferError> {
+    fn from_parts(manifest_text: &str, onnx: Arc<[u8]>, dir: Option<PathBuf>, at: &Path) -> Result<Self, InferError> {
         let err = |reason: String| InferError::Model { path: at.to_owned(), reason };
-        let manifest: Manifest = toml::from_str(manifest).map_err(|e| err(format!("manifest.toml: {e}")))?;
+        let manifest: Manifest = toml::from_str(manifest_text).map_err(|e| err(format!("manifest.toml: {e}")))?;
         if manifest.input.layout != "NCHW" {
             return Err(err(format!("input.layout {:?} is not supported (only \"NCHW\")", manifest.input.layout)));
         }
@@ -117,11 +119,41 @@ impl Model {
         }
         manifest.detection.check().map_err(err)?;
         let sha256 = format!("{:x}", Sha256::digest(&onnx));
-        Ok(Self { manifest, onnx, sha256, dir })
+        let manifest_sha256 = format!("{:x}", Sha256::digest(manifest_text.as_bytes()));
+        Ok(Self { manifest, onnx, sha256, manifest_sha256, dir })
     }
 
     pub fn mask_output(&self) -> &str {
         &self.manifest.outputs["mask"].name
+    }
+
+    /// What a result records about the model: name, version, hashes, and every number the
+    /// count depends on.
+    pub fn reference(&self) -> demeter_domain::ModelRef {
+        let m = &self.manifest;
+        let mut thresholds = std::collections::BTreeMap::new();
+        thresholds.insert("input.long_side".to_owned(), f64::from(m.input.long_side));
+        thresholds.insert("thresholds.min_area_fraction".to_owned(), m.thresholds.min_area_fraction);
+        for (k, v) in &m.thresholds.other {
+            if let Some(x) = v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+                thresholds.insert(format!("thresholds.{k}"), x);
+            }
+        }
+        let d = &m.detection;
+        if let Some(seed) = d.seed_vegetation {
+            thresholds.insert("detection.seed_vegetation".to_owned(), f64::from(seed));
+        }
+        thresholds.insert("detection.relative_min_area".to_owned(), d.relative_min_area);
+        thresholds.insert("detection.merge_gap".to_owned(), d.merge_gap);
+        thresholds.insert("detection.merge_max_ratio".to_owned(), d.merge_max_ratio);
+        thresholds.insert("detection.split_min_median".to_owned(), d.split_min_median);
+        demeter_domain::ModelRef {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            manifest_sha256: self.manifest_sha256.clone(),
+            onnx_sha256: self.sha256.clone(),
+            thresholds,
+        }
     }
 
     /// The vegetation-index output, when the model has one (used for the seed check).
