@@ -299,3 +299,51 @@ fn walkdir_files(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn a_session_reprocessed_with_another_installed_model_gets_new_results_with_their_provenance() {
+    // A second model: the built-in graph with stricter detection (only big plants count).
+    let models = tempfile::tempdir().unwrap();
+    let strict = models.path().join("strict");
+    fs::create_dir_all(&strict).unwrap();
+    let repo_models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/plant-exg");
+    fs::copy(repo_models.join("model.onnx"), strict.join("model.onnx")).unwrap();
+    let manifest = fs::read_to_string(repo_models.join("manifest.toml")).unwrap();
+    let manifest = manifest
+        .replace("name = \"plant-exg\"", "name = \"plant-exg-strict\"")
+        .replace("relative_min_area = 0.005", "relative_min_area = 0.6");
+    fs::write(strict.join("manifest.toml"), manifest).unwrap();
+    let config = models.path().join("config.toml");
+    fs::write(&config, format!("[model]\ninstalled = [{:?}]\n", strict.to_str().unwrap())).unwrap();
+
+    let d = Daemon::start_with(&[("DEMETER_CONFIG", config.to_str().unwrap())]);
+    let (_, health) = d.get("/health");
+    let installed: Vec<&str> =
+        health["installed_models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(installed, ["plant-exg", "plant-exg-strict"]);
+
+    fs::copy(&real_photos()[0], d.watch_dir().join("tray.jpg")).unwrap();
+    let first = finished_session(&d, 1);
+    let session = first["upload_session_id"].as_str().unwrap().to_owned();
+    let job = first["jobs"][0]["job_id"].as_str().unwrap().to_owned();
+    let before = first["jobs"][0]["result"]["total_detected"].as_u64().unwrap();
+    assert!(before >= 18, "{before}");
+
+    let res = d
+        .request("POST", &format!("/api/v1/sessions/{session}/reprocess"))
+        .set("content-type", "application/json")
+        .send_string(r#"{"model":"plant-exg-strict"}"#)
+        .unwrap();
+    let body: Value = res.into_json().unwrap();
+    assert_eq!(body["requeued"], 1);
+
+    let detail = wait_for("the re-run to finish", Duration::from_secs(60), || {
+        let (_, detail) = d.get(&format!("/api/v1/jobs/{job}"));
+        (detail["status"] == "completed" && detail["details"]["model"]["name"] == "plant-exg-strict").then_some(detail)
+    });
+    let after = detail["details"]["total_detected"].as_u64().unwrap();
+    assert!(after < before, "only the biggest rosettes pass the strict model: {after} vs {before}");
+    assert!(detail["previous_result"].is_null(), "the old result is replaced once the new one is stored");
+    assert_eq!(detail["details"]["model"]["thresholds"]["detection.relative_min_area"], 0.6);
+    assert_eq!(detail["model"], "plant-exg-strict");
+}

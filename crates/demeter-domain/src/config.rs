@@ -137,6 +137,9 @@ impl Default for WorkersConfig {
 pub struct ModelConfig {
     /// A folder with `model.onnx` and `manifest.toml`; `None`: the default model built into the binary.
     pub dir: Option<PathBuf>,
+    /// Further model folders, loaded at start, that a session can be reprocessed with
+    /// (`POST /api/v1/sessions/{id}/reprocess`). Names must differ from each other and the default's.
+    pub installed: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

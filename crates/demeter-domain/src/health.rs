@@ -14,6 +14,9 @@ pub struct Health {
     /// Why the requested device is not in use (e.g. `--device auto` without a GPU).
     pub warnings: Vec<String>,
     pub model: ModelHealth,
+    /// Every model a session can be reprocessed with, the default first.
+    #[serde(default)]
+    pub installed_models: Vec<ModelHealth>,
     pub workers: WorkersHealth,
     pub queue: QueueHealth,
     pub watcher: WatcherHealth,

@@ -188,6 +188,13 @@ pub struct Job {
     /// How many times a worker has started this job; capped by `max_attempts`.
     pub attempts: u32,
     pub state: JobState,
+    /// The installed model to run (by name); `None`: the default model. Set by a reprocess.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// While a job is re-run with another model, its last result: nothing is lost until the
+    /// new one is stored (and it stays if the re-run fails).
+    #[serde(default)]
+    pub previous_result: Option<Box<JobResult>>,
 }
 
 impl Job {
@@ -214,6 +221,8 @@ impl Job {
             created_at: now,
             attempts: 0,
             state: JobState::Pending { queued_at: now },
+            model: None,
+            previous_result: None,
         }
     }
 
@@ -304,6 +313,7 @@ impl Job {
         match self.state {
             JobState::Processing { started_at, .. } => {
                 self.state = JobState::Completed { started_at, completed_at: now, result: Box::new(result) };
+                self.previous_result = None;
                 Ok(())
             }
             _ => Err(self.refuse("complete")),
@@ -349,6 +359,22 @@ impl Job {
             }
             _ => Err(self.refuse("retry")),
         }
+    }
+
+    /// Runs a finished job again with `model` (`None`: the default model). The current result,
+    /// if any, is kept as `previous_result` until the new one is stored.
+    pub fn reprocess(&mut self, model: Option<String>, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match &mut self.state {
+            JobState::Completed { result, .. } => {
+                self.previous_result = Some(std::mem::take(result));
+            }
+            JobState::Failed { .. } => {}
+            _ => return Err(self.refuse("reprocess")),
+        }
+        self.model = model;
+        self.attempts = 0;
+        self.state = JobState::Pending { queued_at: now };
+        Ok(())
     }
 
     /// A person cancels a job that has not started yet.
@@ -434,6 +460,29 @@ mod tests {
         assert_eq!(j.status(), StatusName::Completed);
         assert_eq!(j.started_at(), Some(t(1)));
         assert_eq!(j.completed_at(), Some(t(2)));
+    }
+
+    #[test]
+    fn reprocessing_keeps_the_old_result_until_a_new_one_is_stored() {
+        let mut j = job();
+        j.claim(0, t(1)).unwrap();
+        j.complete(result(), t(2)).unwrap();
+        j.reprocess(Some("plant-unet".into()), t(3)).unwrap();
+        assert_eq!((j.status(), j.attempts, j.model.as_deref()), (StatusName::Pending, 0, Some("plant-unet")));
+        assert_eq!(j.previous_result.as_deref().map(|r| r.total_detected), Some(3));
+        assert!(j.reprocess(None, t(3)).is_err(), "not while pending");
+        j.claim(0, t(4)).unwrap();
+        assert!(j.reprocess(None, t(4)).is_err(), "not while processing");
+        // A failed re-run keeps the old result available.
+        j.fail(JobError::permanent("model refused"), t(5)).unwrap();
+        assert_eq!(j.previous_result.as_deref().map(|r| r.total_detected), Some(3));
+        j.reprocess(Some("plant-unet".into()), t(6)).unwrap();
+        assert!(j.previous_result.is_some(), "still the last good result");
+        j.claim(0, t(7)).unwrap();
+        let mut new = result();
+        new.total_detected = 4;
+        j.complete(new, t(8)).unwrap();
+        assert_eq!((j.result().map(|r| r.total_detected), j.previous_result.is_none()), (Some(4), true));
     }
 
     #[test]

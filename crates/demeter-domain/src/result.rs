@@ -41,7 +41,7 @@ pub struct ModelRef {
 
 /// The outcome of a completed job.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct JobResult {
     /// The processing run's id (the seed's `result.session_id`): new for every run of a job.
     pub session_id: Uuid,

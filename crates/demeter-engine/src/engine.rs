@@ -101,7 +101,8 @@ pub struct Engine {
     shared: Arc<Shared>,
     watcher: Option<FolderWatcher>,
     threads: Vec<JoinHandle<()>>,
-    model: Arc<Model>,
+    /// The default model first, then the installed ones.
+    models: Vec<Arc<Model>>,
     provider: &'static str,
     warnings: Vec<String>,
     intra_threads: usize,
@@ -112,10 +113,11 @@ impl Engine {
     /// the ONNX Runtime library, the device or the store cannot be used.
     pub fn start(opts: EngineOptions) -> Result<Self, EngineError> {
         let EngineOptions { config, data_dir, clock } = opts;
-        let (analyzers, intra_threads) = worker::analyzers(&config, config.workers.count)?;
-        let model = Arc::new(analyzers[0].model().clone());
-        let provider = analyzers[0].provider().as_str();
-        let warnings: Vec<String> = analyzers[0].warning().map(str::to_owned).into_iter().collect();
+        let (mut sets, intra_threads) = worker::analyzers(&config, config.workers.count)?;
+        let models: Vec<Arc<Model>> = sets[0].all().map(|a| Arc::new(a.model().clone())).collect();
+        let first = sets[0].default_model();
+        let provider = first.provider().as_str();
+        let warnings: Vec<String> = first.warning().map(str::to_owned).into_iter().collect();
 
         std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir { path: data_dir.clone(), source })?;
         let (thumbnails, overlays) = (data_dir.join("thumbnails"), data_dir.join("overlays"));
@@ -148,7 +150,7 @@ impl Engine {
         }
 
         let mut threads = Vec::new();
-        for (id, analyzer) in analyzers.into_iter().enumerate() {
+        for (id, analyzer) in sets.into_iter().enumerate() {
             threads.push(worker::spawn(id, analyzer, shared.clone()));
         }
         threads.push(sweeper::spawn(shared.clone()));
@@ -163,8 +165,8 @@ impl Engine {
         let watcher = FolderWatcher::start(watch, tx)?;
         threads.push(ingest::spawn(rx, shared.clone()));
 
-        info!(workers = config.workers.count, provider, model = %model.manifest.name, "engine started");
-        Ok(Self { shared, watcher: Some(watcher), threads, model, provider, warnings, intra_threads })
+        info!(workers = config.workers.count, provider, model = %models[0].manifest.name, installed = models.len() - 1, "engine started");
+        Ok(Self { shared, watcher: Some(watcher), threads, models, provider, warnings, intra_threads })
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -209,11 +211,8 @@ impl Engine {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             execution_provider: self.provider.to_owned(),
             warnings: self.warnings.clone(),
-            model: ModelHealth {
-                name: self.model.manifest.name.clone(),
-                version: self.model.manifest.version.clone(),
-                sha256: self.model.sha256.clone(),
-            },
+            model: model_health(&self.models[0]),
+            installed_models: self.models.iter().map(|m| model_health(m)).collect(),
             workers: WorkersHealth {
                 count: self.shared.config.workers.count,
                 busy: self.shared.busy.load(Ordering::Relaxed),
@@ -225,6 +224,11 @@ impl Engine {
             },
             watcher: watcher.unwrap_or_default(),
         }
+    }
+
+    /// The default model.
+    pub fn model(&self) -> &Model {
+        &self.models[0]
     }
 
     /// Everything counted since start, for `/metrics`.
@@ -259,4 +263,8 @@ impl Engine {
         }
         info!("engine stopped");
     }
+}
+
+fn model_health(m: &Model) -> ModelHealth {
+    ModelHealth { name: m.manifest.name.clone(), version: m.manifest.version.clone(), sha256: m.sha256.clone() }
 }

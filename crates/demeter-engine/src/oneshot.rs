@@ -86,7 +86,8 @@ pub fn process(
     let next = AtomicUsize::new(0);
     let reports: Mutex<Vec<Option<PhotoReport>>> = Mutex::new(vec![None; photos.len()]);
     std::thread::scope(|s| {
-        for analyzer in analyzers.iter_mut() {
+        for set in analyzers.iter_mut() {
+            let analyzer = set.default_model();
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(photo) = photos.get(i) else { break };

@@ -18,23 +18,74 @@ use crate::{
     EngineError,
 };
 
-/// One analyzer (ONNX session) per worker for the configured model, runtime and device. Built
-/// before anything else starts, so a bad model or an unusable GPU stops start-up early.
-/// Returns the analyzers and the intra-op thread count each uses.
-pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<Analyzer>, usize), EngineError> {
-    let model = Arc::new(match &config.model.dir {
+/// A worker's sessions: the default model first, then every installed one. Sessions are small
+/// for the models Demeter ships; a worker keeps one per model so a reprocess never waits for a
+/// session to be built.
+pub(crate) struct ModelSet {
+    analyzers: Vec<Analyzer>,
+}
+
+impl ModelSet {
+    pub(crate) fn default_model(&mut self) -> &mut Analyzer {
+        &mut self.analyzers[0]
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Analyzer> {
+        self.analyzers.iter()
+    }
+
+    /// The analyzer for a job's model (`None`: the default).
+    fn pick(&mut self, name: Option<&str>) -> Option<&mut Analyzer> {
+        match name {
+            None => Some(&mut self.analyzers[0]),
+            Some(n) => self.analyzers.iter_mut().find(|a| a.model().manifest.name == n),
+        }
+    }
+}
+
+/// The default model (the configured folder or the built-in one) and the installed ones,
+/// checked for distinct names.
+fn models(config: &Config) -> Result<Vec<Arc<Model>>, EngineError> {
+    let mut models = vec![Arc::new(match &config.model.dir {
         Some(dir) => Model::load_dir(dir)?,
         None => Model::builtin(),
-    });
+    })];
+    for dir in &config.model.installed {
+        let m = Model::load_dir(dir)?;
+        if models.iter().any(|o| o.manifest.name == m.manifest.name) {
+            return Err(EngineError::Config(demeter_domain::config::ConfigError::Invalid {
+                field: "model.installed",
+                reason: format!(
+                    "{} is named {:?} like another model; names must differ",
+                    dir.display(),
+                    m.manifest.name
+                ),
+            }));
+        }
+        models.push(Arc::new(m));
+    }
+    Ok(models)
+}
+
+/// One set of analyzers (ONNX sessions) per worker, for the configured runtime and device.
+/// Built before anything else starts, so a bad model or an unusable GPU stops start-up early.
+/// Returns the sets and the intra-op thread count each session uses.
+pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<ModelSet>, usize), EngineError> {
+    let models = models(config)?;
     let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
     let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let intra = config.intra_threads(cores);
-    let analyzers =
-        (0..count.max(1)).map(|_| Analyzer::new(&runtime, model.clone(), intra)).collect::<Result<Vec<_>, _>>()?;
-    Ok((analyzers, intra))
+    let sets = (0..count.max(1))
+        .map(|_| {
+            let analyzers =
+                models.iter().map(|m| Analyzer::new(&runtime, m.clone(), intra)).collect::<Result<_, _>>()?;
+            Ok(ModelSet { analyzers })
+        })
+        .collect::<Result<Vec<_>, EngineError>>()?;
+    Ok((sets, intra))
 }
 
-pub(crate) fn spawn(id: usize, mut analyzer: Analyzer, shared: Arc<Shared>) -> thread::JoinHandle<()> {
+pub(crate) fn spawn(id: usize, mut models: ModelSet, shared: Arc<Shared>) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name(format!("demeter-worker-{id}"))
         .spawn(move || {
@@ -47,7 +98,7 @@ pub(crate) fn spawn(id: usize, mut analyzer: Analyzer, shared: Arc<Shared>) -> t
                     Ok(Some(job)) => {
                         shared.busy.fetch_add(1, Ordering::Relaxed);
                         shared.publish(EngineEvent::Job(Box::new(job.clone())));
-                        process(&shared, &mut analyzer, job);
+                        process(&shared, &mut models, job);
                         shared.busy.fetch_sub(1, Ordering::Relaxed);
                     }
                     Ok(None) => shared.work.wait(Duration::from_millis(500)),
@@ -62,7 +113,7 @@ pub(crate) fn spawn(id: usize, mut analyzer: Analyzer, shared: Arc<Shared>) -> t
         .expect("spawning a worker thread")
 }
 
-fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
+fn process(shared: &Shared, models: &mut ModelSet, job: Job) {
     let id = job.id;
     let thumbnail = shared.thumbnail_path(id);
     let overlay = shared.overlay_path(id);
@@ -89,7 +140,13 @@ fn process(shared: &Shared, analyzer: &mut Analyzer, job: Job) {
         true
     };
     // A panic in decoding or inference fails this job only; the worker carries on.
-    let outcome = pipeline::run_guarded(analyzer, &input, on_stage);
+    let outcome = match models.pick(job.model.as_deref()) {
+        Some(analyzer) => pipeline::run_guarded(analyzer, &input, on_stage),
+        None => Err(Interrupt::Failed(demeter_domain::JobError::permanent(format!(
+            "model {:?} is not installed any more",
+            job.model.as_deref().unwrap_or_default()
+        )))),
+    };
     let now = shared.clock.now();
     let stored: Result<Job, StoreError> = match outcome {
         Ok(result) => {

@@ -66,6 +66,10 @@ impl Fixture {
                 execution_provider: "CPU".into(),
                 warnings: vec![],
                 model: ModelHealth { name: "m".into(), version: "1".into(), sha256: "x".into() },
+                installed_models: vec![
+                    ModelHealth { name: "m".into(), version: "1".into(), sha256: "x".into() },
+                    ModelHealth { name: "plant-unet".into(), version: "0.3".into(), sha256: "y".into() },
+                ],
                 workers: WorkersHealth { count: 4, busy: 0, intra_threads: 1 },
                 queue: QueueHealth { pending: 0, processing: 0 },
                 watcher: WatcherHealth::default(),
@@ -907,4 +911,61 @@ async fn pairing_links_made_on_this_machine_point_phones_at_the_lan_address() {
     assert!(o["url"].as_str().unwrap().starts_with("http://greenhouse.local:7878/#/pair/"), "the name the admin used");
     let o = offer(f.app().oneshot(pair("localhost:7878")).await.unwrap()).await;
     assert_eq!(o["reachable_from_lan"], false, "LAN access off: the page must say so");
+}
+
+#[tokio::test]
+async fn reprocessing_a_session_with_another_model_keeps_old_results_until_new_ones_are_stored() {
+    let f = Fixture::new();
+    let s = f.session(t0());
+    let done = f.job(s, "a.jpg");
+    let failed = f.job(s, "b.jpg");
+    for id in [done, failed] {
+        assert_eq!(f.store.claim_next(0, t0()).unwrap().unwrap().id, id);
+    }
+    let result = JobResult { total_detected: 7, ..Default::default() };
+    f.store.update(done, |j| j.complete(result, t0())).unwrap();
+    f.store.update(failed, |j| j.fail(JobError::permanent("corrupt"), t0())).unwrap();
+    let uploader = f.auth.tokens.create("phone", demeter_auth::Role::Uploader, t0()).unwrap();
+    let post = |token: &str, body: &str| {
+        Request::post(format!("/api/v1/sessions/{s}/reprocess"))
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let json = |res: axum::response::Response| async move {
+        let status = res.status();
+        (status, serde_json::from_slice::<Value>(&res.into_body().collect().await.unwrap().to_bytes()).unwrap())
+    };
+
+    let (code, _) = json(f.app().oneshot(post(&uploader, r#"{"model":"plant-unet"}"#)).await.unwrap()).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "admins only");
+    let (code, body) = json(f.app().oneshot(post(ADMIN, r#"{"model":"nope"}"#)).await.unwrap()).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"].as_str().unwrap_or(&body.to_string()).contains("m, plant-unet"), "{body}");
+
+    let (code, body) = json(f.app().oneshot(post(ADMIN, r#"{"model":"plant-unet"}"#)).await.unwrap()).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    assert_eq!((body["model"].as_str(), body["requeued"].as_u64()), (Some("plant-unet"), Some(2)));
+    let (_, detail) = get(f.app(), &format!("/api/v1/jobs/{done}")).await;
+    assert_eq!(detail["status"], "pending");
+    assert_eq!(detail["model"], "plant-unet");
+    assert_eq!(detail["previous_result"]["total_detected"], 7, "the old count stays visible: {detail}");
+    assert_eq!(f.store.job(failed).unwrap().unwrap().model.as_deref(), Some("plant-unet"));
+
+    let (code, _) = json(f.app().oneshot(post(ADMIN, "{}")).await.unwrap()).await;
+    assert_eq!(code, StatusCode::CONFLICT, "not while its photos are queued");
+    let (code, _) = json(
+        f.app()
+            .oneshot(
+                Request::post(format!("/api/v1/sessions/{}/reprocess", SessionId::new_v7()))
+                    .header("authorization", format!("Bearer {ADMIN}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
 }

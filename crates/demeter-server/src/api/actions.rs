@@ -42,6 +42,66 @@ pub(crate) async fn retry_session(
     Ok(Json(RetryResponse { upload_session_id: id.to_string(), requeued }))
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct ReprocessRequest {
+    /// The installed model to run (see `installed_models` in `/health`); absent: the default.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReprocessResponse {
+    pub upload_session_id: String,
+    /// The model the jobs will run with.
+    pub model: String,
+    /// Jobs put back in the queue by this call (every finished job of the session).
+    pub requeued: usize,
+}
+
+/// `POST /api/v1/sessions/{id}/reprocess` (admin): runs every photo of a finished session again
+/// with another installed model. Each job keeps its current result as `previous_result` (job
+/// detail) until the new one is stored; a failed re-run keeps it. 409 while any photo of the
+/// session is still pending or processing; 400 for a model that is not installed.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/reprocess", tag = "actions", params(("id" = String, Path)), request_body = ReprocessRequest, responses((status = 200, body = ReprocessResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn reprocess_session(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    body: Option<Json<ReprocessRequest>>,
+) -> Result<Json<ReprocessResponse>, AppError> {
+    let id = parse_session(&raw)?;
+    let wanted = body.and_then(|b| b.0.model);
+    let response = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        let installed = (state.health)().installed_models;
+        let default = installed.first().map(|m| m.name.clone()).unwrap_or_default();
+        let model = match &wanted {
+            Some(name) if installed.iter().any(|m| m.name == *name) => name.clone(),
+            Some(name) => {
+                let names: Vec<&str> = installed.iter().map(|m| m.name.as_str()).collect();
+                return Err(AppError::BadRequest(format!(
+                    "model {name:?} is not installed; installed: {}",
+                    names.join(", ")
+                )));
+            }
+            None => default.clone(),
+        };
+        let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
+        if snap.jobs.iter().any(|j| !j.is_terminal()) {
+            return Err(AppError::Conflict("the session is still processing; reprocess it when it is done".into()));
+        }
+        let now = state.clock.now();
+        // The default model runs jobs with no model set, so results say what they always said.
+        let job_model = (model != default).then(|| model.clone());
+        for job in &snap.jobs {
+            let stored = state.store.update(job.id, |j| j.reprocess(job_model.clone(), now))?;
+            crate::events::publish_job(&state, &stored)?;
+        }
+        tracing::info!(session = %id, model = %model, jobs = snap.jobs.len(), "session reprocessing");
+        Ok(ReprocessResponse { upload_session_id: id.to_string(), model, requeued: snap.jobs.len() })
+    })
+    .await??;
+    Ok(Json(response))
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CancelResponse {
     pub job_id: String,

@@ -47,6 +47,8 @@ pub(crate) async fn job_detail(
             attempts: job.attempts,
             error_kind: job.error().map(|e| e.kind),
             details: job.result().cloned(),
+            previous_result: job.previous_result.as_deref().cloned(),
+            model: job.model.clone(),
             thumbnail_url: format!("/api/v1/jobs/{id}/thumbnail"),
             overlay_url: format!("/api/v1/jobs/{id}/overlay"),
         })

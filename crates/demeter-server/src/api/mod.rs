@@ -28,6 +28,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/sessions", get(poll::list_sessions))
         .route("/sessions/{id}/retry", post(actions::retry_session))
+        .route("/sessions/{id}/reprocess", post(actions::reprocess_session))
         .route("/sessions/{id}/results.json", get(results::results_json))
         .route("/sessions/{id}/results.csv", get(results::results_csv))
         .route("/jobs/{id}", get(jobs::job_detail))

@@ -16,6 +16,7 @@ use utoipa::OpenApi;
         super::jobs::thumbnail,
         super::jobs::overlay,
         super::actions::retry_session,
+        super::actions::reprocess_session,
         super::actions::cancel_job,
         super::actions::pause,
         super::actions::resume,

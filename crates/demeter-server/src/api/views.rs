@@ -118,6 +118,11 @@ pub struct JobDetail {
     pub error_kind: Option<demeter_domain::ErrorKind>,
     /// Plants (boxes, centroids, areas), per-stage timings and the model, when completed.
     pub details: Option<JobResult>,
+    /// While the job is re-run with another model (or when that re-run failed): the result it
+    /// had before. Cleared once the new result is stored.
+    pub previous_result: Option<JobResult>,
+    /// The installed model the job runs with when it is not the default.
+    pub model: Option<String>,
     pub thumbnail_url: String,
     pub overlay_url: String,
 }
