@@ -60,6 +60,40 @@ fn default_model_counts_plants_on_real_photos() {
     let (small, _, _) = count(&mut a, &real("02_plantcv-docs__original_multi_image.jpg"));
     assert!((18..=20).contains(&small.plants.len()), "{} at 400x300", small.plants.len());
 
+    // Touching plants: real rosettes cut from the tray's own mask and pushed together until
+    // they touch, among three that stand apart, are counted apart.
+    let img = decode(&real("01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg"), limits).unwrap();
+    let p = a.prepare(&img);
+    let seg = a.segment(&p).unwrap();
+    let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
+    let rules = Model::builtin().manifest.detection;
+    let big: Vec<_> = demeter_infer::detect::components(&seg.mask, w, h, 300);
+    assert!(big.len() >= 5, "{}", big.len());
+    for overlap in [6usize, 10] {
+        let (cw, ch) = (900usize, 200usize);
+        let mut canvas = vec![false; cw * ch];
+        let mut paste = |c: &demeter_infer::detect::Component, at: usize| {
+            let [bx, by, bw, bh] = c.bbox.map(|v| v as usize);
+            for y in 0..bh {
+                for x in 0..bw {
+                    if seg.mask[(by + y) * w + bx + x] {
+                        canvas[(10 + y) * cw + at + x] = true;
+                    }
+                }
+            }
+            bw
+        };
+        let first = paste(&big[0], 10);
+        paste(&big[1], 10 + first - overlap);
+        for (k, c) in big[2..5].iter().enumerate() {
+            paste(c, 300 + k * 200);
+        }
+        let joined = demeter_infer::detect::components(&canvas, cw, ch, 1);
+        assert_eq!(joined.iter().filter(|c| c.area > 100).count(), 4, "the pair touches (overlap {overlap})");
+        let counted = demeter_infer::detect::plants(&canvas, None, cw, ch, 1, &rules);
+        assert_eq!(counted.len(), 5, "touching rosettes split (overlap {overlap}): {counted:?}");
+    }
+
     // A blank grey image has no plants.
     let grey = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128])));
     let p = a.prepare(&grey);
