@@ -272,13 +272,20 @@ async function showJob(id) {
   add('Status', d.status);
   add('Attempts', String(d.attempts));
   if (d.error_message) add('Error', d.error_message);
+  const rules = { qr_code: 'QR label', subfolder: 'folder', filename_pattern: 'file name', default: 'default' };
   if (d.details) {
     add('Plants', String(d.details.total_detected));
-    add('Location', d.details.storage_location_id || '—');
+    const where = d.details.storage_location_name || d.details.storage_location_id;
+    add('Location', where ? `${where}${d.details.location_rule ? ` (from the ${rules[d.details.location_rule]})` : ''}` : '—');
     add('Model', `${d.details.model.name} ${d.details.model.version}`);
     add('Plant cover', `${(d.details.plant_area_fraction * 100).toFixed(1)} %`);
     for (const [stage, ms] of Object.entries(d.details.timings_ms)) add(`Stage ${stage}`, `${ms} ms`);
   }
+  if (d.previous_result) {
+    const p = d.previous_result;
+    add('Before reprocessing', `${p.total_detected} plants with ${p.model.name} ${p.model.version}`);
+  }
+  if (d.model && !d.details) add('Reprocessing with', d.model);
   const picture = d.details
     ? el('img', { src: d.overlay_url, alt: `${d.filename} with ${d.details.total_detected} plants boxed and numbered` })
     : el('p', { class: 'muted', text: 'No image yet.' });

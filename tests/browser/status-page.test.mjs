@@ -96,6 +96,7 @@ test('jobs move pending → processing → completed on screen without a reload;
   assert.match(detail, /Stage segment/);
   assert.match(detail, /plant-exg/);
   assert.match(detail, /Attempts1/);
+  assert.match(detail, /Location—/, 'a photo at the top of the folder has no location');
   await page.screenshot({ path: join(artifacts, 'job-detail.png'), fullPage: true });
   await page.close();
 });
