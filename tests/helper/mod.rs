@@ -66,6 +66,7 @@ pub struct Daemon {
     pub port: u16,
     child: Option<Child>,
     extra_env: Vec<(String, String)>,
+    extra_args: Vec<String>,
 }
 
 impl Daemon {
@@ -74,6 +75,11 @@ impl Daemon {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_with_args(&[], env)
+    }
+
+    /// `demeter run` with more flags (e.g. `--supervise`) and environment.
+    pub fn start_with_args(args: &[&str], env: &[(&str, &str)]) -> Self {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(root.path().join("photos")).unwrap();
         let mut d = Daemon {
@@ -81,6 +87,7 @@ impl Daemon {
             port: free_port(),
             child: None,
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -105,6 +112,7 @@ impl Daemon {
             .arg(self.data_dir())
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
+            .args(&self.extra_args)
             .env("DEMETER_STABILITY_WINDOW_MS", "500")
             .env("DEMETER_RESCAN_INTERVAL_SECS", "2")
             .env("DEMETER_CONFIG", self.root.path().join("no-config.toml"))

@@ -90,6 +90,10 @@ pub struct CommonArgs {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Run the daemon as a child process and restart it when it crashes (with back-off; it
+    /// gives up after 10 crashes in 10 minutes). SIGTERM and Ctrl-C stop both.
+    #[arg(long)]
+    pub supervise: bool,
     /// Folder to watch for photos, recursively; created if missing [default: ./photos].
     #[arg(long, value_name = "DIR")]
     pub watch: Option<PathBuf>,
@@ -162,6 +166,7 @@ pub fn main() -> ExitCode {
     // `process` draws a progress bar on stderr: only warnings may interrupt it.
     init_logging(if matches!(cli.command, Command::Process(_) | Command::Eval(_)) { "warn" } else { "info,ort=warn" });
     let result = match cli.command {
+        Command::Run(args) if args.supervise => crate::supervise::supervise(),
         Command::Run(args) => crate::run::run(args),
         Command::Process(args) => crate::process::process(args),
         Command::Eval(args) => crate::eval::eval(args),

@@ -5,6 +5,7 @@ mod eval;
 mod process;
 mod run;
 mod settings;
+mod supervise;
 mod token;
 
 fn main() -> std::process::ExitCode {

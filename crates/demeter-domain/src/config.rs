@@ -175,6 +175,26 @@ impl Default for ServerConfig {
 pub struct RuntimeConfig {
     /// Path of `libonnxruntime.so` (1.31); `None`: searched next to the binary and in the cache.
     pub ort_lib: Option<PathBuf>,
+    /// A test double around inference that slows, fails, panics, aborts or hangs on demand
+    /// (`[runtime.faults]`). Off unless configured; for reliability tests, never production.
+    pub faults: Option<Faults>,
+}
+
+/// Faults injected before the segmentation stage, chosen by the photo's file name, so a test
+/// can mix healthy and poisonous photos in one folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Added to every photo's segmentation.
+    pub latency_ms: u64,
+    /// Photos whose name contains this fail with an inference error.
+    pub fail_on: Option<String>,
+    /// ... make the worker panic.
+    pub panic_on: Option<String>,
+    /// ... abort the whole process, as a crash in native inference code would.
+    pub abort_on: Option<String>,
+    /// ... never return from segmentation.
+    pub hang_on: Option<String>,
 }
 
 /// A configuration value that cannot be used, named so the user can fix it.

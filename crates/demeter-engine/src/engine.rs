@@ -113,6 +113,9 @@ impl Engine {
     /// the ONNX Runtime library, the device or the store cannot be used.
     pub fn start(opts: EngineOptions) -> Result<Self, EngineError> {
         let EngineOptions { config, data_dir, clock } = opts;
+        if let Some(f) = &config.runtime.faults {
+            warn!(faults = ?f, "fault injection is ON ([runtime.faults]): a test double, not for production");
+        }
         let (mut sets, intra_threads) = worker::analyzers(&config, config.workers.count)?;
         let models: Vec<Arc<Model>> = sets[0].all().map(|a| Arc::new(a.model().clone())).collect();
         let first = sets[0].default_model();

@@ -14,6 +14,7 @@
 mod completion;
 mod engine;
 mod error;
+mod faults;
 mod ingest;
 pub mod oneshot;
 pub mod pipeline;

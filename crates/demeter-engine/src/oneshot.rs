@@ -99,6 +99,7 @@ pub fn process(
                     thumbnail: None,
                     overlay: None,
                     locator,
+                    faults: config.runtime.faults.as_ref(),
                 };
                 let outcome = pipeline::run_guarded(analyzer, &input, |_| true).map_err(|e| match e {
                     Interrupt::Failed(e) => e,

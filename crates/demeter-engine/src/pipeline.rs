@@ -33,6 +33,8 @@ pub struct PhotoInput<'a> {
     pub overlay: Option<&'a Path>,
     /// Storage-location rules.
     pub locator: &'a Locator,
+    /// The test double's faults, when configured (`[runtime.faults]`).
+    pub faults: Option<&'a demeter_domain::config::Faults>,
 }
 
 /// Runs every stage. `on_stage` is called as each stage starts (it stores and announces the
@@ -72,6 +74,7 @@ pub fn run(
     drop(img);
 
     stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Decode))?;
+    crate::faults::before_segment(input.faults, input.rel_path)?;
     let segmentation = analyzer.segment(&prepared).map_err(|e| JobError::transient(e.to_string()))?;
 
     stage(Stage::Detect, &mut timings, &mut t, Some(Stage::Segment))?;

@@ -124,6 +124,7 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job) {
         thumbnail: Some(&thumbnail),
         overlay: Some(&overlay),
         locator: &shared.locator,
+        faults: shared.config.runtime.faults.as_ref(),
     };
     let mut current = Stage::Read;
     let on_stage = |stage: Stage| {

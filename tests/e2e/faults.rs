@@ -1,0 +1,68 @@
+//! Faults, with the test double around inference (`[runtime.faults]`) and the real model.
+
+use std::{fs, time::Duration};
+
+use demeter_tests::{real_photos, wait_for, Daemon};
+use serde_json::Value;
+
+/// A job's detail, or `None` while the daemon is restarting.
+fn job_status(d: &Daemon, name: &str) -> Option<Value> {
+    let sessions: Value = d.request("GET", "/api/v1/sessions").call().ok()?.into_json().ok()?;
+    for s in sessions["sessions"].as_array()? {
+        let id = s["upload_session_id"].as_str()?;
+        let poll: Value = d
+            .request("GET", &format!("/api/v1/photos/jobs/status?upload_session_id={id}"))
+            .call()
+            .ok()?
+            .into_json()
+            .ok()?;
+        if let Some(j) = poll["jobs"].as_array()?.iter().find(|j| j["filename"] == name) {
+            let detail: Value =
+                d.request("GET", &format!("/api/v1/jobs/{}", j["job_id"].as_str()?)).call().ok()?.into_json().ok()?;
+            return Some(detail);
+        }
+    }
+    None
+}
+
+fn finished(d: &Daemon, name: &str, within: Duration) -> Value {
+    wait_for(&format!("{name} to finish"), within, || {
+        job_status(d, name).filter(|j| j["status"] == "completed" || j["status"] == "failed")
+    })
+}
+
+#[test]
+fn a_photo_that_aborts_the_process_fails_after_three_crashes_under_the_supervisor_and_the_rest_complete() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    fs::write(&config, "[runtime.faults]\nabort_on = \"poison\"\n").unwrap();
+    // One worker: only the poisonous photo is in flight when the process dies.
+    let mut d = Daemon::start_with_args(
+        &["--supervise"],
+        &[("DEMETER_CONFIG", config.to_str().unwrap()), ("DEMETER_WORKERS", "1")],
+    );
+    let photos = real_photos();
+    fs::copy(&photos[1], d.watch_dir().join("good-1.jpg")).unwrap();
+    fs::copy(&photos[3], d.watch_dir().join("good-2.jpg")).unwrap();
+    for name in ["good-1.jpg", "good-2.jpg"] {
+        assert_eq!(finished(&d, name, Duration::from_secs(60))["status"], "completed");
+    }
+
+    fs::copy(&photos[0], d.watch_dir().join("poison.jpg")).unwrap();
+    let poison = finished(&d, "poison.jpg", Duration::from_secs(90));
+    assert_eq!(poison["status"], "failed", "{poison}");
+    assert_eq!(poison["error_message"], "worker crashed repeatedly");
+    assert_eq!(poison["error_kind"], "crashed");
+    assert_eq!(poison["attempts"], 3);
+
+    // No crash loop: the daemon stays up and keeps working.
+    fs::copy(&photos[7], d.watch_dir().join("good-3.png")).unwrap();
+    assert_eq!(finished(&d, "good-3.png", Duration::from_secs(60))["status"], "completed");
+    let log = d.log();
+    assert_eq!(log.matches("supervisor: the daemon crashed").count(), 3, "{log}");
+    assert_eq!(log.matches("injected fault: aborting the process").count(), 3);
+    assert_eq!(job_status(&d, "good-1.jpg").unwrap()["status"], "completed", "earlier results survive the crashes");
+
+    assert_eq!(d.terminate(), Some(0), "SIGTERM stops the supervisor and its daemon cleanly:\n{}", d.log());
+    assert!(d.log().contains("engine stopped"));
+}
