@@ -1,6 +1,7 @@
 //! End-to-end: the real `demeter` binary, real folders, real photos, real ONNX Runtime, over HTTP.
 
 mod cli;
+mod corpus;
 mod faults;
 mod lan;
 mod notify;

@@ -19,6 +19,8 @@ pub enum DecodeError {
     Empty,
     #[error("not a supported image (JPEG, PNG, TIFF or WebP)")]
     UnknownFormat,
+    #[error("{0} images are not supported; save the photo as JPEG, PNG, TIFF or WebP")]
+    Unsupported(&'static str),
     #[error("image is {width}×{height} = {} megapixels, above the limit of {} megapixels", *width as u64 * *height as u64 / 1_000_000, .max_pixels / 1_000_000)]
     TooLarge { width: u32, height: u32, max_pixels: u64 },
     #[error("image has zero width or height")]
@@ -41,6 +43,14 @@ fn format_name(f: image::ImageFormat) -> &'static str {
 pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
+    }
+    match bytes {
+        [b'G', b'I', b'F', b'8', ..] => return Err(DecodeError::Unsupported("GIF")),
+        [b'B', b'M', ..] => return Err(DecodeError::Unsupported("BMP")),
+        [_, _, _, _, b'f', b't', b'y', b'p', b'h', b'e', b'i', b'c' | b'x', ..] => {
+            return Err(DecodeError::Unsupported("HEIC"))
+        }
+        _ => {}
     }
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|_| DecodeError::UnknownFormat)?;
     let format = match reader.format() {

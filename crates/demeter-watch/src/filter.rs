@@ -58,11 +58,18 @@ pub fn is_ignored_path(rel: &Path) -> bool {
     rel.components().any(|c| is_ignored_name(c.as_os_str()))
 }
 
-/// Whether the name claims to be a photo (extension, case-insensitive).
+/// Whether the name claims to be a photo (extension, case-insensitive). Formats Demeter cannot
+/// read (GIF, BMP, HEIC from phones) count too: such a photo gets a job that fails saying so,
+/// rather than being ignored without a word.
 pub fn has_image_extension(path: &Path) -> bool {
     path.extension()
         .and_then(OsStr::to_str)
-        .map(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "jpe" | "png" | "tif" | "tiff" | "webp"))
+        .map(|e| {
+            matches!(
+                e.to_ascii_lowercase().as_str(),
+                "jpg" | "jpeg" | "jpe" | "png" | "tif" | "tiff" | "webp" | "gif" | "bmp" | "heic" | "heif"
+            )
+        })
         .unwrap_or(false)
 }
 
@@ -89,7 +96,7 @@ mod tests {
         {
             assert!(is_ignored_name(OsStr::new(junk)), "{junk}");
         }
-        for ok in ["IMG_0001.JPG", "tray 3.png", "x.tiff"] {
+        for ok in ["IMG_0001.JPG", "tray 3.png", "x.tiff", "IMG_0002.HEIC", "anim.gif"] {
             assert!(!is_ignored_name(OsStr::new(ok)), "{ok}");
         }
         assert!(is_ignored_path(Path::new(".thumbnails/a.jpg")));
