@@ -66,3 +66,33 @@ fn a_photo_that_aborts_the_process_fails_after_three_crashes_under_the_superviso
     assert_eq!(d.terminate(), Some(0), "SIGTERM stops the supervisor and its daemon cleanly:\n{}", d.log());
     assert!(d.log().contains("engine stopped"));
 }
+
+#[test]
+fn a_corrupt_database_is_moved_aside_and_rebuilt_from_the_photo_folder() {
+    let mut d = Daemon::start();
+    let photos = real_photos();
+    fs::copy(&photos[1], d.watch_dir().join("a.jpg")).unwrap();
+    fs::copy(&photos[3], d.watch_dir().join("b.jpg")).unwrap();
+    for name in ["a.jpg", "b.jpg"] {
+        assert_eq!(finished(&d, name, Duration::from_secs(60))["status"], "completed");
+    }
+    assert_eq!(d.terminate(), Some(0));
+    // A disk fault: sled's config and log files turn to garbage.
+    let db = d.data_dir().join("db");
+    fs::write(db.join("conf"), b"\x00\xffnot a sled config").unwrap();
+    fs::write(db.join("db"), vec![0xA5u8; 8192]).unwrap();
+
+    d.restart();
+    for name in ["a.jpg", "b.jpg"] {
+        assert_eq!(finished(&d, name, Duration::from_secs(60))["status"], "completed", "rebuilt from the folder");
+    }
+    let (_, health) = d.get("/health");
+    let warnings = health["warnings"].to_string();
+    assert!(warnings.contains("corrupt") && warnings.contains("rebuilt from the photo folder"), "{health}");
+    let aside: Vec<_> = fs::read_dir(d.data_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the corrupt database is kept for inspection");
+}

@@ -120,14 +120,21 @@ impl Engine {
         let models: Vec<Arc<Model>> = sets[0].all().map(|a| Arc::new(a.model().clone())).collect();
         let first = sets[0].default_model();
         let provider = first.provider().as_str();
-        let warnings: Vec<String> = first.warning().map(str::to_owned).into_iter().collect();
+        let mut warnings: Vec<String> = first.warning().map(str::to_owned).into_iter().collect();
 
         std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir { path: data_dir.clone(), source })?;
         let (thumbnails, overlays) = (data_dir.join("thumbnails"), data_dir.join("overlays"));
         for dir in [&thumbnails, &overlays] {
             std::fs::create_dir_all(dir).map_err(|source| EngineError::DataDir { path: dir.clone(), source })?;
         }
-        let store = Arc::new(Store::open(&data_dir, config.store.cache_capacity_mb << 20)?);
+        let (store, moved_aside) = Store::open_or_rebuild(&data_dir, config.store.cache_capacity_mb << 20)?;
+        if let Some(aside) = moved_aside {
+            warnings.push(format!(
+                "the job database was corrupt: moved to {} and rebuilt from the photo folder (photos are processed again)",
+                aside.display()
+            ));
+        }
+        let store = Arc::new(store);
 
         let reclaimed = store.reclaim_orphans(config.workers.max_attempts, clock.now())?;
         if !reclaimed.is_empty() {

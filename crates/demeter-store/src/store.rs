@@ -119,6 +119,23 @@ impl Store {
         Ok(store)
     }
 
+    /// Like [`Store::open`], but a corrupt database is moved aside (`db.corrupt-<time>`, kept
+    /// for inspection) and a fresh one opened: the photo folder is the source of truth, and the
+    /// start-up scan queues every photo in it again. Returns where the corrupt one went.
+    pub fn open_or_rebuild(dir: &Path, cache_capacity_bytes: u64) -> Result<(Self, Option<PathBuf>)> {
+        match Self::open(dir, cache_capacity_bytes) {
+            Err(StoreError::Corrupt { path, source }) => {
+                let aside = dir.join(format!("db.corrupt-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")));
+                tracing::error!(db = %path.display(), error = %source, aside = %aside.display(),
+                    "the job database is corrupt; moving it aside and rebuilding from the photo folder");
+                std::fs::rename(&path, &aside)
+                    .map_err(|e| StoreError::Open { path: path.clone(), source: e.into() })?;
+                Ok((Self::open(dir, cache_capacity_bytes)?, Some(aside)))
+            }
+            other => other.map(|s| (s, None)),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -425,7 +442,14 @@ fn classify_open_error(path: &Path, e: sled::Error) -> StoreError {
         sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
             StoreError::Locked { path: path.to_owned() }
         }
-        sled::Error::Corruption { .. } => StoreError::Corrupt { path: path.to_owned(), source: e },
+        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) | sled::Error::ReportableBug(_) => {
+            StoreError::Corrupt { path: path.to_owned(), source: e }
+        }
+        sled::Error::Io(ref io)
+            if matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof) =>
+        {
+            StoreError::Corrupt { path: path.to_owned(), source: e }
+        }
         e => StoreError::Open { path: path.to_owned(), source: e },
     }
 }

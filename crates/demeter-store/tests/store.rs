@@ -161,7 +161,7 @@ fn sweeps_remove_only_what_is_due_in_bounded_batches() {
 }
 
 #[test]
-fn a_garbage_database_is_an_error_not_a_panic() {
+fn a_garbage_database_is_an_error_not_a_panic_and_can_be_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     std::fs::create_dir_all(&db).unwrap();
@@ -169,8 +169,15 @@ fn a_garbage_database_is_an_error_not_a_panic() {
     std::fs::write(db.join("db"), vec![0xAB; 4096]).unwrap();
     let result = std::panic::catch_unwind(|| Store::open(dir.path(), CACHE).map(|_| ()));
     let err = result.expect("no panic").expect_err("garbage must not open");
-    assert!(matches!(err, StoreError::Corrupt { .. } | StoreError::Open { .. }), "{err}");
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains(&db.display().to_string()), "{err}");
+
+    // The appliance's way in: the corrupt database is kept aside and a fresh one opened.
+    let (store, aside) = Store::open_or_rebuild(dir.path(), CACHE).unwrap();
+    let aside = aside.expect("moved aside");
+    assert!(aside.file_name().unwrap().to_str().unwrap().starts_with("db.corrupt-"));
+    assert_eq!(std::fs::read(aside.join("conf")).unwrap(), b"\x00garbage that is not a sled config");
+    assert_eq!(store.pending_count(), 0);
 }
 
 /// Tiny deterministic PRNG: the sequence is reproducible from the seed in a failure message.
