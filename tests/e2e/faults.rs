@@ -96,3 +96,39 @@ fn a_corrupt_database_is_moved_aside_and_rebuilt_from_the_photo_folder() {
         .collect();
     assert_eq!(aside.len(), 1, "the corrupt database is kept for inspection");
 }
+
+#[test]
+fn sigterm_with_jobs_in_flight_puts_them_back_without_using_an_attempt() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    // Each segmentation takes 1.5 s, so SIGTERM finds all four workers busy.
+    fs::write(&config, "[runtime.faults]\nlatency_ms = 1500\n").unwrap();
+    let env = [("DEMETER_CONFIG", config.to_str().unwrap()), ("DEMETER_WORKERS", "4")];
+    let mut d = Daemon::start_with(&env);
+    let photos = real_photos();
+    for (i, p) in photos.iter().take(6).enumerate() {
+        fs::copy(p, d.watch_dir().join(format!("p{i}.{}", p.extension().unwrap().to_str().unwrap()))).unwrap();
+    }
+    wait_for("four photos in flight", Duration::from_secs(60), || {
+        let (_, h) = d.get("/health");
+        (h["queue"]["processing"].as_u64() == Some(4)).then_some(())
+    });
+    let started = std::time::Instant::now();
+    assert_eq!(d.terminate(), Some(0), "{}", d.log());
+    // The helper waits at most 20 s for the exit; the time itself is a figure, not a test.
+    eprintln!("SIGTERM with 4 jobs in flight: exited in {:?}", started.elapsed());
+    assert!(d.log().contains("job back in the queue"), "{}", d.log());
+
+    d.restart();
+    let names: Vec<String> = photos
+        .iter()
+        .take(6)
+        .enumerate()
+        .map(|(i, p)| format!("p{i}.{}", p.extension().unwrap().to_str().unwrap()))
+        .collect();
+    for name in &names {
+        let job = finished(&d, name, Duration::from_secs(90));
+        assert_eq!(job["status"], "completed", "{job}");
+        assert_eq!(job["attempts"], 1, "an interrupted run does not count: {job}");
+    }
+}
