@@ -20,7 +20,7 @@ EVAL_PKGS ?= -p demeter-daemon
 # Photos with ground truth (manifest.json) that the counting goal is judged on.
 DEV_SET ?= ../shared/data/real
 
-.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop eval clean help
+.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop eval soak clean help
 
 help:
 	@echo "make run    install what is missing, build (release), run the daemon on ./photos"
@@ -113,6 +113,10 @@ eval: ort
 	$(CARGO) build --locked $(EVAL_PKGS)
 	"$(abspath $(TARGET_DIR))/debug/demeter" eval "$(DEV_SET)" --max-error 1
 	"$(abspath $(TARGET_DIR))/debug/demeter" eval "$(DEV_SET)" --sizes 400x300 --min-count 2 --max-error 1
+
+# 100 kill -9 cycles with four photos in flight each time (make test runs 10).
+soak: ort
+	DEMETER_KILL_CYCLES=100 $(CARGO) test --locked -p demeter-tests --test e2e -- kill_9_cycles --nocapture
 
 test: ort model-check fmt browser-deps desktop-deps
 	$(CARGO) build --locked $(ALL_BIN_PKGS)

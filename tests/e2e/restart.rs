@@ -70,3 +70,77 @@ fn kill_9_while_processing_then_restart_loses_and_repeats_nothing() {
     let sessions = d.sessions();
     assert_eq!(sessions.len(), 1, "{sessions:?}");
 }
+
+/// `kill -9` again and again while photos are processing (10 cycles; `make soak` runs 100 with
+/// DEMETER_KILL_CYCLES): nothing is lost, nothing is finished twice, and what the API reported
+/// as an outcome (completed with a result, or failed) is never taken back.
+#[test]
+fn kill_9_cycles_lose_nothing_and_reported_outcomes_never_go_back() {
+    let cycles: usize = std::env::var("DEMETER_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    // Slower segmentation keeps the four workers busy across the kills.
+    fs::write(&config, "[runtime.faults]\nlatency_ms = 400\n").unwrap();
+    let mut d = Daemon::start_with(&[("DEMETER_CONFIG", config.to_str().unwrap()), ("DEMETER_WORKERS", "4")]);
+    let small: Vec<_> = real_photos()
+        .into_iter()
+        .filter(|p| fs::metadata(p).unwrap().len() < 300_000 && p.extension().unwrap() == "jpg")
+        .collect();
+    // Enough photos that every cycle still finds four to run.
+    let n = 8 * cycles.max(5) as u64 + 40;
+    for i in 0..n {
+        let mut bytes = fs::read(&small[i as usize % small.len()]).unwrap();
+        bytes.extend_from_slice(&i.to_le_bytes()); // distinct content after the end marker
+        fs::write(d.watch_dir().join(".staging"), &bytes).unwrap();
+        fs::rename(d.watch_dir().join(".staging"), d.watch_dir().join(format!("p{i:04}.jpg"))).unwrap();
+    }
+    let session = wait_for("the session", Duration::from_secs(60), || {
+        d.sessions().first().map(|s| s["upload_session_id"].as_str().unwrap().to_owned())
+    });
+
+    // What the API said, per job: the outcome once there is one.
+    let mut outcome: HashMap<String, (String, Value)> = HashMap::new();
+    let mut observe = |body: &Value, when: &str| {
+        for j in body["jobs"].as_array().unwrap() {
+            let id = j["job_id"].as_str().unwrap().to_owned();
+            let status = j["status"].as_str().unwrap().to_owned();
+            let now = (status.clone(), j["result"]["session_id"].clone());
+            if let Some(before) = outcome.get(&id) {
+                assert_eq!(&now, before, "{when}: job {id} reported {before:?} earlier, now {now:?}");
+            } else if status == "completed" || status == "failed" {
+                outcome.insert(id, now);
+            }
+        }
+    };
+    let mut restart_ms = Vec::new();
+    for cycle in 0..cycles {
+        // Watch until all four workers hold a photo, then kill the process under them.
+        wait_for(&format!("four photos in flight (cycle {cycle})"), Duration::from_secs(60), || {
+            let r = d.request("GET", &format!("/api/v1/photos/jobs/status?upload_session_id={session}")).call().ok()?;
+            let body: Value = r.into_json().ok()?;
+            observe(&body, &format!("cycle {cycle}"));
+            (body["summary"]["processing"].as_u64() == Some(4)).then_some(())
+        });
+        d.kill9();
+        let t = std::time::Instant::now();
+        d.restart();
+        restart_ms.push(t.elapsed().as_millis());
+        observe(&d.poll(&session), &format!("right after restart {cycle}"));
+    }
+    let done = wait_for("every photo to finish", Duration::from_secs(300), || {
+        let body = d.poll(&session);
+        observe(&body, "after the last restart");
+        (body["summary"]["completed"].as_u64().unwrap() + body["summary"]["failed"].as_u64().unwrap() == n)
+            .then_some(body)
+    });
+    assert_eq!(done["summary"]["total_jobs"], n, "one job per photo: none lost, none duplicated");
+    assert_eq!(done["summary"]["completed"], n, "{}", done["summary"]);
+    assert_eq!(d.sessions().len(), 1);
+    restart_ms.sort_unstable();
+    eprintln!(
+        "{cycles} kill -9 cycles, {n} photos: {} outcomes seen before the end; restart to serving (orphans reclaimed) median {} ms, max {} ms",
+        outcome.len(),
+        restart_ms[restart_ms.len() / 2],
+        restart_ms[restart_ms.len() - 1]
+    );
+}

@@ -195,6 +195,11 @@ pub struct Job {
     /// new one is stored (and it stays if the re-run fails).
     #[serde(default)]
     pub previous_result: Option<Box<JobResult>>,
+    /// The process died while this job and others were in flight: which one killed it (if any)
+    /// is unknown, so this job runs alone until it finishes, and only a crash while it runs
+    /// alone counts against it. Keeps a `kill -9` or power cut from failing healthy photos.
+    #[serde(default)]
+    pub suspect: bool,
 }
 
 impl Job {
@@ -223,6 +228,7 @@ impl Job {
             state: JobState::Pending { queued_at: now },
             model: None,
             previous_result: None,
+            suspect: false,
         }
     }
 
@@ -314,6 +320,7 @@ impl Job {
             JobState::Processing { started_at, .. } => {
                 self.state = JobState::Completed { started_at, completed_at: now, result: Box::new(result) };
                 self.previous_result = None;
+                self.suspect = false;
                 Ok(())
             }
             _ => Err(self.refuse("complete")),
@@ -325,6 +332,7 @@ impl Job {
         match self.state {
             JobState::Processing { started_at, .. } => {
                 self.state = JobState::Failed { started_at: Some(started_at), completed_at: now, error };
+                self.suspect = false;
                 Ok(())
             }
             JobState::Pending { .. } => {
@@ -389,6 +397,21 @@ impl Job {
                 Ok(())
             }
             _ => Err(self.refuse("cancel")),
+        }
+    }
+
+    /// A job found in `processing` after the process died with other jobs in flight too: it
+    /// goes back to the queue as a suspect, and the attempt it was using is not counted (the
+    /// crash cannot be blamed on it yet; it will run alone, see [`Job::suspect`]).
+    pub fn reclaim_as_suspect(&mut self, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.state {
+            JobState::Processing { .. } => {
+                self.attempts = self.attempts.saturating_sub(1);
+                self.suspect = true;
+                self.state = JobState::Pending { queued_at: now };
+                Ok(())
+            }
+            _ => Err(self.refuse("reclaim")),
         }
     }
 
@@ -483,6 +506,17 @@ mod tests {
         new.total_detected = 4;
         j.complete(new, t(8)).unwrap();
         assert_eq!((j.result().map(|r| r.total_detected), j.previous_result.is_none()), (Some(4), true));
+    }
+
+    #[test]
+    fn a_crash_with_others_in_flight_is_not_counted_and_marks_a_suspect() {
+        let mut j = job();
+        j.claim(0, t(1)).unwrap();
+        j.reclaim_as_suspect(t(2)).unwrap();
+        assert_eq!((j.status(), j.attempts, j.suspect), (StatusName::Pending, 0, true));
+        j.claim(0, t(3)).unwrap();
+        j.complete(result(), t(4)).unwrap();
+        assert!(!j.suspect, "cleared once it finished");
     }
 
     #[test]

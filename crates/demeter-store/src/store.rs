@@ -242,9 +242,22 @@ impl Store {
     }
 
     /// Takes the oldest pending job for `worker`: it leaves the queue, counts an attempt and
-    /// enters `processing`, durably, before the worker touches the photo.
+    /// enters `processing`, durably, before the worker touches the photo. A crash suspect
+    /// ([`Job::suspect`]) is only taken when nothing else is processing, and nothing is taken
+    /// while one runs, so a crash during its run can be blamed on it alone.
     pub fn claim_next(&self, worker: usize, now: DateTime<Utc>) -> Result<Option<Job>> {
         let _g = self.lock();
+        let busy: Vec<Job> = self
+            .processing
+            .iter()
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter_map(|k| self.jobs.get(&k).ok().flatten())
+            .map(|b| decode::<Job>("job", &b))
+            .collect::<Result<_>>()?;
+        if busy.iter().any(|j| j.suspect) {
+            return Ok(None);
+        }
         loop {
             let Some((key, _)) = self.queue.first()? else {
                 return Ok(None);
@@ -255,6 +268,9 @@ impl Store {
                 continue;
             };
             let mut job: Job = decode("job", &bytes)?;
+            if job.suspect && !busy.is_empty() {
+                return Ok(None);
+            }
             job.claim(worker, now)?;
             self.write_job(&job)?;
             return Ok(Some(job));
@@ -373,9 +389,19 @@ impl Store {
     pub fn reclaim_orphans(&self, max_attempts: u32, now: DateTime<Utc>) -> Result<Vec<Job>> {
         let ids: Vec<JobId> =
             self.processing.iter().keys().filter_map(|k| k.ok().and_then(|k| JobId::from_slice(&k))).collect();
+        // Alone in flight: the crash is counted against it. With others: nobody can be blamed
+        // yet; each becomes a suspect and will run alone.
+        let alone = ids.len() == 1;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            match self.update(id, |job| job.reclaim(max_attempts, now)) {
+            let reclaimed = self.update(id, |job| {
+                if alone || job.suspect {
+                    job.reclaim(max_attempts, now)
+                } else {
+                    job.reclaim_as_suspect(now)
+                }
+            });
+            match reclaimed {
                 Ok(job) => out.push(job),
                 Err(StoreError::JobNotFound(_)) => {
                     self.processing.remove(id.as_bytes())?;
