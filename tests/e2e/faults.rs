@@ -132,3 +132,36 @@ fn sigterm_with_jobs_in_flight_puts_them_back_without_using_an_attempt() {
         assert_eq!(job["attempts"], 1, "an interrupted run does not count: {job}");
     }
 }
+
+#[test]
+fn a_poison_photo_among_healthy_ones_in_flight_is_caught_and_only_it_fails() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    // Four workers: the first crash takes healthy photos down with the poisonous one.
+    fs::write(&config, "[runtime.faults]\nabort_on = \"poison\"\nlatency_ms = 300\n").unwrap();
+    let mut d = Daemon::start_with_args(
+        &["--supervise"],
+        &[("DEMETER_CONFIG", config.to_str().unwrap()), ("DEMETER_WORKERS", "4")],
+    );
+    let photos = real_photos();
+    let names = ["a.jpg", "b.jpg", "poison.jpg", "c.jpg", "d.jpg", "e.jpg"];
+    for (i, name) in names.iter().enumerate() {
+        let mut bytes = fs::read(&photos[if i % 2 == 0 { 1 } else { 3 }]).unwrap();
+        bytes.push(i as u8);
+        fs::write(d.watch_dir().join(name), bytes).unwrap();
+    }
+    for name in names {
+        let job = finished(&d, name, Duration::from_secs(120));
+        if name == "poison.jpg" {
+            assert_eq!(
+                (job["status"].as_str(), job["error_message"].as_str()),
+                (Some("failed"), Some("worker crashed repeatedly"))
+            );
+        } else {
+            assert_eq!(job["status"], "completed", "a healthy photo caught in the crash: {job}");
+        }
+    }
+    let crashes = d.log().matches("supervisor: the daemon crashed").count();
+    assert!((3..=4).contains(&crashes), "one crash with others in flight, then three alone: {crashes}");
+    assert_eq!(d.terminate(), Some(0));
+}
