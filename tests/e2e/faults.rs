@@ -165,3 +165,43 @@ fn a_poison_photo_among_healthy_ones_in_flight_is_caught_and_only_it_fails() {
     assert!((3..=4).contains(&crashes), "one crash with others in flight, then three alone: {crashes}");
     assert_eq!(d.terminate(), Some(0));
 }
+
+#[test]
+fn a_stage_that_hangs_fails_its_photo_and_the_worker_is_replaced() {
+    let cfg = tempfile::tempdir().unwrap();
+    let config = cfg.path().join("config.toml");
+    fs::write(&config, "[runtime.faults]\nhang_on = \"hang\"\nlatency_ms = 800\n").unwrap();
+    let mut d = Daemon::start_with(&[
+        ("DEMETER_CONFIG", config.to_str().unwrap()),
+        ("DEMETER_WORKERS", "2"),
+        ("DEMETER_STAGE_TIMEOUT_SECS", "3"),
+    ]);
+    let photos = real_photos();
+    let put = |name: &str, i: u8| {
+        let mut bytes = fs::read(&photos[1]).unwrap();
+        bytes.push(i);
+        fs::write(d.watch_dir().join(name), bytes).unwrap();
+    };
+    put("hang.jpg", 0);
+    put("a.jpg", 1);
+    put("b.jpg", 2);
+    let hung = finished(&d, "hang.jpg", Duration::from_secs(60));
+    assert_eq!(hung["status"], "failed");
+    assert_eq!(hung["error_message"], "stage segment timed out after 3 s");
+    for name in ["a.jpg", "b.jpg"] {
+        assert_eq!(finished(&d, name, Duration::from_secs(60))["status"], "completed");
+    }
+    // Back to full strength: two photos in flight at once again.
+    put("c.jpg", 3);
+    put("d.jpg", 4);
+    wait_for("two workers busy at once", Duration::from_secs(30), || {
+        let (_, h) = d.get("/health");
+        (h["workers"]["busy"].as_u64() == Some(2)).then_some(())
+    });
+    for name in ["c.jpg", "d.jpg"] {
+        assert_eq!(finished(&d, name, Duration::from_secs(60))["status"], "completed");
+    }
+    let (_, h) = d.get("/health");
+    assert_eq!(h["workers"]["busy"], 0, "the stuck thread is not counted: {h}");
+    assert_eq!(d.terminate(), Some(0), "a stuck thread does not hold up shutdown:\n{}", d.log());
+}

@@ -124,11 +124,21 @@ pub struct WorkersConfig {
     pub max_pixels: u64,
     /// ONNX Runtime intra-op threads per worker; `None`: max(1, cores / workers).
     pub intra_threads: Option<usize>,
+    /// A stage running longer than this fails its photo ("stage … timed out") and the worker
+    /// is replaced, so a hung decoder or runtime cannot shrink the pool. 0: no limit.
+    pub stage_timeout_secs: u64,
 }
 
 impl Default for WorkersConfig {
     fn default() -> Self {
-        Self { count: 4, device: Device::Auto, max_attempts: 3, max_pixels: 100_000_000, intra_threads: None }
+        Self {
+            count: 4,
+            device: Device::Auto,
+            max_attempts: 3,
+            max_pixels: 100_000_000,
+            intra_threads: None,
+            stage_timeout_secs: 300,
+        }
     }
 }
 
@@ -252,6 +262,9 @@ impl Config {
                     self.store.sweep_interval_secs = parse_env("DEMETER_SWEEP_INTERVAL_SECS", value)?
                 }
                 "DEMETER_MAX_PIXELS" => self.workers.max_pixels = parse_env("DEMETER_MAX_PIXELS", value)?,
+                "DEMETER_STAGE_TIMEOUT_SECS" => {
+                    self.workers.stage_timeout_secs = parse_env("DEMETER_STAGE_TIMEOUT_SECS", value)?
+                }
                 "DEMETER_MAX_ATTEMPTS" => self.workers.max_attempts = parse_env("DEMETER_MAX_ATTEMPTS", value)?,
                 "DEMETER_CACHE_CAPACITY_MB" => {
                     self.store.cache_capacity_mb = parse_env("DEMETER_CACHE_CAPACITY_MB", value)?

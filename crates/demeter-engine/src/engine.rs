@@ -21,7 +21,7 @@ use demeter_watch::{FolderWatcher, WatchOptions};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::{completion, ingest, sweeper, worker, EngineError};
+use crate::{completion, ingest, sweeper, watchdog, worker, EngineError};
 
 /// A change that has been durably stored. Sent only after the write is flushed.
 #[derive(Debug, Clone)]
@@ -71,6 +71,10 @@ pub(crate) struct Shared {
     pub busy: AtomicUsize,
     /// Counters and stage histograms for `/metrics`.
     pub metrics: Mutex<EngineMetrics>,
+    /// Builds sessions for a worker that replaces one stuck past the stage timeout.
+    pub factory: worker::Factory,
+    /// The worker threads and what each is doing; the watchdog replaces stuck ones here.
+    pub workers: Mutex<Vec<worker::Running>>,
     /// Storage-location rules, compiled once (the config was validated at load).
     pub locator: demeter_domain::location::Locator,
     pub thumbnails: PathBuf,
@@ -116,7 +120,8 @@ impl Engine {
         if let Some(f) = &config.runtime.faults {
             warn!(faults = ?f, "fault injection is ON ([runtime.faults]): a test double, not for production");
         }
-        let (mut sets, intra_threads) = worker::analyzers(&config, config.workers.count)?;
+        let (mut sets, factory) = worker::analyzers(&config, config.workers.count)?;
+        let intra_threads = factory.intra;
         let models: Vec<Arc<Model>> = sets[0].all().map(|a| Arc::new(a.model().clone())).collect();
         let first = sets[0].default_model();
         let provider = first.provider().as_str();
@@ -151,6 +156,8 @@ impl Engine {
             work: WorkSignal::default(),
             busy: AtomicUsize::new(0),
             metrics: Mutex::new(EngineMetrics::default()),
+            factory,
+            workers: Mutex::new(Vec::new()),
             locator: demeter_domain::location::Locator::new(&config.locations).map_err(EngineError::Config)?,
             thumbnails,
             overlays,
@@ -160,8 +167,15 @@ impl Engine {
         }
 
         let mut threads = Vec::new();
-        for (id, analyzer) in sets.into_iter().enumerate() {
-            threads.push(worker::spawn(id, analyzer, shared.clone()));
+        {
+            let mut workers = shared.workers.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, set) in sets.into_iter().enumerate() {
+                let slot = Arc::new(worker::WorkerSlot::default());
+                workers.push((slot.clone(), Some(worker::spawn(id, set, shared.clone(), slot))));
+            }
+        }
+        if config.workers.stage_timeout_secs > 0 {
+            threads.push(watchdog::spawn(shared.clone()));
         }
         threads.push(sweeper::spawn(shared.clone()));
         threads.push(completion::spawn(shared.clone()));
@@ -269,6 +283,18 @@ impl Engine {
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 warn!("an engine thread panicked while stopping");
+            }
+        }
+        // Workers stuck past the stage timeout were replaced; they are not waited for.
+        let workers = std::mem::take(&mut *self.shared.workers.lock().unwrap_or_else(|e| e.into_inner()));
+        for (slot, handle) in workers {
+            match handle {
+                Some(h) if !slot.is_abandoned() => {
+                    if h.join().is_err() {
+                        warn!("a worker panicked while stopping");
+                    }
+                }
+                _ => warn!("a worker stuck in a stage is left behind"),
             }
         }
         info!("engine stopped");

@@ -19,6 +19,7 @@ mod ingest;
 pub mod oneshot;
 pub mod pipeline;
 mod sweeper;
+mod watchdog;
 mod worker;
 
 pub use engine::{Engine, EngineEvent, EngineOptions};

@@ -2,12 +2,15 @@
 //! Inference runs here, on dedicated OS threads, never on the async runtime.
 
 use std::{
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use demeter_domain::{config::Config, Job, Stage};
+use demeter_domain::{config::Config, Job, JobId, Stage};
 use demeter_infer::{Analyzer, DecodeLimits, Model, Runtime};
 use demeter_store::StoreError;
 use tracing::{debug, error, info, warn};
@@ -67,29 +70,89 @@ fn models(config: &Config) -> Result<Vec<Arc<Model>>, EngineError> {
     Ok(models)
 }
 
+/// Builds a worker's sessions; kept by the engine so a replaced worker gets fresh ones.
+pub(crate) struct Factory {
+    runtime: Runtime,
+    models: Vec<Arc<Model>>,
+    pub(crate) intra: usize,
+}
+
+impl Factory {
+    pub(crate) fn model_set(&self) -> Result<ModelSet, EngineError> {
+        let analyzers = self
+            .models
+            .iter()
+            .map(|m| Analyzer::new(&self.runtime, m.clone(), self.intra))
+            .collect::<Result<_, _>>()?;
+        Ok(ModelSet { analyzers })
+    }
+}
+
 /// One set of analyzers (ONNX sessions) per worker, for the configured runtime and device.
 /// Built before anything else starts, so a bad model or an unusable GPU stops start-up early.
-/// Returns the sets and the intra-op thread count each session uses.
-pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<ModelSet>, usize), EngineError> {
+pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<ModelSet>, Factory), EngineError> {
     let models = models(config)?;
     let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
     let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let intra = config.intra_threads(cores);
-    let sets = (0..count.max(1))
-        .map(|_| {
-            let analyzers =
-                models.iter().map(|m| Analyzer::new(&runtime, m.clone(), intra)).collect::<Result<_, _>>()?;
-            Ok(ModelSet { analyzers })
-        })
-        .collect::<Result<Vec<_>, EngineError>>()?;
-    Ok((sets, intra))
+    let factory = Factory { runtime, models, intra: config.intra_threads(cores) };
+    let sets = (0..count.max(1)).map(|_| factory.model_set()).collect::<Result<Vec<_>, _>>()?;
+    Ok((sets, factory))
 }
 
-pub(crate) fn spawn(id: usize, mut models: ModelSet, shared: Arc<Shared>) -> thread::JoinHandle<()> {
+/// A worker thread and its slot (the handle is `None` only while being replaced).
+pub(crate) type Running = (Arc<WorkerSlot>, Option<thread::JoinHandle<()>>);
+
+/// What one worker thread is doing, watched by the engine's watchdog.
+#[derive(Default)]
+pub(crate) struct WorkerSlot {
+    /// The job and stage it is in, and since when; `None` while idle.
+    current: Mutex<Option<(JobId, Stage, Instant)>>,
+    /// Set by the watchdog when a stage ran past the timeout: the thread is left behind (a
+    /// thread cannot be killed) and a new worker takes its place. If the stuck call ever
+    /// returns, the thread sees this and ends without touching the store or the counters.
+    abandoned: AtomicBool,
+}
+
+impl WorkerSlot {
+    pub(crate) fn is_abandoned(&self) -> bool {
+        self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// The job to give up on, if the current stage has run longer than `limit`; marks the
+    /// slot abandoned in the same step so the worker and the watchdog never both act.
+    pub(crate) fn abandon_if_stuck(&self, limit: Duration) -> Option<(JobId, Stage)> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        match *current {
+            Some((job, stage, since)) if since.elapsed() > limit && !self.is_abandoned() => {
+                self.abandoned.store(true, Ordering::SeqCst);
+                Some((job, stage))
+            }
+            _ => None,
+        }
+    }
+
+    fn set(&self, now: Option<(JobId, Stage, Instant)>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = now;
+    }
+
+    /// Clears the slot after a job; `false` if the watchdog gave up on the worker meanwhile.
+    fn finish(&self) -> bool {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = None;
+        !self.is_abandoned()
+    }
+}
+
+pub(crate) fn spawn(
+    id: usize,
+    mut models: ModelSet,
+    shared: Arc<Shared>,
+    slot: Arc<WorkerSlot>,
+) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name(format!("demeter-worker-{id}"))
         .spawn(move || {
-            while !shared.stopping() {
+            while !shared.stopping() && !slot.is_abandoned() {
                 if shared.store.paused().unwrap_or(false) {
                     shared.work.wait(Duration::from_millis(500));
                     continue;
@@ -98,8 +161,10 @@ pub(crate) fn spawn(id: usize, mut models: ModelSet, shared: Arc<Shared>) -> thr
                     Ok(Some(job)) => {
                         shared.busy.fetch_add(1, Ordering::Relaxed);
                         shared.publish(EngineEvent::Job(Box::new(job.clone())));
-                        process(&shared, &mut models, job);
-                        shared.busy.fetch_sub(1, Ordering::Relaxed);
+                        process(&shared, &mut models, job, &slot);
+                        if slot.finish() {
+                            shared.busy.fetch_sub(1, Ordering::Relaxed);
+                        }
                     }
                     Ok(None) => shared.work.wait(Duration::from_millis(500)),
                     Err(e) => {
@@ -108,12 +173,12 @@ pub(crate) fn spawn(id: usize, mut models: ModelSet, shared: Arc<Shared>) -> thr
                     }
                 }
             }
-            debug!(worker = id, "worker stopped");
+            debug!(worker = id, abandoned = slot.is_abandoned(), "worker stopped");
         })
         .expect("spawning a worker thread")
 }
 
-fn process(shared: &Shared, models: &mut ModelSet, job: Job) {
+fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) {
     let id = job.id;
     let thumbnail = shared.thumbnail_path(id);
     let overlay = shared.overlay_path(id);
@@ -128,9 +193,10 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job) {
     };
     let mut current = Stage::Read;
     let on_stage = |stage: Stage| {
-        if shared.stopping() {
+        if shared.stopping() || slot.is_abandoned() {
             return false;
         }
+        slot.set(Some((id, stage, Instant::now())));
         if stage != current {
             current = stage;
             match shared.store.update(id, |j| j.advance(stage, shared.clock.now())) {
@@ -148,6 +214,10 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job) {
             job.model.as_deref().unwrap_or_default()
         )))),
     };
+    if slot.is_abandoned() {
+        warn!(job = %id, "a stage returned after it had timed out; the job was already failed, nothing stored");
+        return;
+    }
     let now = shared.clock.now();
     let stored: Result<Job, StoreError> = match outcome {
         Ok(result) => {
