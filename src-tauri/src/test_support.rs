@@ -20,24 +20,12 @@ pub fn pending(session: SessionId) -> demeter_domain::Job {
 }
 
 pub fn finished(session: SessionId, ok: bool, plants: u64) -> demeter_domain::Job {
-    use demeter_domain::{JobError, JobResult, ModelRef};
+    use demeter_domain::{JobError, JobResult};
     let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
     let mut j = pending(session);
     j.claim(0, t).unwrap();
     if ok {
-        let result = JobResult {
-            session_id: uuid::Uuid::nil(),
-            total_detected: plants as u32,
-            plants: vec![],
-            plant_area_fraction: 0.0,
-            storage_location_id: None,
-            storage_location_name: None,
-            location_rule: None,
-            model: ModelRef { name: "m".into(), version: "1".into(), ..Default::default() },
-            timings_ms: Default::default(),
-            width: 1,
-            height: 1,
-        };
+        let result = JobResult { total_detected: plants as u32, ..Default::default() };
         j.complete(result, t).unwrap();
     } else {
         j.fail(JobError::permanent("bad"), t).unwrap();

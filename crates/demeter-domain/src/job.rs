@@ -452,17 +452,9 @@ mod tests {
 
     fn result() -> JobResult {
         JobResult {
-            session_id: uuid::Uuid::nil(),
             total_detected: 3,
-            plants: vec![],
-            plant_area_fraction: 0.1,
-            storage_location_id: None,
-            storage_location_name: None,
-            location_rule: None,
             model: ModelRef { name: "m".into(), version: "1".into(), ..Default::default() },
-            timings_ms: Default::default(),
-            width: 1,
-            height: 1,
+            ..Default::default()
         }
     }
 

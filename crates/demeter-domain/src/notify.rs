@@ -59,7 +59,7 @@ impl SessionReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{JobError, JobId, JobResult, ModelRef};
+    use crate::{JobError, JobId, JobResult};
     use chrono::DateTime;
 
     fn jobs(done: &[Option<u32>]) -> (SessionId, Vec<Job>) {
@@ -71,24 +71,7 @@ mod tests {
                 let mut j = Job::new(JobId::new_v7(), s, "i".into(), "/a".into(), "a".into(), 1, 1, t);
                 j.claim(0, t).unwrap();
                 match plants {
-                    Some(n) => j
-                        .complete(
-                            JobResult {
-                                session_id: uuid::Uuid::nil(),
-                                total_detected: *n,
-                                plants: vec![],
-                                plant_area_fraction: 0.0,
-                                storage_location_id: None,
-                                storage_location_name: None,
-                                location_rule: None,
-                                model: ModelRef { name: "m".into(), version: "1".into(), ..Default::default() },
-                                timings_ms: Default::default(),
-                                width: 1,
-                                height: 1,
-                            },
-                            t,
-                        )
-                        .unwrap(),
+                    Some(n) => j.complete(JobResult { total_detected: *n, ..Default::default() }, t).unwrap(),
                     None => j.fail(JobError::permanent("bad"), t).unwrap(),
                 }
                 j
