@@ -78,7 +78,7 @@ pub fn get_settings<R: Runtime>(
         phase: phase.to_owned(),
         error,
         start_at_login: autostart::enabled(),
-        lan_url: controller.browser_url().filter(|u| !u.contains("127.0.0.1") && !u.contains("[::1]")),
+        lan_url: controller.lan_url(),
     })
 }
 

@@ -258,6 +258,11 @@ impl<R: Runtime> Controller<R> {
         Some(format!("{}#/pair/{code}{}", host.local_url(), target.hash()))
     }
 
+    /// The status page as phones reach it; `None` with LAN access off or no engine running.
+    pub fn lan_url(&self) -> Option<String> {
+        self.lock().host.as_ref().and_then(|h| h.lan_url().map(str::to_owned))
+    }
+
     /// The status page as others reach it: the LAN address, else this machine's.
     pub fn browser_url(&self) -> Option<String> {
         let inner = self.lock();

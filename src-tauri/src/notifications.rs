@@ -12,7 +12,7 @@ use std::{
 };
 
 use demeter_domain::{
-    notify::{Outcome, SessionReport, SYSTEM_PROBLEM_MIN},
+    notify::{Outcome, SessionReport, Totals},
     SessionId,
 };
 use demeter_engine::EngineEvent;
@@ -32,44 +32,6 @@ pub struct Digest {
     pub outcome: Outcome,
     /// The one session to open, or `None` for the session list.
     pub open: Option<SessionId>,
-}
-
-/// Finished sessions summed up, worded like [`SessionReport::message`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Totals {
-    pub outcome: Outcome,
-    pub total: u32,
-    pub completed: u32,
-    pub failed: u32,
-    pub plants: u64,
-}
-
-impl Totals {
-    pub fn of(reports: &[SessionReport]) -> Self {
-        let total: u32 = reports.iter().map(|r| r.total).sum();
-        let completed: u32 = reports.iter().map(|r| r.completed).sum();
-        let failed = total - completed;
-        let plants = reports.iter().map(|r| r.plants).sum();
-        let outcome = if failed == 0 {
-            Outcome::Success
-        } else if completed == 0 && total > SYSTEM_PROBLEM_MIN {
-            Outcome::AllFailed
-        } else {
-            Outcome::Partial
-        };
-        Self { outcome, total, completed, failed, plants }
-    }
-
-    /// "Processed 50 photos — 912 plants counted", "Completed 47, failed 3", "All 12 photos
-    /// failed — check the model or GPU".
-    pub fn message(&self) -> String {
-        let photos = if self.total == 1 { "1 photo".to_owned() } else { format!("{} photos", self.total) };
-        match self.outcome {
-            Outcome::Success => format!("Processed {photos} — {} plants counted", self.plants),
-            Outcome::Partial => format!("Completed {}, failed {}", self.completed, self.failed),
-            Outcome::AllFailed => format!("All {} photos failed — check the model or GPU", self.total),
-        }
-    }
 }
 
 impl Digest {
@@ -179,14 +141,6 @@ fn show<R: Runtime>(app: &AppHandle<R>, digest: &Digest) {
 mod tests {
     use super::*;
     use crate::test_support::report;
-
-    #[test]
-    fn totals_word_a_single_session_like_its_report() {
-        for r in [report(50, 50, 912), report(1, 1, 17), report(50, 47, 800), report(12, 0, 0), report(3, 0, 0)] {
-            assert_eq!(Totals::of(std::slice::from_ref(&r)).message(), r.message);
-            assert_eq!(Totals::of(std::slice::from_ref(&r)).outcome, r.outcome);
-        }
-    }
 
     #[test]
     fn one_session_says_what_happened_and_opens_it() {

@@ -4,10 +4,12 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use demeter_domain::{eta, notify::Outcome, notify::SessionReport, SessionId, SessionSummary};
+use demeter_domain::{
+    eta,
+    notify::{Outcome, SessionReport, Totals},
+    SessionId, SessionSummary,
+};
 use demeter_engine::EngineEvent;
-
-use crate::notifications::Totals;
 
 /// The tray icon's three looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

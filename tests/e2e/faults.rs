@@ -33,14 +33,10 @@ fn finished(d: &Daemon, name: &str, within: Duration) -> Value {
 
 #[test]
 fn a_photo_that_aborts_the_process_fails_after_three_crashes_under_the_supervisor_and_the_rest_complete() {
-    let cfg = tempfile::tempdir().unwrap();
-    let config = cfg.path().join("config.toml");
-    fs::write(&config, "[runtime.faults]\nabort_on = \"poison\"\n").unwrap();
+    let config = demeter_tests::config_file("[runtime.faults]\nabort_on = \"poison\"\n");
     // One worker: only the poisonous photo is in flight when the process dies.
-    let mut d = Daemon::start_with_args(
-        &["--supervise"],
-        &[("DEMETER_CONFIG", config.to_str().unwrap()), ("DEMETER_WORKERS", "1")],
-    );
+    let mut d =
+        Daemon::start_with_args(&["--supervise"], &[("DEMETER_CONFIG", &config.path), ("DEMETER_WORKERS", "1")]);
     let photos = real_photos();
     fs::copy(&photos[1], d.watch_dir().join("good-1.jpg")).unwrap();
     fs::copy(&photos[3], d.watch_dir().join("good-2.jpg")).unwrap();
@@ -99,11 +95,9 @@ fn a_corrupt_database_is_moved_aside_and_rebuilt_from_the_photo_folder() {
 
 #[test]
 fn sigterm_with_jobs_in_flight_puts_them_back_without_using_an_attempt() {
-    let cfg = tempfile::tempdir().unwrap();
-    let config = cfg.path().join("config.toml");
     // Each segmentation takes 1.5 s, so SIGTERM finds all four workers busy.
-    fs::write(&config, "[runtime.faults]\nlatency_ms = 1500\n").unwrap();
-    let env = [("DEMETER_CONFIG", config.to_str().unwrap()), ("DEMETER_WORKERS", "4")];
+    let config = demeter_tests::config_file("[runtime.faults]\nlatency_ms = 1500\n");
+    let env = [("DEMETER_CONFIG", config.path.as_str()), ("DEMETER_WORKERS", "4")];
     let mut d = Daemon::start_with(&env);
     let photos = real_photos();
     for (i, p) in photos.iter().take(6).enumerate() {
@@ -135,14 +129,10 @@ fn sigterm_with_jobs_in_flight_puts_them_back_without_using_an_attempt() {
 
 #[test]
 fn a_poison_photo_among_healthy_ones_in_flight_is_caught_and_only_it_fails() {
-    let cfg = tempfile::tempdir().unwrap();
-    let config = cfg.path().join("config.toml");
     // Four workers: the first crash takes healthy photos down with the poisonous one.
-    fs::write(&config, "[runtime.faults]\nabort_on = \"poison\"\nlatency_ms = 300\n").unwrap();
-    let mut d = Daemon::start_with_args(
-        &["--supervise"],
-        &[("DEMETER_CONFIG", config.to_str().unwrap()), ("DEMETER_WORKERS", "4")],
-    );
+    let config = demeter_tests::config_file("[runtime.faults]\nabort_on = \"poison\"\nlatency_ms = 300\n");
+    let mut d =
+        Daemon::start_with_args(&["--supervise"], &[("DEMETER_CONFIG", &config.path), ("DEMETER_WORKERS", "4")]);
     let photos = real_photos();
     let names = ["a.jpg", "b.jpg", "poison.jpg", "c.jpg", "d.jpg", "e.jpg"];
     for (i, name) in names.iter().enumerate() {
@@ -168,11 +158,9 @@ fn a_poison_photo_among_healthy_ones_in_flight_is_caught_and_only_it_fails() {
 
 #[test]
 fn a_stage_that_hangs_fails_its_photo_and_the_worker_is_replaced() {
-    let cfg = tempfile::tempdir().unwrap();
-    let config = cfg.path().join("config.toml");
-    fs::write(&config, "[runtime.faults]\nhang_on = \"hang\"\nlatency_ms = 800\n").unwrap();
+    let config = demeter_tests::config_file("[runtime.faults]\nhang_on = \"hang\"\nlatency_ms = 800\n");
     let mut d = Daemon::start_with(&[
-        ("DEMETER_CONFIG", config.to_str().unwrap()),
+        ("DEMETER_CONFIG", &config.path),
         ("DEMETER_WORKERS", "2"),
         ("DEMETER_STAGE_TIMEOUT_SECS", "3"),
     ]);

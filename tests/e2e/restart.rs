@@ -77,11 +77,9 @@ fn kill_9_while_processing_then_restart_loses_and_repeats_nothing() {
 #[test]
 fn kill_9_cycles_lose_nothing_and_reported_outcomes_never_go_back() {
     let cycles: usize = std::env::var("DEMETER_KILL_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    let cfg = tempfile::tempdir().unwrap();
-    let config = cfg.path().join("config.toml");
     // Slower segmentation keeps the four workers busy across the kills.
-    fs::write(&config, "[runtime.faults]\nlatency_ms = 400\n").unwrap();
-    let mut d = Daemon::start_with(&[("DEMETER_CONFIG", config.to_str().unwrap()), ("DEMETER_WORKERS", "4")]);
+    let config = demeter_tests::config_file("[runtime.faults]\nlatency_ms = 400\n");
+    let mut d = Daemon::start_with(&[("DEMETER_CONFIG", &config.path), ("DEMETER_WORKERS", "4")]);
     let small: Vec<_> = real_photos()
         .into_iter()
         .filter(|p| fs::metadata(p).unwrap().len() < 300_000 && p.extension().unwrap() == "jpg")

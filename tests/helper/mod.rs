@@ -60,6 +60,19 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// A config file in a temp folder of its own (removed when dropped), for `DEMETER_CONFIG`.
+pub struct ConfigFile {
+    _dir: tempfile::TempDir,
+    pub path: String,
+}
+
+pub fn config_file(toml: &str) -> ConfigFile {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    ConfigFile { path: path.to_str().unwrap().to_owned(), _dir: dir }
+}
+
 /// A running daemon with its own folders. Killed when dropped.
 pub struct Daemon {
     pub root: tempfile::TempDir,

@@ -42,17 +42,62 @@ impl SessionReport {
         }
         let total = jobs.len() as u32;
         let completed = jobs.iter().filter(|j| j.status() == StatusName::Completed).count() as u32;
-        let failed = total - completed;
         let plants: u64 = jobs.iter().filter_map(|j| j.result()).map(|r| u64::from(r.total_detected)).sum();
-        let photos = |n: u32| if n == 1 { "1 photo".to_owned() } else { format!("{n} photos") };
-        let (outcome, message) = if failed == 0 {
-            (Outcome::Success, format!("Processed {} — {plants} plants counted", photos(total)))
+        let t = Totals::new(total, completed, plants);
+        Some(Self {
+            upload_session_id: session,
+            outcome: t.outcome,
+            total,
+            completed,
+            failed: t.failed,
+            plants,
+            message: t.message(),
+        })
+    }
+}
+
+/// One or more finished sessions summed up, with the wording of [`SessionReport::message`]:
+/// what the desktop's tray and a notification for sessions finishing together say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Totals {
+    pub outcome: Outcome,
+    pub total: u32,
+    pub completed: u32,
+    pub failed: u32,
+    pub plants: u64,
+}
+
+impl Totals {
+    pub fn new(total: u32, completed: u32, plants: u64) -> Self {
+        let failed = total - completed;
+        let outcome = if failed == 0 {
+            Outcome::Success
         } else if completed == 0 && total > SYSTEM_PROBLEM_MIN {
-            (Outcome::AllFailed, format!("All {total} photos failed — check the model or GPU"))
+            Outcome::AllFailed
         } else {
-            (Outcome::Partial, format!("Completed {completed}, failed {failed}"))
+            Outcome::Partial
         };
-        Some(Self { upload_session_id: session, outcome, total, completed, failed, plants, message })
+        Self { outcome, total, completed, failed, plants }
+    }
+
+    /// Sums reports.
+    pub fn of(reports: &[SessionReport]) -> Self {
+        Self::new(
+            reports.iter().map(|r| r.total).sum(),
+            reports.iter().map(|r| r.completed).sum(),
+            reports.iter().map(|r| r.plants).sum(),
+        )
+    }
+
+    /// "Processed 50 photos — 912 plants counted", "Completed 47, failed 3", "All 12 photos
+    /// failed — check the model or GPU".
+    pub fn message(&self) -> String {
+        let photos = if self.total == 1 { "1 photo".to_owned() } else { format!("{} photos", self.total) };
+        match self.outcome {
+            Outcome::Success => format!("Processed {photos} — {} plants counted", self.plants),
+            Outcome::Partial => format!("Completed {}, failed {}", self.completed, self.failed),
+            Outcome::AllFailed => format!("All {} photos failed — check the model or GPU", self.total),
+        }
     }
 }
 
@@ -117,5 +162,16 @@ mod tests {
         ));
         assert_eq!(SessionReport::from_jobs(s, &j), None);
         assert_eq!(SessionReport::from_jobs(s, &[]), None);
+    }
+
+    #[test]
+    fn totals_of_several_reports_word_them_together() {
+        let (s1, j1) = jobs(&[Some(10), Some(5)]);
+        let (s2, j2) = jobs(&[Some(3), None]);
+        let a = SessionReport::from_jobs(s1, &j1).unwrap();
+        let b = SessionReport::from_jobs(s2, &j2).unwrap();
+        assert_eq!(Totals::of(std::slice::from_ref(&a)).message(), a.message);
+        let both = Totals::of(&[a, b]);
+        assert_eq!((both.outcome, both.message()), (Outcome::Partial, "Completed 3, failed 1".to_owned()));
     }
 }
