@@ -7,3 +7,4 @@ mod lan;
 mod notify;
 mod pipeline;
 mod restart;
+mod watch;

@@ -1,7 +1,74 @@
-use std::{collections::HashMap, fs, time::Duration};
+use std::{
+    collections::HashMap,
+    fs,
+    io::BufRead,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread,
+    time::Duration,
+};
 
-use demeter_tests::{real_photos, wait_for, Daemon};
+use demeter_tests::{real_photos, wait_for, Daemon, ADMIN_TOKEN};
 use serde_json::Value;
+
+/// A live-page client: follows the event stream of one session across daemon restarts
+/// (reconnecting whenever the connection drops) and records every job state it is told.
+struct SseRecorder {
+    stop: Arc<AtomicBool>,
+    /// (job id, status, processing run id) in the order received.
+    seen: Arc<Mutex<Vec<(String, String, Value)>>>,
+    connections: Arc<Mutex<usize>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl SseRecorder {
+    fn follow(url: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(0));
+        let thread = {
+            let (stop, seen, connections) = (stop.clone(), seen.clone(), connections.clone());
+            thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new().timeout_read(Duration::from_secs(2)).build();
+                while !stop.load(Ordering::SeqCst) {
+                    let Ok(response) = agent.get(&url).set("Authorization", &format!("Bearer {ADMIN_TOKEN}")).call()
+                    else {
+                        thread::sleep(Duration::from_millis(20)); // restarting
+                        continue;
+                    };
+                    *connections.lock().unwrap() += 1;
+                    for line in std::io::BufReader::new(response.into_reader()).lines() {
+                        let Ok(line) = line else { break }; // killed, or quiet for 2 s
+                        let Some(data) = line.strip_prefix("data:") else { continue };
+                        let Ok(event) = serde_json::from_str::<Value>(data.trim()) else { continue };
+                        if event["type"] == "job" {
+                            let j = &event["job"];
+                            seen.lock().unwrap().push((
+                                j["job_id"].as_str().unwrap().to_owned(),
+                                j["status"].as_str().unwrap().to_owned(),
+                                j["result"]["session_id"].clone(),
+                            ));
+                        }
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                }
+            })
+        };
+        Self { stop, seen, connections, thread: Some(thread) }
+    }
+
+    fn finish(mut self) -> (Vec<(String, String, Value)>, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        let connections = *self.connections.lock().unwrap();
+        (seen, connections)
+    }
+}
 
 /// `kill -9` while jobs are processing, restart: every job ends terminal exactly once, and
 /// nothing that was already finished is processed again.
@@ -95,6 +162,7 @@ fn kill_9_cycles_lose_nothing_and_reported_outcomes_never_go_back() {
     let session = wait_for("the session", Duration::from_secs(60), || {
         d.sessions().first().map(|s| s["upload_session_id"].as_str().unwrap().to_owned())
     });
+    let sse = SseRecorder::follow(d.url(&format!("/api/v1/events?upload_session_id={session}")));
 
     // What the API said, per job: the outcome once there is one.
     let mut outcome: HashMap<String, (String, Value)> = HashMap::new();
@@ -134,10 +202,32 @@ fn kill_9_cycles_lose_nothing_and_reported_outcomes_never_go_back() {
     assert_eq!(done["summary"]["total_jobs"], n, "one job per photo: none lost, none duplicated");
     assert_eq!(done["summary"]["completed"], n, "{}", done["summary"]);
     assert_eq!(d.sessions().len(), 1);
+
+    // The event stream's half: an outcome it announced (in any connection, before any kill)
+    // is what every later event and the final record say.
+    let (events, connections) = sse.finish();
+    let mut sse_outcome: HashMap<&str, (&str, &Value)> = HashMap::new();
+    for (id, status, run) in &events {
+        if let Some(before) = sse_outcome.get(id.as_str()) {
+            assert_eq!((status.as_str(), run), *before, "the event stream took back job {id}'s outcome");
+        } else if status == "completed" || status == "failed" {
+            sse_outcome.insert(id, (status, run));
+        }
+    }
+    let finals: HashMap<&str, &Value> =
+        done["jobs"].as_array().unwrap().iter().map(|j| (j["job_id"].as_str().unwrap(), j)).collect();
+    for (id, (status, run)) in &sse_outcome {
+        let j = finals[id];
+        assert_eq!((j["status"].as_str().unwrap(), &j["result"]["session_id"]), (*status, *run), "job {id}");
+    }
+    assert!(connections > cycles, "the client followed every restart ({connections} connections)");
+    assert!(sse_outcome.len() as u64 >= n / 2, "the stream announced most outcomes ({})", sse_outcome.len());
     restart_ms.sort_unstable();
     eprintln!(
-        "{cycles} kill -9 cycles, {n} photos: {} outcomes seen before the end; restart to serving (orphans reclaimed) median {} ms, max {} ms",
+        "{cycles} kill -9 cycles, {n} photos: {} outcomes seen by polling, {} job events and {} outcomes over {connections} SSE connections; restart to serving (orphans reclaimed) median {} ms, max {} ms",
         outcome.len(),
+        events.len(),
+        sse_outcome.len(),
         restart_ms[restart_ms.len() / 2],
         restart_ms[restart_ms.len() - 1]
     );

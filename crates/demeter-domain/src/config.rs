@@ -42,11 +42,45 @@ pub struct WatchConfig {
     pub stability_window_ms: u64,
     /// A quiet gap longer than this starts a new upload session.
     pub session_gap_secs: u64,
+    /// Filesystem events or rescans alone; `auto` polls on network and FUSE filesystems.
+    pub mode: WatchMode,
 }
 
 impl Default for WatchConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("photos"), rescan_interval_secs: 60, stability_window_ms: 2000, session_gap_secs: 30 }
+        Self {
+            dir: PathBuf::from("photos"),
+            rescan_interval_secs: 60,
+            stability_window_ms: 2000,
+            session_gap_secs: 30,
+            mode: WatchMode::Auto,
+        }
+    }
+}
+
+/// How the photo folder is watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// Filesystem events plus rescans; rescans alone when the folder is on a network or FUSE
+    /// filesystem (files written by other machines raise no events there).
+    #[default]
+    Auto,
+    /// Events plus rescans even on a network filesystem.
+    Events,
+    /// Rescans alone, every `rescan_interval_secs`.
+    Polling,
+}
+
+impl FromStr for WatchMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(WatchMode::Auto),
+            "events" => Ok(WatchMode::Events),
+            "polling" => Ok(WatchMode::Polling),
+            _ => Err("expected one of auto, events, polling".into()),
+        }
     }
 }
 
@@ -251,6 +285,7 @@ impl Config {
                 "DEMETER_STABILITY_WINDOW_MS" => {
                     self.watch.stability_window_ms = parse_env("DEMETER_STABILITY_WINDOW_MS", value)?
                 }
+                "DEMETER_WATCH_MODE" => self.watch.mode = parse_env("DEMETER_WATCH_MODE", value)?,
                 "DEMETER_SESSION_GAP_SECS" => {
                     self.watch.session_gap_secs = parse_env("DEMETER_SESSION_GAP_SECS", value)?
                 }

@@ -50,8 +50,11 @@ pub struct QueueHealth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct WatcherHealth {
     pub dir: String,
-    /// "events" (inotify and rescans) or "polling" (rescans only, when events are unavailable).
+    /// "events" (inotify and rescans) or "polling" (rescans only).
     pub mode: String,
+    /// Why the watcher polls: `watch.mode`, a network or FUSE filesystem, or events unavailable.
+    #[serde(default)]
+    pub mode_reason: Option<String>,
     pub last_scan_at: Option<DateTime<Utc>>,
     pub files_seen: u64,
     pub last_error: Option<String>,

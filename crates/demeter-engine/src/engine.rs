@@ -17,7 +17,7 @@ use demeter_domain::{
 };
 use demeter_infer::Model;
 use demeter_store::Store;
-use demeter_watch::{FolderWatcher, WatchOptions};
+use demeter_watch::{FolderWatcher, WatchMode, WatchOptions};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
@@ -184,6 +184,11 @@ impl Engine {
         let watch = WatchOptions {
             rescan_interval: Duration::from_secs(config.watch.rescan_interval_secs),
             stability_window: Duration::from_millis(config.watch.stability_window_ms),
+            mode: match config.watch.mode {
+                demeter_domain::config::WatchMode::Auto => WatchMode::Auto,
+                demeter_domain::config::WatchMode::Events => WatchMode::Events,
+                demeter_domain::config::WatchMode::Polling => WatchMode::Polling,
+            },
             ..WatchOptions::new(&config.watch.dir)
         };
         let watcher = FolderWatcher::start(watch, tx)?;
@@ -226,6 +231,7 @@ impl Engine {
         let watcher = self.watcher.as_ref().map(|w| w.status()).map(|s| WatcherHealth {
             dir: s.dir.display().to_string(),
             mode: s.mode.to_owned(),
+            mode_reason: s.mode_reason,
             last_scan_at: s.last_scan_at,
             files_seen: s.files_reported,
             last_error: s.last_error,

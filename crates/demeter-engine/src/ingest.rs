@@ -73,13 +73,24 @@ fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Re
         return Ok(());
     }
     let hash = sha256_file(&file.path)?;
-    if let Some(existing) = store.content_seen(&hash)? {
-        // Same bytes under another name or path: one job per photo content. Remember this file
-        // so rescans skip it, and say so.
-        store.enqueue_alias(&seen, existing)?;
-        info!(path = %file.path.display(), %existing, "identical to an already-known photo; not processed again");
-        return Ok(());
-    }
+    // The dedup rule (README, "Which photos are processed"): one job per photo content, except
+    // that a photo saved again under its own path is processed again, once.
+    let resaved = match store.content_seen(&hash)? {
+        None => false,
+        Some(existing) => match store.job(existing)? {
+            Some(known) if known.path != file.path => {
+                // Same bytes under another name: remember this file so rescans skip it.
+                store.enqueue_alias(&seen, existing)?;
+                info!(path = %file.path.display(), %existing, "identical to an already-known photo; not processed again");
+                return Ok(());
+            }
+            // Saved again (a new mtime), or known only from a record the TTL removed.
+            _ => {
+                info!(path = %file.path.display(), previous = %existing, "photo saved again; processing it again");
+                true
+            }
+        },
+    };
     let now = shared.clock.now();
     let uploaded = match upload_session_of(&file.rel_path) {
         Some(id) => store.session(id)?.map(|s| s.id),
@@ -126,7 +137,12 @@ fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Re
         job.fail(JobError::permanent(reason), now).expect("a new job can fail");
     }
     let expires = Store::expires(now, shared.config.store.job_ttl_hours);
-    match store.enqueue(&job, &hash, expires)? {
+    let outcome = if resaved {
+        store.enqueue_resaved(&job, &hash, expires).map(|()| EnqueueOutcome::Stored)?
+    } else {
+        store.enqueue(&job, &hash, expires)?
+    };
+    match outcome {
         EnqueueOutcome::Stored => {
             debug!(job = %job.id, file = %job.filename, status = job.status().as_str(), "queued");
             shared.publish(EngineEvent::Job(Box::new(job)));

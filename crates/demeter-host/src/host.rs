@@ -247,10 +247,12 @@ impl Host {
 
 /// Turns the engine's durable changes into SSE events (with ETA and session summary).
 async fn forward_events(mut rx: broadcast::Receiver<EngineEvent>, state: AppState) {
-    use broadcast::error::RecvError;
+    use broadcast::error::{RecvError, TryRecvError};
+    /// Events published per store read; a flood of queued photos is announced in batches.
+    const BATCH: usize = 512;
     loop {
-        let event = match rx.recv().await {
-            Ok(e) => e,
+        let mut batch = match rx.recv().await {
+            Ok(e) => vec![e],
             Err(RecvError::Lagged(n)) => {
                 warn!(missed = n, "event publisher fell behind; clients told to resync");
                 events::publish_resync(&state, "the server skipped events; reload");
@@ -258,14 +260,37 @@ async fn forward_events(mut rx: broadcast::Receiver<EngineEvent>, state: AppStat
             }
             Err(RecvError::Closed) => return,
         };
-        let state = state.clone();
-        let published = tokio::task::spawn_blocking(move || match event {
-            EngineEvent::Job(job) => events::publish_job(&state, &job),
-            EngineEvent::Session(session) => {
-                events::publish_session(&state, &session);
-                Ok(())
+        let mut lagged = false;
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(TryRecvError::Lagged(n)) => {
+                    warn!(missed = n, "event publisher fell behind; clients told to resync");
+                    lagged = true;
+                    break;
+                }
+                Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
-            EngineEvent::SessionFinished(_) => Ok(()),
+        }
+        let state = state.clone();
+        let published = tokio::task::spawn_blocking(move || {
+            // Consecutive job events go out together; sessions in between keep their place.
+            let mut jobs = Vec::new();
+            for event in batch {
+                match event {
+                    EngineEvent::Job(job) => jobs.push(*job),
+                    EngineEvent::Session(session) => {
+                        events::publish_jobs(&state, &std::mem::take(&mut jobs))?;
+                        events::publish_session(&state, &session);
+                    }
+                    EngineEvent::SessionFinished(_) => {}
+                }
+            }
+            events::publish_jobs(&state, &jobs)?;
+            if lagged {
+                events::publish_resync(&state, "the server skipped events; reload");
+            }
+            Ok::<_, demeter_server::error::AppError>(())
         })
         .await;
         if let Ok(Err(e)) = published {

@@ -117,21 +117,35 @@ fn owner_of(session: &UploadSession) -> Option<String> {
 /// Announces a stored job change: the job as it was stored (not as it is by now), with its
 /// estimate, and its session's current summary. Blocking (reads the store).
 pub fn publish_job(state: &AppState, job: &Job) -> Result<(), AppError> {
-    let Some(snap) = SessionSnapshot::load(state, job.upload_session_id)? else { return Ok(()) };
+    publish_jobs(state, std::slice::from_ref(job))
+}
+
+/// Announces several stored job changes in order, reading each session's summary and the
+/// queue once for all of them rather than once per job: when thousands of photos are queued
+/// at once, per-event reads of a thousands-long session would cost millions of job reads.
+pub fn publish_jobs(state: &AppState, jobs: &[Job]) -> Result<(), AppError> {
     let stats = state.store.stage_stats()?;
-    let estimate = estimates(state, std::slice::from_ref(job), &stats, state.clock.now())?[0];
-    state.hub.publish(
-        "job",
-        Some(job.upload_session_id),
-        owner_of(&snap.session),
-        json!({
-            "type": "job",
-            "upload_session_id": job.upload_session_id.to_string(),
-            "job": JobView::new(job, estimate),
-            "summary": snap.summary(),
-            "eta_seconds": snap.eta_seconds(),
-        }),
-    );
+    let now = state.clock.now();
+    for run in jobs.chunk_by(|a, b| a.upload_session_id == b.upload_session_id) {
+        let session = run[0].upload_session_id;
+        let Some(snap) = SessionSnapshot::load(state, session)? else { continue };
+        let (summary, eta) = (snap.summary(), snap.eta_seconds());
+        let owner = owner_of(&snap.session);
+        for (job, estimate) in run.iter().zip(estimates(state, run, &stats, now)?) {
+            state.hub.publish(
+                "job",
+                Some(session),
+                owner.clone(),
+                json!({
+                    "type": "job",
+                    "upload_session_id": session.to_string(),
+                    "job": JobView::new(job, estimate),
+                    "summary": summary,
+                    "eta_seconds": eta,
+                }),
+            );
+        }
+    }
     Ok(())
 }
 

@@ -189,6 +189,22 @@ impl Store {
             self.flush()?;
             return Ok(EnqueueOutcome::Duplicate(existing));
         }
+        self.insert_job(job, content_hash, expires_at)?;
+        Ok(EnqueueOutcome::Stored)
+    }
+
+    /// Records a new job for a photo saved again under the same path (a new mtime) whose content
+    /// is already known: unlike [`Store::enqueue`] it is processed again, once, and the content
+    /// index then points to the new job.
+    pub fn enqueue_resaved(&self, job: &Job, content_hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
+        let _g = self.lock();
+        self.insert_job(job, content_hash, expires_at)
+    }
+
+    /// The job, its session index entry, the queue entry (when pending), both dedup entries and
+    /// its expiry, atomically and flushed. The caller holds the write lock.
+    fn insert_job(&self, job: &Job, content_hash: &str, expires_at: DateTime<Utc>) -> Result<()> {
+        let seen = SeenKey { path: job.path.clone(), size: job.size, mtime_ns: job.mtime_ns }.encode();
         let id = job.id.as_bytes();
         let pending = matches!(job.state, JobState::Pending { .. });
         (&self.jobs, &self.session_jobs, &self.queue, &self.seen_path, &self.seen_hash, &self.expiry).transaction(
@@ -204,8 +220,7 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             },
         )?;
-        self.flush()?;
-        Ok(EnqueueOutcome::Stored)
+        self.flush()
     }
 
     pub fn job(&self, id: JobId) -> Result<Option<Job>> {

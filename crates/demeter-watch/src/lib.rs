@@ -5,7 +5,7 @@
 //! - filesystem events (notify, recursive) for speed,
 //! - a scan of existing files at start,
 //! - a reconciliation rescan every `rescan_interval`, for dropped events and filesystems without
-//!   events (polling mode).
+//!   events (polling mode, chosen on its own for network and FUSE filesystems, see [`mounts`]).
 //!
 //! A file is reported only when it passes the [`gate::StabilityGate`] (size and mtime unchanged
 //! for the stability window, so copies in progress are never read early), can be opened, and
@@ -15,7 +15,8 @@
 
 pub mod filter;
 pub mod gate;
+pub mod mounts;
 mod watcher;
 
 pub use filter::ImageFormat;
-pub use watcher::{FileKind, FolderWatcher, ReadyFile, WatchError, WatchOptions, WatchStatus};
+pub use watcher::{FileKind, FolderWatcher, ReadyFile, WatchError, WatchMode, WatchOptions, WatchStatus};

@@ -1,7 +1,7 @@
 use std::{
     collections::{HashMap, HashSet},
     fs::File,
-    io::Read,
+    io::{Read, Seek, SeekFrom},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -18,7 +18,21 @@ use tracing::{debug, info, warn};
 use crate::{
     filter::{self, ImageFormat, SNIFF_LEN},
     gate::{Readiness, StabilityGate},
+    mounts,
 };
+
+/// Whether filesystem events are used, or rescans alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WatchMode {
+    /// Events, unless the folder is on a network or FUSE filesystem (where files written by
+    /// other machines raise no event): then rescans alone, at the rescan interval.
+    #[default]
+    Auto,
+    /// Events even on a network filesystem (e.g. a share only this machine writes to).
+    Events,
+    /// Rescans alone.
+    Polling,
+}
 
 /// How the watcher is set up.
 #[derive(Debug, Clone)]
@@ -28,8 +42,14 @@ pub struct WatchOptions {
     pub stability_window: Duration,
     /// How often candidates are re-examined by the gate.
     pub tick: Duration,
-    /// Skip filesystem events and rely on rescans alone.
-    pub force_polling: bool,
+    pub mode: WatchMode,
+    /// The mount table read to recognise network filesystems (`/proc/mounts`; a test points
+    /// it at its own file).
+    pub mount_table: PathBuf,
+    /// A stable file that still looks unfilled (allocated at its final size, zeros where the
+    /// image should be) is waited for until its mtime is this old; then it is reported anyway,
+    /// so a copy that died half-way becomes a failed job rather than nothing.
+    pub incomplete_grace: Duration,
 }
 
 impl WatchOptions {
@@ -39,7 +59,27 @@ impl WatchOptions {
             rescan_interval: Duration::from_secs(60),
             stability_window: Duration::from_secs(2),
             tick: Duration::from_millis(250),
-            force_polling: false,
+            mode: WatchMode::Auto,
+            mount_table: PathBuf::from("/proc/mounts"),
+            incomplete_grace: Duration::from_secs(30),
+        }
+    }
+
+    /// Whether to poll, and why: the mode, or the filesystem the folder is on.
+    fn polling_reason(&self) -> Option<String> {
+        match self.mode {
+            WatchMode::Polling => Some("watch.mode is \"polling\"".to_owned()),
+            WatchMode::Events => None,
+            WatchMode::Auto => {
+                mounts::detect(&self.dir, &self.mount_table).filter(mounts::Mount::is_network).map(|m| {
+                    format!(
+                        "{} is on a network filesystem ({} at {}), which raises no events for files written elsewhere",
+                        self.dir.display(),
+                        m.fstype,
+                        m.point.display()
+                    )
+                })
+            }
         }
     }
 }
@@ -71,6 +111,8 @@ pub struct WatchStatus {
     pub dir: PathBuf,
     /// "events" or "polling".
     pub mode: &'static str,
+    /// Why the watcher polls instead of using events (`None` in events mode).
+    pub mode_reason: Option<String>,
     pub last_scan_at: Option<DateTime<Utc>>,
     /// Files reported ready since start.
     pub files_reported: u64,
@@ -107,8 +149,13 @@ impl FolderWatcher {
         let dir = opts.dir.canonicalize().unwrap_or_else(|_| opts.dir.clone());
         let opts = WatchOptions { dir, ..opts };
         let stop = Arc::new(AtomicBool::new(false));
-        let mode = if opts.force_polling { "polling" } else { "events" };
-        let status = Arc::new(Mutex::new(WatchStatus { dir: opts.dir.clone(), mode, ..Default::default() }));
+        let mode_reason = opts.polling_reason();
+        let mode = if mode_reason.is_some() { "polling" } else { "events" };
+        if let Some(reason) = &mode_reason {
+            info!(dir = %opts.dir.display(), "polling by rescans every {:?}: {reason}", opts.rescan_interval);
+        }
+        let status =
+            Arc::new(Mutex::new(WatchStatus { dir: opts.dir.clone(), mode, mode_reason, ..Default::default() }));
         let thread = {
             let (stop, status) = (stop.clone(), status.clone());
             thread::Builder::new()
@@ -170,7 +217,8 @@ impl Loop {
     fn run(mut self, stop: &AtomicBool) {
         let (tx, rx) = mpsc::channel::<notify::Result<notify::Event>>();
         // Kept alive for the loop's lifetime; dropping it ends the events.
-        let _watcher = if self.opts.force_polling {
+        let polling = self.status.lock().unwrap_or_else(|e| e.into_inner()).mode == "polling";
+        let _watcher = if polling {
             None
         } else {
             match notify::recommended_watcher(tx).and_then(|mut w| {
@@ -182,7 +230,8 @@ impl Loop {
                     warn!(error = %e, dir = %self.opts.dir.display(), "filesystem events unavailable; polling by rescans");
                     self.set_status(|s| {
                         s.mode = "polling";
-                        s.last_error = Some(format!("filesystem events unavailable: {e}"));
+                        s.mode_reason = Some(format!("filesystem events unavailable: {e}"));
+                        s.last_error = s.mode_reason.clone();
                     });
                     None
                 }
@@ -191,8 +240,12 @@ impl Loop {
         info!(dir = %self.opts.dir.display(), "watching for photos");
         self.rescan();
         let mut last_scan = Instant::now();
+        let mut last_examined = Instant::now();
         while !stop.load(Ordering::SeqCst) {
-            match rx.recv_timeout(self.opts.tick) {
+            // Candidates are examined once per tick, however many events arrive: a flood of
+            // thousands of files must not mean thousands of passes over thousands of files.
+            let next_tick = self.opts.tick.saturating_sub(last_examined.elapsed());
+            match rx.recv_timeout(next_tick) {
                 Ok(event) => {
                     self.on_event(event);
                     // Drain what queued up meanwhile before examining candidates.
@@ -207,7 +260,10 @@ impl Loop {
                 self.rescan();
                 last_scan = Instant::now();
             }
-            self.examine_candidates();
+            if last_examined.elapsed() >= self.opts.tick {
+                self.examine_candidates();
+                last_examined = Instant::now();
+            }
         }
         debug!("watcher stopped");
     }
@@ -302,8 +358,8 @@ impl Loop {
             if self.gate.observe(&path, size, mtime, now) != Readiness::Ready {
                 continue;
             }
-            match self.classify(&path, size) {
-                Ok(Some(kind)) => {
+            match self.classify(&path, size, mtime) {
+                Ok(Verdict::Report(kind)) => {
                     let rel = self.rel(&path).unwrap_or_default();
                     let rel_path = rel.to_string_lossy().replace('\\', "/");
                     let top_level = (rel.components().count() > 1)
@@ -318,7 +374,10 @@ impl Loop {
                     self.set_status(|s| s.files_reported += 1);
                     done.insert(path);
                 }
-                Ok(None) => {
+                Ok(Verdict::Unfilled) => {
+                    debug!(path = %path.display(), "allocated but not filled yet; waiting");
+                }
+                Ok(Verdict::Skip) => {
                     // Not a photo: remember it so rescans skip it until it changes.
                     self.reported.insert(path.clone(), (size, mtime));
                     done.insert(path);
@@ -334,21 +393,85 @@ impl Loop {
         }
     }
 
-    /// Opens the file and sniffs it. `Ok(None)`: not a photo and not named like one.
-    fn classify(&self, path: &Path, size: u64) -> std::io::Result<Option<FileKind>> {
-        let mut head = [0u8; SNIFF_LEN];
+    /// Opens the file and sniffs it.
+    fn classify(&self, path: &Path, size: u64, mtime_ns: i128) -> std::io::Result<Verdict> {
         let mut f = File::open(path)?;
-        let mut n = 0;
-        while n < head.len() {
-            match f.read(&mut head[n..])? {
-                0 => break,
-                k => n += k,
+        let mut head = [0u8; SNIFF_LEN];
+        let n = read_full(&mut f, &mut head)?;
+        let head = &head[..n];
+        let format = filter::sniff(head);
+        let mut tail = [0u8; TAIL_LEN];
+        let tail = match format {
+            // Compressed formats never end in a run of zeros; TIFF (raw strips) may.
+            Some(ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::WebP) if size > head.len() as u64 => {
+                let len = TAIL_LEN.min((size - head.len() as u64) as usize);
+                f.seek(SeekFrom::End(-(len as i64)))?;
+                let read = read_full(&mut f, &mut tail[..len])?;
+                &tail[..read]
+            }
+            _ => &[][..],
+        };
+        let unfilled = size > 0 && (head.iter().all(|&b| b == 0) || (!tail.is_empty() && tail.iter().all(|&b| b == 0)));
+        if unfilled && filter::has_image_extension(path) {
+            let age = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|now| now.as_nanos() as i128 - mtime_ns)
+                .unwrap_or(i128::MAX);
+            if age < self.opts.incomplete_grace.as_nanos() as i128 {
+                return Ok(Verdict::Unfilled);
             }
         }
-        Ok(match filter::sniff(&head[..n]) {
-            Some(format) if size > 0 => Some(FileKind::Image(format)),
-            _ if filter::has_image_extension(path) => Some(FileKind::NotAnImage),
-            _ => None,
+        Ok(match format {
+            Some(format) if size > 0 => Verdict::Report(FileKind::Image(format)),
+            _ if filter::has_image_extension(path) => Verdict::Report(FileKind::NotAnImage),
+            _ => Verdict::Skip,
         })
+    }
+}
+
+/// How many trailing bytes are checked for the zeros of a pre-allocated, unfilled file.
+const TAIL_LEN: usize = 512;
+
+/// What to do with a stable file.
+enum Verdict {
+    Report(FileKind),
+    /// Not a photo and not named like one.
+    Skip,
+    /// Allocated at its final size but still zeros where the image should be: a writer that
+    /// pre-sizes its file and fills it later. Looked at again on the next tick.
+    Unfilled,
+}
+
+fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without root the kernel queue cannot be made to overflow; feed the loop the event notify
+    /// sends when it does (`IN_Q_OVERFLOW` → a `Rescan` flag) for files that raised no events.
+    #[test]
+    fn an_overflow_event_rescans_the_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let opts = WatchOptions { stability_window: Duration::ZERO, ..WatchOptions::new(tmp.path()) };
+        let mut looped = Loop::new(opts, tx, Arc::default());
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0xFF, 0xD9];
+        for i in 0..20 {
+            std::fs::write(tmp.path().join(format!("lost-{i}.jpg")), jpeg).unwrap();
+        }
+        looped.on_event(Ok(notify::Event::new(notify::EventKind::Other).set_flag(notify::event::Flag::Rescan)));
+        looped.examine_candidates();
+        assert_eq!(rx.try_iter().count(), 20);
+        assert_eq!(looped.status.lock().unwrap().rescans, 1);
     }
 }
