@@ -7,8 +7,8 @@ use tracing::{info, warn};
 
 use crate::engine::Shared;
 
-/// Records removed per store call; the write lock is released between batches.
-const BATCH: usize = 500;
+/// Records removed per store call; readers wait at most one batch (see `Store::sweep_due`).
+const BATCH: usize = 200;
 
 pub(crate) fn spawn(shared: Arc<Shared>) -> thread::JoinHandle<()> {
     thread::Builder::new()
@@ -31,28 +31,23 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> thread::JoinHandle<()> {
 
 /// Removes everything due now; returns (sessions, jobs) removed.
 pub(crate) fn sweep(shared: &Shared) -> (usize, usize) {
-    let (mut sessions, mut jobs) = (0, 0);
-    loop {
-        match shared.store.sweep_expired(shared.clock.now(), BATCH) {
-            Ok(report) => {
-                sessions += report.sessions;
-                jobs += report.jobs.len();
-                for job in &report.jobs {
-                    let _ = std::fs::remove_file(shared.thumbnail_path(*job));
-                    let _ = std::fs::remove_file(shared.overlay_path(*job));
-                }
-                if !report.more || shared.stopping() {
-                    break;
-                }
+    let removed = shared.store.sweep_due(shared.clock.now(), BATCH, |report| {
+        for job in &report.jobs {
+            let _ = std::fs::remove_file(shared.thumbnail_path(*job));
+            let _ = std::fs::remove_file(shared.overlay_path(*job));
+        }
+        !shared.stopping()
+    });
+    match removed {
+        Ok(t) => {
+            if t.sessions + t.jobs > 0 {
+                info!(sessions = t.sessions, jobs = t.jobs, batches = t.calls, "expired records removed");
             }
-            Err(e) => {
-                warn!(error = %e, "TTL sweep failed; will retry");
-                break;
-            }
+            (t.sessions, t.jobs)
+        }
+        Err(e) => {
+            warn!(error = %e, "TTL sweep failed; will retry");
+            (0, 0)
         }
     }
-    if sessions + jobs > 0 {
-        info!(sessions, jobs, "expired records removed");
-    }
-    (sessions, jobs)
 }

@@ -26,4 +26,4 @@ mod keys;
 mod store;
 
 pub use error::StoreError;
-pub use store::{EnqueueOutcome, SeenKey, Store, SweepReport};
+pub use store::{EnqueueOutcome, SeenKey, Store, SweepReport, SweepTotals};

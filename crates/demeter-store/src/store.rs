@@ -56,6 +56,14 @@ pub struct SweepReport {
     pub more: bool,
 }
 
+/// What a whole [`Store::sweep_due`] removed, in how many batches.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SweepTotals {
+    pub sessions: usize,
+    pub jobs: usize,
+    pub calls: usize,
+}
+
 /// The sled-backed store. Cheap to share behind an `Arc`; all methods are blocking (call them
 /// from worker threads or `spawn_blocking`, never while holding up the async runtime for long).
 pub struct Store {
@@ -470,6 +478,31 @@ impl Store {
             debug!(sessions = report.sessions, jobs = report.jobs.len(), more = report.more, "swept expired records");
         }
         Ok(report)
+    }
+
+    /// Removes everything due at `now`, `batch` records per call of [`Store::sweep_expired`],
+    /// pausing after each batch as long as it took: each batch briefly holds sled's write lock,
+    /// which blocks readers too, so a long sweep never takes more than half of the store's time
+    /// and a poll waits at most one batch. `each` sees every batch's report (to delete the
+    /// removed jobs' files) and returns `false` to stop early (shutdown). Returns the totals.
+    pub fn sweep_due(
+        &self,
+        now: DateTime<Utc>,
+        batch: usize,
+        mut each: impl FnMut(&SweepReport) -> bool,
+    ) -> Result<SweepTotals> {
+        let mut totals = SweepTotals::default();
+        loop {
+            let started = std::time::Instant::now();
+            let report = self.sweep_expired(now, batch)?;
+            totals.calls += 1;
+            totals.sessions += report.sessions;
+            totals.jobs += report.jobs.len();
+            if !each(&report) || !report.more {
+                return Ok(totals);
+            }
+            std::thread::sleep(started.elapsed());
+        }
     }
 
     /// Convenience for callers computing expiry times.
