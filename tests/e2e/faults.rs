@@ -193,3 +193,79 @@ fn a_stage_that_hangs_fails_its_photo_and_the_worker_is_replaced() {
     assert_eq!(h["workers"]["busy"], 0, "the stuck thread is not counted: {h}");
     assert_eq!(d.terminate(), Some(0), "a stuck thread does not hold up shutdown:\n{}", d.log());
 }
+
+/// Every job of every session, from the poll endpoint.
+fn all_jobs(d: &Daemon) -> Vec<Value> {
+    d.sessions()
+        .iter()
+        .flat_map(|s| d.poll(s["upload_session_id"].as_str().unwrap())["jobs"].as_array().cloned().unwrap())
+        .collect()
+}
+
+#[test]
+fn repeated_device_errors_pause_processing_until_the_device_recovers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let broken = tmp.path().join("device-broken");
+    let config = demeter_tests::config_file(&format!(
+        "[runtime.faults]\ndevice_broken_while = {:?}\n[workers]\ncount = 2\nbreaker_threshold = 3\nbreaker_cooldown_secs = 2\n",
+        broken.to_str().unwrap()
+    ));
+    let d = Daemon::start_with(&[("DEMETER_CONFIG", &config.path)]);
+    fs::write(&broken, "").unwrap();
+    let photos: Vec<_> = real_photos().into_iter().filter(|p| p.extension().unwrap() == "jpg").take(6).collect();
+    for (i, p) in photos.iter().enumerate() {
+        fs::copy(p, d.watch_dir().join(format!("tray-{i}.jpg"))).unwrap();
+    }
+
+    // Three device errors in a row: paused, not ready, and saying why.
+    let health = wait_for("the breaker to open", Duration::from_secs(60), || {
+        let (code, h) = d.get("/health");
+        (h["inference"]["state"] == "open").then_some((code, h))
+    });
+    assert_eq!(health.0, 503, "not ready while paused: {}", health.1);
+    assert_eq!(health.1["ready"], false);
+    assert!(health.1["inference"]["reason"].as_str().unwrap().contains("not responding"), "{}", health.1);
+    assert!(health.1["inference"]["paused_since"].is_string());
+    // Nothing is lost to the outage: the photos wait in the queue instead of failing.
+    std::thread::sleep(Duration::from_secs(3)); // a failed trial or two meanwhile
+    let jobs = all_jobs(&d);
+    assert_eq!(jobs.len(), photos.len());
+    assert!(jobs.iter().all(|j| j["status"] == "pending"), "{jobs:?}");
+    assert!(d.log().contains("inference keeps failing: processing paused"));
+
+    // The device comes back: the next trial succeeds and everything completes.
+    fs::remove_file(&broken).unwrap();
+    wait_for("every photo to complete", Duration::from_secs(90), || {
+        all_jobs(&d).iter().all(|j| j["status"] == "completed").then_some(())
+    });
+    let (code, health) = d.get("/health");
+    assert_eq!((code, &health["inference"]["state"]), (200, &Value::from("closed")), "{health}");
+    assert!(d.log().contains("inference works again; processing resumes"));
+    let metrics = d.request("GET", "/metrics").call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("demeter_inference_pauses_total 1\n"), "{metrics}");
+    assert!(metrics.contains("demeter_inference_paused 0\n"));
+}
+
+#[test]
+fn a_photo_the_model_cannot_take_fails_once_without_retries_or_blaming_the_device() {
+    // The default graph exported with a fixed 224 × 224 input (models/build.py); photos are
+    // resized to a 512-pixel long side, so none fits.
+    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/plant-exg-fixed-224");
+    let config = demeter_tests::config_file(&format!(
+        "[model]\ndir = {:?}\n[workers]\nbreaker_threshold = 2\n",
+        model.to_str().unwrap()
+    ));
+    let d = Daemon::start_with(&[("DEMETER_CONFIG", &config.path)]);
+    for (i, p) in real_photos().iter().filter(|p| p.extension().unwrap() == "jpg").take(3).enumerate() {
+        fs::copy(p, d.watch_dir().join(format!("shape-{i}.jpg"))).unwrap();
+    }
+    for i in 0..3 {
+        let job = finished(&d, &format!("shape-{i}.jpg"), Duration::from_secs(60));
+        assert_eq!(job["status"], "failed", "{job}");
+        assert_eq!((job["attempts"].as_u64(), job["error_kind"].as_str()), (Some(1), Some("permanent")), "{job}");
+        let message = job["error_message"].as_str().unwrap();
+        assert!(message.starts_with("the model takes input of shape [1, 3, 224, 224]"), "{message}");
+    }
+    let (code, health) = d.get("/health");
+    assert_eq!((code, &health["inference"]["state"]), (200, &Value::from("closed")), "{health}");
+}

@@ -161,6 +161,12 @@ pub struct WorkersConfig {
     /// A stage running longer than this fails its photo ("stage … timed out") and the worker
     /// is replaced, so a hung decoder or runtime cannot shrink the pool. 0: no limit.
     pub stage_timeout_secs: u64,
+    /// This many inference-device errors in a row (no success between them) pause processing:
+    /// the circuit breaker opens, `/health` turns not-ready and says why.
+    pub breaker_threshold: u32,
+    /// How long processing stays paused before one trial photo probes the device; doubled
+    /// after every failed trial, up to 10 minutes (or 20 × this).
+    pub breaker_cooldown_secs: u64,
 }
 
 impl Default for WorkersConfig {
@@ -172,6 +178,8 @@ impl Default for WorkersConfig {
             max_pixels: 100_000_000,
             intra_threads: None,
             stage_timeout_secs: 300,
+            breaker_threshold: 5,
+            breaker_cooldown_secs: 30,
         }
     }
 }
@@ -239,6 +247,9 @@ pub struct Faults {
     pub abort_on: Option<String>,
     /// ... never return from segmentation.
     pub hang_on: Option<String>,
+    /// While this file exists, every inference fails the way a broken device does (a GPU
+    /// gone, device memory exhausted); removing it "repairs" the device.
+    pub device_broken_while: Option<std::path::PathBuf>,
 }
 
 /// A configuration value that cannot be used, named so the user can fix it.
@@ -325,6 +336,12 @@ impl Config {
         }
         if self.workers.max_attempts == 0 {
             return invalid("workers.max_attempts", "must be at least 1");
+        }
+        if self.workers.breaker_threshold == 0 {
+            return invalid("workers.breaker_threshold", "must be at least 1");
+        }
+        if self.workers.breaker_cooldown_secs == 0 {
+            return invalid("workers.breaker_cooldown_secs", "must be at least 1");
         }
         if self.workers.max_pixels < 1 {
             return invalid("workers.max_pixels", "must be at least 1");

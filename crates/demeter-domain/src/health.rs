@@ -20,6 +20,29 @@ pub struct Health {
     pub workers: WorkersHealth,
     pub queue: QueueHealth,
     pub watcher: WatcherHealth,
+    /// The inference device's circuit breaker.
+    #[serde(default)]
+    pub inference: InferenceHealth,
+}
+
+/// Whether inference is running or paused because the device keeps failing.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferenceHealth {
+    /// "closed" (processing), "open" (paused after repeated device errors) or "probing" (one
+    /// trial photo is testing the device).
+    pub state: String,
+    /// The device error that paused processing.
+    pub reason: Option<String>,
+    pub paused_since: Option<DateTime<Utc>>,
+    /// Seconds until the next trial, while open.
+    pub retry_in_secs: Option<u64>,
+}
+
+impl Default for InferenceHealth {
+    fn default() -> Self {
+        Self { state: "closed".into(), reason: None, paused_since: None, retry_in_secs: None }
+    }
 }
 
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -200,6 +200,11 @@ pub struct Job {
     /// alone counts against it. Keeps a `kill -9` or power cut from failing healthy photos.
     #[serde(default)]
     pub suspect: bool,
+    /// After an inference-device error: not claimed before this time, so other photos are
+    /// tried meanwhile and an outage shows as errors across photos (which pause processing)
+    /// rather than as one photo failing again and again.
+    #[serde(default)]
+    pub not_before: Option<DateTime<Utc>>,
 }
 
 impl Job {
@@ -229,6 +234,7 @@ impl Job {
             model: None,
             previous_result: None,
             suspect: false,
+            not_before: None,
         }
     }
 
@@ -294,6 +300,7 @@ impl Job {
         match self.state {
             JobState::Pending { .. } => {
                 self.attempts += 1;
+                self.not_before = None;
                 self.state = JobState::Processing { started_at: now, stage: Stage::Read, stage_since: now, worker };
                 Ok(())
             }
@@ -412,6 +419,42 @@ impl Job {
                 Ok(())
             }
             _ => Err(self.refuse("reclaim")),
+        }
+    }
+
+    /// Inference failed under this job for a reason that is not the photo's (the device or
+    /// runtime): back to the queue, not to be claimed before `not_before`, or failed with
+    /// `error` once it has used `max_attempts` attempts, so a photo that keeps upsetting a
+    /// working device still ends. `counted: false` gives the attempt back: the device was
+    /// already known to be failing (a trial while processing is paused), so the photo is not
+    /// to blame.
+    pub fn retry_later(
+        &mut self,
+        error: JobError,
+        max_attempts: u32,
+        counted: bool,
+        not_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        match self.state {
+            JobState::Processing { started_at, .. } => {
+                if !counted {
+                    self.attempts = self.attempts.saturating_sub(1);
+                }
+                if self.attempts >= max_attempts {
+                    let message = format!("{} (after {} attempts)", error.message, self.attempts);
+                    self.state = JobState::Failed {
+                        started_at: Some(started_at),
+                        completed_at: now,
+                        error: JobError { message, ..error },
+                    };
+                } else {
+                    self.not_before = Some(not_before);
+                    self.state = JobState::Pending { queued_at: now };
+                }
+                Ok(())
+            }
+            _ => Err(self.refuse("retry later")),
         }
     }
 
@@ -541,6 +584,32 @@ mod tests {
         let e = j.error().unwrap();
         assert_eq!(e.kind, ErrorKind::Crashed);
         assert_eq!(e.message, "worker crashed repeatedly");
+    }
+
+    #[test]
+    fn device_errors_requeue_until_attempts_are_used_up() {
+        let mut j = job();
+        let e = || JobError::transient("inference failed: CUDA error");
+        for attempt in 1..=3 {
+            j.claim(0, t(attempt)).unwrap();
+            assert_eq!(j.not_before, None, "cleared by the claim");
+            if attempt == 2 {
+                // A trial while paused: the attempt is given back.
+                j.retry_later(e(), 3, false, t(50), t(attempt)).unwrap();
+                assert_eq!(j.attempts, 1);
+                j.claim(0, t(51)).unwrap();
+            }
+            j.retry_later(e(), 3, true, t(100), t(attempt)).unwrap();
+            if attempt < 3 {
+                assert_eq!((j.status(), j.attempts, j.not_before), (StatusName::Pending, attempt as u32, Some(t(100))));
+            }
+        }
+        let e = j.error().unwrap();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (ErrorKind::Transient, "inference failed: CUDA error (after 3 attempts)")
+        );
+        assert!(j.retry_later(JobError::transient("x"), 3, true, t(9), t(9)).is_err(), "only a running job");
     }
 
     #[test]

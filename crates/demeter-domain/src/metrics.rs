@@ -59,6 +59,10 @@ pub struct EngineMetrics {
     pub watcher_events: u64,
     pub watcher_rescans: u64,
     pub watcher_files_ready: u64,
+    /// Times the inference circuit breaker paused processing since start.
+    pub inference_pauses: u64,
+    /// 1 while processing is paused by the breaker.
+    pub inference_paused: bool,
 }
 
 #[cfg(test)]

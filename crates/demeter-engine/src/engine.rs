@@ -10,7 +10,7 @@ use std::{
 
 use demeter_domain::{
     config::Config,
-    health::{Health, ModelHealth, QueueHealth, WatcherHealth, WorkersHealth},
+    health::{Health, InferenceHealth, ModelHealth, QueueHealth, WatcherHealth, WorkersHealth},
     metrics::EngineMetrics,
     notify::SessionReport,
     Clock, Job, UploadSession,
@@ -21,7 +21,7 @@ use demeter_watch::{FolderWatcher, WatchMode, WatchOptions};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::{completion, ingest, sweeper, watchdog, worker, EngineError};
+use crate::{breaker::Breaker, completion, ingest, sweeper, watchdog, worker, EngineError};
 
 /// A change that has been durably stored. Sent only after the write is flushed.
 #[derive(Debug, Clone)]
@@ -79,12 +79,18 @@ pub(crate) struct Shared {
     pub locator: demeter_domain::location::Locator,
     pub thumbnails: PathBuf,
     pub overlays: PathBuf,
+    /// Pauses claiming while the inference device keeps failing (see `breaker`).
+    pub breaker: Mutex<Breaker>,
 }
 
 impl Shared {
     pub(crate) fn publish(&self, e: EngineEvent) {
         // No subscribers is normal (no browser open); a send error only means that.
         let _ = self.events.send(e);
+    }
+
+    pub(crate) fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn stopping(&self) -> bool {
@@ -161,6 +167,10 @@ impl Engine {
             locator: demeter_domain::location::Locator::new(&config.locations).map_err(EngineError::Config)?,
             thumbnails,
             overlays,
+            breaker: Mutex::new(Breaker::new(
+                config.workers.breaker_threshold,
+                Duration::from_secs(config.workers.breaker_cooldown_secs),
+            )),
         });
         for job in reclaimed {
             shared.publish(EngineEvent::Job(Box::new(job)));
@@ -228,6 +238,7 @@ impl Engine {
 
     /// The snapshot served on `/health`.
     pub fn health(&self) -> Health {
+        let inference = self.shared.breaker().status(std::time::Instant::now());
         let watcher = self.watcher.as_ref().map(|w| w.status()).map(|s| WatcherHealth {
             dir: s.dir.display().to_string(),
             mode: s.mode.to_owned(),
@@ -237,7 +248,7 @@ impl Engine {
             last_error: s.last_error,
         });
         Health {
-            ready: !self.shared.stopping(),
+            ready: !self.shared.stopping() && inference.state == "closed",
             version: env!("CARGO_PKG_VERSION").to_owned(),
             execution_provider: self.provider.to_owned(),
             warnings: self.warnings.clone(),
@@ -253,6 +264,12 @@ impl Engine {
                 processing: self.shared.store.processing_count() as u64,
             },
             watcher: watcher.unwrap_or_default(),
+            inference: InferenceHealth {
+                state: inference.state.to_owned(),
+                reason: inference.reason,
+                paused_since: inference.since,
+                retry_in_secs: inference.retry_in.map(|d| d.as_secs_f64().ceil() as u64),
+            },
         }
     }
 
@@ -268,6 +285,7 @@ impl Engine {
         m.jobs_processing = self.shared.store.processing_count() as u64;
         m.workers = self.shared.config.workers.count;
         m.workers_busy = self.shared.busy.load(Ordering::Relaxed);
+        m.inference_paused = !self.shared.breaker().is_closed();
         m.execution_provider = self.provider.to_owned();
         if let Some(w) = self.watcher.as_ref().map(|w| w.status()) {
             m.watcher_events = w.events;

@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use demeter_domain::{config::Faults, JobError};
 
+use crate::pipeline::Interrupt;
+
 /// Applies the configured faults for the photo at `rel_path`, just before segmentation.
-pub(crate) fn before_segment(faults: Option<&Faults>, rel_path: &str) -> Result<(), JobError> {
+pub(crate) fn before_segment(faults: Option<&Faults>, rel_path: &str) -> Result<(), Interrupt> {
     let Some(f) = faults else { return Ok(()) };
     let name = rel_path.rsplit('/').next().unwrap_or(rel_path);
     let hit = |pattern: &Option<String>| pattern.as_deref().is_some_and(|p| !p.is_empty() && name.contains(p));
@@ -28,7 +30,12 @@ pub(crate) fn before_segment(faults: Option<&Faults>, rel_path: &str) -> Result<
         }
     }
     if hit(&f.fail_on) {
-        return Err(JobError::transient(format!("inference failed on {name} (injected fault)")));
+        return Err(Interrupt::Failed(JobError::transient(format!("inference failed on {name} (injected fault)"))));
+    }
+    if f.device_broken_while.as_deref().is_some_and(std::path::Path::exists) {
+        return Err(Interrupt::Device(JobError::transient(
+            "inference failed: the inference device is not responding (injected fault)",
+        )));
     }
     Ok(())
 }
@@ -42,8 +49,20 @@ mod tests {
         let f = Faults { fail_on: Some("bad-".into()), panic_on: Some("boom".into()), ..Default::default() };
         assert!(before_segment(Some(&f), "bench/ok.jpg").is_ok());
         assert!(before_segment(None, "bench/bad-1.jpg").is_ok(), "off unless configured");
-        let e = before_segment(Some(&f), "bench/bad-1.jpg").unwrap_err();
+        let Err(Interrupt::Failed(e)) = before_segment(Some(&f), "bench/bad-1.jpg") else { panic!("a photo failure") };
         assert!(e.message.contains("injected fault"), "{e}");
         assert!(std::panic::catch_unwind(|| before_segment(Some(&f), "boom.jpg")).is_err());
+    }
+
+    #[test]
+    fn the_device_is_broken_while_the_flag_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = dir.path().join("broken");
+        let f = Faults { device_broken_while: Some(flag.clone()), ..Default::default() };
+        assert!(before_segment(Some(&f), "a.jpg").is_ok());
+        std::fs::write(&flag, "").unwrap();
+        assert!(matches!(before_segment(Some(&f), "a.jpg"), Err(Interrupt::Device(_))));
+        std::fs::remove_file(&flag).unwrap();
+        assert!(before_segment(Some(&f), "a.jpg").is_ok());
     }
 }

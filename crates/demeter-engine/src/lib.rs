@@ -11,6 +11,7 @@
 //! the photo [`pipeline`] with its stage milestones, reclaiming orphans at start, graceful
 //! shutdown, the TTL sweeper, `/health` data, and one-shot processing for `demeter process`.
 
+mod breaker;
 mod completion;
 mod engine;
 mod error;

@@ -11,6 +11,9 @@ use demeter_infer::{overlay, thumbnail, Analyzer, DecodeLimits};
 pub enum Interrupt {
     /// The photo failed; the job fails with this reason.
     Failed(JobError),
+    /// Inference itself failed, not because of the photo (the device or runtime): the job goes
+    /// back to the queue and the circuit breaker counts it.
+    Device(JobError),
     /// The caller asked to stop between stages (shutdown); the job goes back to the queue.
     Stopped,
 }
@@ -75,7 +78,10 @@ pub fn run(
 
     stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Decode))?;
     crate::faults::before_segment(input.faults, input.rel_path)?;
-    let segmentation = analyzer.segment(&prepared).map_err(|e| JobError::transient(e.to_string()))?;
+    let segmentation = analyzer.segment(&prepared).map_err(|e| match e {
+        demeter_infer::InferError::InputShape { .. } => Interrupt::Failed(JobError::permanent(e.to_string())),
+        e => Interrupt::Device(JobError::transient(e.to_string())),
+    })?;
 
     stage(Stage::Detect, &mut timings, &mut t, Some(Stage::Segment))?;
     let detection = analyzer.detect(&segmentation, &prepared);

@@ -157,7 +157,17 @@ pub(crate) fn spawn(
                     shared.work.wait(Duration::from_millis(500));
                     continue;
                 }
+                // The device keeps failing: leave the queue alone until the breaker lets a
+                // trial photo through.
+                if !shared.breaker().allow_claim(Instant::now()) {
+                    shared.work.wait(Duration::from_millis(250));
+                    continue;
+                }
                 match shared.store.claim_next(id, shared.clock.now()) {
+                    Ok(None) => {
+                        shared.breaker().nothing_claimed();
+                        shared.work.wait(Duration::from_millis(500));
+                    }
                     Ok(Some(job)) => {
                         shared.busy.fetch_add(1, Ordering::Relaxed);
                         shared.publish(EngineEvent::Job(Box::new(job.clone())));
@@ -166,8 +176,8 @@ pub(crate) fn spawn(
                             shared.busy.fetch_sub(1, Ordering::Relaxed);
                         }
                     }
-                    Ok(None) => shared.work.wait(Duration::from_millis(500)),
                     Err(e) => {
+                        shared.breaker().nothing_claimed();
                         error!(worker = id, error = %e, "cannot claim a job");
                         thread::sleep(Duration::from_secs(1));
                     }
@@ -219,6 +229,9 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
         return;
     }
     let now = shared.clock.now();
+    // Whether the device was believed to work when this photo ran: only then can a device
+    // error be the photo's fault.
+    let device_trusted = tell_breaker(shared, &outcome);
     let stored: Result<Job, StoreError> = match outcome {
         Ok(result) => {
             info!(job = %id, file = %job.filename, plants = result.total_detected, "completed");
@@ -230,6 +243,13 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
         Err(Interrupt::Failed(err)) => {
             info!(job = %id, file = %job.filename, reason = %err, "failed");
             shared.store.update(id, |j| j.fail(err, now))
+        }
+        Err(Interrupt::Device(err)) => {
+            warn!(job = %id, file = %job.filename, reason = %err, "inference device error; the photo goes back to the queue");
+            let max = shared.config.workers.max_attempts;
+            // Back off a little more each time, so other photos are tried meanwhile.
+            let not_before = now + chrono::Duration::seconds(2 * i64::from(job.attempts.min(30)));
+            shared.store.update(id, |j| j.retry_later(err, max, device_trusted, not_before, now))
         }
         Err(Interrupt::Stopped) => {
             info!(job = %id, "shutting down: job back in the queue");
@@ -254,4 +274,32 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
         // The job stays `processing` in the store and is reclaimed at the next start.
         Err(e) => error!(job = %id, error = %e, "cannot store the job's outcome"),
     }
+}
+
+/// Tells the circuit breaker what this photo said about the inference device, and logs the
+/// moments that matter to whoever reads the log: the pause and the recovery. Returns whether
+/// the breaker was closed (the device trusted) when the photo's outcome came in.
+fn tell_breaker(shared: &Shared, outcome: &Result<demeter_domain::JobResult, Interrupt>) -> bool {
+    let mut breaker = shared.breaker();
+    let trusted = breaker.is_closed();
+    match outcome {
+        Ok(_) => {
+            if breaker.success() {
+                info!("inference works again; processing resumes");
+            }
+        }
+        Err(Interrupt::Device(err)) => {
+            if breaker.device_error(&err.message, Instant::now(), shared.clock.now()) {
+                let mut m = shared.metrics.lock().unwrap_or_else(|e| e.into_inner());
+                m.inference_pauses = breaker.trips;
+                error!(
+                    reason = %err,
+                    retry_in_secs = breaker.cooldown().as_secs(),
+                    "inference keeps failing: processing paused; one photo will test the device after the cool-down"
+                );
+            }
+        }
+        Err(Interrupt::Failed(_) | Interrupt::Stopped) => breaker.inconclusive(),
+    }
+    trusted
 }

@@ -35,6 +35,9 @@ pub struct Analyzer {
     model: Arc<Model>,
     provider: Provider,
     warning: Option<String>,
+    /// The graph input's declared dimensions (negative: free), checked before every run so a
+    /// photo the model cannot take fails as the photo's problem, not as a device error.
+    input_dims: Vec<i64>,
 }
 
 fn build_session(
@@ -72,7 +75,24 @@ impl Analyzer {
                 ),
             });
         }
-        Ok(Self { session, model, provider, warning })
+        let input_dims: Vec<i64> = session
+            .inputs()
+            .iter()
+            .find(|i| i.name() == model.manifest.input.name)
+            .and_then(|i| i.dtype().tensor_shape())
+            .map(|shape| shape.iter().copied().collect())
+            .unwrap_or_default();
+        let fits = |i: usize, want: i64| input_dims.get(i).is_none_or(|&d| d < 0 || d == want);
+        if input_dims.len() != 4 || !fits(0, 1) || !fits(1, 3) {
+            return Err(InferError::Model {
+                path: at,
+                reason: format!(
+                    "model.onnx input {:?} has dimensions {input_dims:?}; Demeter feeds [1, 3, height, width] (NCHW RGB)",
+                    model.manifest.input.name
+                ),
+            });
+        }
+        Ok(Self { session, model, provider, warning, input_dims })
     }
 
     pub fn model(&self) -> &Model {
@@ -119,6 +139,10 @@ impl Analyzer {
             for c in 0..3 {
                 data[c * plane + i] = (f32::from(px.0[c]) * spec.scale - spec.mean[c]) / spec.std[c];
             }
+        }
+        let dims = [1, 3, h as i64, w as i64];
+        if self.input_dims.iter().zip(dims).any(|(&want, got)| want >= 0 && want != got) {
+            return Err(InferError::InputShape { model: self.input_dims.clone(), photo: dims.to_vec() });
         }
         let input = Tensor::from_array(([1usize, 3, h, w], data.into_boxed_slice()))
             .map_err(|e| InferError::Run(e.to_string()))?;

@@ -14,6 +14,10 @@ pub enum InferError {
     Model { path: PathBuf, reason: String },
     #[error("--device cuda was requested but the CUDA execution provider could not be registered: {0}")]
     CudaUnavailable(String),
+    /// The photo, resized, does not fit the model's fixed input dimensions: the photo's
+    /// problem (e.g. an aspect ratio the model was not exported for), not the device's.
+    #[error("the model takes input of shape {model:?} (-1: any), but this photo gives {photo:?}")]
+    InputShape { model: Vec<i64>, photo: Vec<i64> },
     #[error("inference failed: {0}")]
     Run(String),
 }

@@ -49,6 +49,10 @@ pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
     let _ = writeln!(out, "demeter_watcher_rescans_total {}", m.watcher_rescans);
     family(&mut out, "demeter_watcher_files_ready_total", "counter", "Files that passed the readiness gate.");
     let _ = writeln!(out, "demeter_watcher_files_ready_total {}", m.watcher_files_ready);
+    family(&mut out, "demeter_inference_pauses_total", "counter", "Times repeated device errors paused processing.");
+    let _ = writeln!(out, "demeter_inference_pauses_total {}", m.inference_pauses);
+    family(&mut out, "demeter_inference_paused", "gauge", "1 while the inference circuit breaker holds processing.");
+    let _ = writeln!(out, "demeter_inference_paused {}", u8::from(m.inference_paused));
     family(&mut out, "demeter_sse_clients", "gauge", "Connected event-stream clients.");
     let _ = writeln!(out, "demeter_sse_clients {sse_clients}");
     out

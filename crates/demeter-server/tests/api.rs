@@ -73,6 +73,7 @@ impl Fixture {
                 workers: WorkersHealth { count: 4, busy: 0, intra_threads: 1 },
                 queue: QueueHealth { pending: 0, processing: 0 },
                 watcher: WatcherHealth::default(),
+                inference: Default::default(),
             }),
             cleanup: Arc::new(|| (0, 0)),
             metrics: Arc::new(Default::default),

@@ -264,8 +264,9 @@ impl Store {
         self.processing.len()
     }
 
-    /// Takes the oldest pending job for `worker`: it leaves the queue, counts an attempt and
-    /// enters `processing`, durably, before the worker touches the photo. A crash suspect
+    /// Takes the oldest pending job for `worker` (skipping those backing off after a device
+    /// error, [`Job::not_before`]): it leaves the queue, counts an attempt and enters
+    /// `processing`, durably, before the worker touches the photo. A crash suspect
     /// ([`Job::suspect`]) is only taken when nothing else is processing, and nothing is taken
     /// while one runs, so a crash during its run can be blamed on it alone.
     pub fn claim_next(&self, worker: usize, now: DateTime<Utc>) -> Result<Option<Job>> {
@@ -281,16 +282,17 @@ impl Store {
         if busy.iter().any(|j| j.suspect) {
             return Ok(None);
         }
-        loop {
-            let Some((key, _)) = self.queue.first()? else {
-                return Ok(None);
-            };
+        for key in self.queue.iter().keys() {
+            let key = key?;
             let Some(bytes) = self.jobs.get(&key)? else {
                 // A queue entry without a job (swept): drop it and look further.
                 self.queue.remove(&key)?;
                 continue;
             };
             let mut job: Job = decode("job", &bytes)?;
+            if job.not_before.is_some_and(|t| t > now) {
+                continue; // backing off after a device error; later photos go first
+            }
             if job.suspect && !busy.is_empty() {
                 return Ok(None);
             }
@@ -298,6 +300,7 @@ impl Store {
             self.write_job(&job)?;
             return Ok(Some(job));
         }
+        Ok(None)
     }
 
     /// Applies a state-machine transition to a stored job and stores the result with its index

@@ -97,6 +97,21 @@ fn a_job_that_keeps_killing_its_worker_fails_after_max_attempts() {
 }
 
 #[test]
+fn a_job_backing_off_after_a_device_error_lets_later_ones_go_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    let s = session(&store, t(0));
+    let (a, b) = (enqueue(&store, s, 1).id, enqueue(&store, s, 2).id);
+    assert_eq!(store.claim_next(0, t(1)).unwrap().unwrap().id, a);
+    store.update(a, |j| j.retry_later(JobError::transient("inference failed"), 3, true, t(100), t(2))).unwrap();
+    assert_eq!(store.claim_next(0, t(3)).unwrap().unwrap().id, b, "a waits");
+    assert!(store.claim_next(1, t(4)).unwrap().is_none(), "nothing else is due");
+    assert_eq!(store.pending_count(), 1);
+    let again = store.claim_next(1, t(100)).unwrap().unwrap();
+    assert_eq!((again.id, again.attempts, again.not_before), (a, 2, None));
+}
+
+#[test]
 fn the_same_file_or_content_is_never_queued_twice() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), CACHE).unwrap();

@@ -1,0 +1,225 @@
+//! The circuit breaker for the inference device: when inference itself keeps failing (a GPU
+//! that fell off the bus, a runtime out of device memory) rather than photos, processing
+//! pauses instead of failing the whole queue one photo at a time, `/health` says why and turns
+//! not-ready, and a single trial photo probes for recovery after a cool-down.
+//!
+//! Pure logic over injected instants; the engine keeps one behind a mutex and the workers ask
+//! it before claiming and tell it every outcome.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+/// Where the breaker stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum State {
+    /// Processing normally.
+    Closed,
+    /// Paused after repeated device errors; nothing is claimed before `until`.
+    Open { until: Instant },
+    /// The cool-down is over: one trial photo runs; its outcome closes or reopens the breaker.
+    Probing { trial_running: bool },
+}
+
+/// Circuit breaker over consecutive inference-device errors.
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    /// Consecutive device errors (no success in between) that open the breaker.
+    threshold: u32,
+    /// The first cool-down; doubled on every failed trial, up to `max_cooldown`.
+    base_cooldown: Duration,
+    max_cooldown: Duration,
+    state: State,
+    consecutive: u32,
+    /// The cool-down of the current opening (grows while trials keep failing).
+    cooldown: Duration,
+    /// The error that opened it, and since when processing has been paused, for `/health`.
+    reason: Option<String>,
+    since: Option<DateTime<Utc>>,
+    /// How many times it opened since start (a metric).
+    pub(crate) trips: u64,
+}
+
+/// What `/health` shows of the breaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BreakerStatus {
+    /// "closed", "open" or "probing".
+    pub state: &'static str,
+    pub reason: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// When the next trial may start (while open).
+    pub retry_in: Option<Duration>,
+}
+
+impl Breaker {
+    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            base_cooldown: cooldown,
+            max_cooldown: (cooldown * 20).max(Duration::from_secs(600)),
+            state: State::Closed,
+            consecutive: 0,
+            cooldown,
+            reason: None,
+            since: None,
+            trips: 0,
+        }
+    }
+
+    /// May a worker claim a photo now? While probing, exactly one caller gets `true`, and it
+    /// must report that photo's outcome (or [`Breaker::nothing_claimed`]).
+    pub(crate) fn allow_claim(&mut self, now: Instant) -> bool {
+        match self.state {
+            State::Closed => true,
+            State::Open { until } if now >= until => {
+                self.state = State::Probing { trial_running: true };
+                true
+            }
+            State::Open { .. } => false,
+            State::Probing { trial_running: false } => {
+                self.state = State::Probing { trial_running: true };
+                true
+            }
+            State::Probing { trial_running: true } => false,
+        }
+    }
+
+    /// The claim `allow_claim` permitted found the queue empty: the trial is still owed.
+    pub(crate) fn nothing_claimed(&mut self) {
+        if self.state == (State::Probing { trial_running: true }) {
+            self.state = State::Probing { trial_running: false };
+        }
+    }
+
+    /// Inference worked. Returns `true` when this closed an open breaker (recovery).
+    pub(crate) fn success(&mut self) -> bool {
+        self.consecutive = 0;
+        let recovered = self.state != State::Closed;
+        if recovered {
+            self.state = State::Closed;
+            self.cooldown = self.base_cooldown;
+            self.reason = None;
+            self.since = None;
+        }
+        recovered
+    }
+
+    /// The photo ended without telling anything about the device (it failed to decode, or
+    /// the run was stopped): a trial is owed again.
+    pub(crate) fn inconclusive(&mut self) {
+        self.nothing_claimed();
+    }
+
+    /// Inference failed for a reason that is not the photo's. Returns `true` when this opened
+    /// the breaker (or reopened it after a failed trial).
+    pub(crate) fn device_error(&mut self, message: &str, now: Instant, wall: DateTime<Utc>) -> bool {
+        self.consecutive += 1;
+        let open = match self.state {
+            State::Closed => self.consecutive >= self.threshold,
+            State::Probing { .. } => {
+                self.cooldown = (self.cooldown * 2).min(self.max_cooldown);
+                true
+            }
+            // A photo claimed before the breaker opened, failing late: already open.
+            State::Open { .. } => false,
+        };
+        if open {
+            if self.state == State::Closed {
+                self.trips += 1;
+                self.since = Some(wall);
+            }
+            self.state = State::Open { until: now + self.cooldown };
+            self.reason = Some(message.to_owned());
+        }
+        open
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    pub(crate) fn cooldown(&self) -> Duration {
+        self.cooldown
+    }
+
+    pub(crate) fn status(&self, now: Instant) -> BreakerStatus {
+        let (state, retry_in) = match self.state {
+            State::Closed => ("closed", None),
+            State::Open { until } => ("open", Some(until.saturating_duration_since(now))),
+            State::Probing { .. } => ("probing", None),
+        };
+        BreakerStatus { state, reason: self.reason.clone(), since: self.since, retry_in }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wall() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_750_000_000, 0).unwrap()
+    }
+
+    #[test]
+    fn opens_after_consecutive_device_errors_only() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(3, Duration::from_secs(10));
+        assert!(!b.device_error("cuda error", t0, wall()));
+        assert!(!b.device_error("cuda error", t0, wall()));
+        b.success(); // a success in between starts the count again
+        assert!(!b.device_error("cuda error", t0, wall()));
+        assert!(!b.device_error("cuda error", t0, wall()));
+        assert!(b.allow_claim(t0));
+        assert!(b.device_error("CUDA failure 999: unknown error", t0, wall()));
+        let s = b.status(t0);
+        assert_eq!(
+            (s.state, s.reason.as_deref(), s.since),
+            ("open", Some("CUDA failure 999: unknown error"), Some(wall()))
+        );
+        assert!(!b.allow_claim(t0 + Duration::from_secs(9)), "nothing is claimed while open");
+        assert_eq!(b.trips, 1);
+    }
+
+    #[test]
+    fn one_trial_after_the_cooldown_closes_or_reopens_it_for_longer() {
+        let t0 = Instant::now();
+        let mut b = Breaker::new(1, Duration::from_secs(10));
+        b.device_error("boom", t0, wall());
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(b.allow_claim(t1), "the trial");
+        assert!(!b.allow_claim(t1), "only one trial at a time");
+        assert_eq!(b.status(t1).state, "probing");
+        // The trial fails: open again, for twice as long.
+        assert!(b.device_error("boom", t1, wall()));
+        assert_eq!(b.cooldown(), Duration::from_secs(20));
+        assert!(!b.allow_claim(t1 + Duration::from_secs(19)));
+        let t2 = t1 + Duration::from_secs(20);
+        assert!(b.allow_claim(t2));
+        // The queue was empty: the trial is still owed, to the next claimer.
+        b.nothing_claimed();
+        assert!(b.allow_claim(t2));
+        // A bad photo says nothing about the device.
+        b.inconclusive();
+        assert!(b.allow_claim(t2));
+        assert!(b.success(), "recovered");
+        let s = b.status(t2);
+        assert_eq!((s.state, s.reason, s.since), ("closed", None, None));
+        assert_eq!(b.cooldown(), Duration::from_secs(10), "the next opening starts short again");
+        assert!(b.allow_claim(t2) && b.allow_claim(t2), "every worker claims again");
+        assert!(!b.success(), "nothing to recover from");
+    }
+
+    #[test]
+    fn cooldown_growth_is_capped() {
+        let mut t = Instant::now();
+        let mut b = Breaker::new(1, Duration::from_secs(30));
+        b.device_error("x", t, wall());
+        for _ in 0..20 {
+            t += b.cooldown();
+            assert!(b.allow_claim(t));
+            b.device_error("x", t, wall());
+        }
+        assert_eq!(b.cooldown(), Duration::from_secs(600));
+        assert_eq!(b.trips, 1, "one outage, however many failed trials");
+    }
+}
