@@ -20,7 +20,7 @@ EVAL_PKGS ?= -p demeter-daemon
 # Photos with ground truth (manifest.json) that the counting goal is judged on.
 DEV_SET ?= ../shared/data/real
 
-.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop eval soak clean help
+.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop eval soak bench bench-deps clean help
 
 help:
 	@echo "make run    install what is missing, build (release), run the daemon on ./photos"
@@ -28,6 +28,7 @@ help:
 	@echo "make build  release binary at target/release/demeter (ONNX Runtime library beside it)"
 	@echo "make ort    fetch the ONNX Runtime $(ORT_VERSION) library from its PyPI wheel"
 	@echo "make models rebuild models/ from models/build.py"
+	@echo "make bench  run the benchmark suite (release) and write docs/benchmarks.md (BENCH_ARGS=--quick for a smoke run)"
 	@echo "make desktop  build the desktop app and its .deb (ONNX Runtime inside)"
 
 setup:
@@ -106,6 +107,24 @@ desktop: ort desktop-deps node
 	strip "$(abspath $(TARGET_DIR))/release/demeter-desktop"
 	cd src-tauri && npx tauri bundle --bundles deb
 	@ls -1 "$(abspath $(TARGET_DIR))"/release/bundle/deb/*.deb
+
+# Benchmarks (docs/benchmarks.md): release builds, wrk for the poll load, and a virtualenv with
+# Pillow, SciPy and onnxruntime for the Python baseline. Nothing here is part of `make test`.
+BENCH_VENV ?= $(HOME)/.cache/demeter/bench-venv
+BENCH_ARGS ?=
+$(BENCH_VENV)/.installed: crates/demeter-bench/python/requirements.txt
+	python3 -m venv "$(BENCH_VENV)"
+	"$(BENCH_VENV)/bin/pip" install --quiet --disable-pip-version-check -r $<
+	touch $@
+
+bench-deps: $(BENCH_VENV)/.installed
+	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq wrk >/dev/null; }
+
+bench: ort bench-deps
+	$(CARGO) build --release --locked -p demeter-daemon -p demeter-bench
+	DEMETER_BENCH_PYTHON="$(BENCH_VENV)/bin/python" "$(abspath $(TARGET_DIR))/release/demeter-bench" \
+	  --out docs/benchmarks.md $(BENCH_ARGS)
 
 # Counting accuracy on the dev set: every photo within one at full resolution, and the
 # multi-plant trays within one at 400x300 too (see models/README.md).

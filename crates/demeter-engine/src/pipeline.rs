@@ -68,13 +68,18 @@ pub fn run(
     })?;
 
     stage(Stage::Decode, &mut timings, &mut t, Some(Stage::Read))?;
-    let img = demeter_infer::decode(&bytes, input.limits).map_err(|e| JobError::permanent(e.to_string()))?;
+    // Decoded no larger than needed: the model's input, or the QR search's 2048 px when labels
+    // are read (JPEGs shrink inside the decoder, several times faster than in full).
+    let wants_qr = input.locator.wants_qr();
+    let need = if wants_qr { demeter_infer::qr::SEARCH_SIDE } else { analyzer.decode_long_side() };
+    let decoded =
+        demeter_infer::decode_for(&bytes, input.limits, need).map_err(|e| JobError::permanent(e.to_string()))?;
     drop(bytes);
-    let prepared = analyzer.prepare(&img);
-    let (width, height) = (img.width(), img.height());
-    // Only a grey, smaller copy is kept for the QR search; the full photo goes now.
-    let qr_image = input.locator.wants_qr().then(|| demeter_infer::qr::search_image(&img));
-    drop(img);
+    let prepared = analyzer.prepare_decoded(&decoded);
+    let (width, height) = (decoded.width, decoded.height);
+    // Only a grey, smaller copy is kept for the QR search; the decoded photo goes now.
+    let qr_image = wants_qr.then(|| demeter_infer::qr::search_image(&decoded.image));
+    drop(decoded);
 
     stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Decode))?;
     crate::faults::before_segment(input.faults, input.rel_path)?;

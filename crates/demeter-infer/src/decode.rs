@@ -88,6 +88,75 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, Decode
     Ok(img)
 }
 
+/// A decoded photo, possibly smaller than stored, and the upright size of the original.
+#[derive(Debug, Clone)]
+pub struct Decoded {
+    pub image: DynamicImage,
+    /// The original's upright width and height (what results and boxes refer to).
+    pub width: u32,
+    pub height: u32,
+}
+
+/// Decodes `bytes` with at least `long_side` pixels on the long side: a JPEG at least twice
+/// that size is decoded at 1/2, 1/4 or 1/8 scale inside the decoder (DCT scaling), several
+/// times faster than decoding every pixel of a 12-megapixel photo only to shrink it to the
+/// model's 512. Anything else, or anything the scaled path does not handle (CMYK, 16-bit, an
+/// error), is decoded in full by [`decode`], with the same checks and the same errors.
+pub fn decode_for(bytes: &[u8], limits: DecodeLimits, long_side: u32) -> Result<Decoded, DecodeError> {
+    if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) && jpeg_is_complete(bytes) {
+        // The decoder panics on a few malformed headers; the full path reports them properly.
+        if let Ok(Some(scaled)) = std::panic::catch_unwind(|| jpeg_scaled(bytes, limits, long_side)) {
+            return scaled;
+        }
+    }
+    let image = decode(bytes, limits)?;
+    Ok(Decoded { width: image.width(), height: image.height(), image })
+}
+
+/// The scaled JPEG path; `None` when it does not apply.
+fn jpeg_scaled(bytes: &[u8], limits: DecodeLimits, long_side: u32) -> Option<Result<Decoded, DecodeError>> {
+    use jpeg_decoder::PixelFormat;
+    let mut d = jpeg_decoder::Decoder::new(bytes);
+    d.read_info().ok()?;
+    let info = d.info()?;
+    let (w, h) = (u32::from(info.width), u32::from(info.height));
+    if w == 0 || h == 0 || !matches!(info.pixel_format, PixelFormat::L8 | PixelFormat::RGB24) {
+        return None;
+    }
+    if u64::from(w) * u64::from(h) > limits.max_pixels {
+        return Some(Err(DecodeError::TooLarge { width: w, height: h, max_pixels: limits.max_pixels }));
+    }
+    let long = w.max(h);
+    if long < long_side.saturating_mul(2) {
+        return None; // no scale factor would help
+    }
+    let want = |side: u32| (u64::from(side) * u64::from(long_side)).div_ceil(u64::from(long)) as u16;
+    d.scale(want(w), want(h)).ok()?;
+    let pixels = d.decode().ok()?;
+    let out = d.info()?;
+    let (ow, oh) = (u32::from(out.width), u32::from(out.height));
+    let image = match out.pixel_format {
+        PixelFormat::RGB24 => DynamicImage::ImageRgb8(image::RgbImage::from_raw(ow, oh, pixels)?),
+        PixelFormat::L8 => DynamicImage::ImageLuma8(image::GrayImage::from_raw(ow, oh, pixels)?),
+        _ => return None,
+    };
+    let orientation = d
+        .exif_data()
+        .and_then(image::metadata::Orientation::from_exif_chunk)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut image = image;
+    image.apply_orientation(orientation);
+    let swapped = matches!(
+        orientation,
+        image::metadata::Orientation::Rotate90
+            | image::metadata::Orientation::Rotate270
+            | image::metadata::Orientation::Rotate90FlipH
+            | image::metadata::Orientation::Rotate270FlipH
+    );
+    let (width, height) = if swapped { (h, w) } else { (w, h) };
+    Some(Ok(Decoded { image, width, height }))
+}
+
 /// True when the JPEG's marker structure reaches its end-of-image marker. Walks the segments
 /// (skipping APPn payloads, so an embedded EXIF thumbnail's end marker does not count) and the
 /// entropy-coded data after each start-of-scan.
@@ -166,6 +235,54 @@ mod tests {
         assert!(matches!(decode(&png[..png.len() / 2], LIMITS), Err(DecodeError::Corrupt { format: "PNG", .. })));
         assert!(matches!(decode(b"this is text, not a photo", LIMITS), Err(DecodeError::UnknownFormat)));
         assert!(matches!(decode(b"", LIMITS), Err(DecodeError::Empty)));
+    }
+
+    /// A `w` × `h` JPEG with a gradient (so scaled and full decodes can be compared), with an
+    /// EXIF orientation tag when given.
+    fn big_jpeg(w: u32, h: u32, orientation: Option<u16>) -> Vec<u8> {
+        use image::ImageEncoder;
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, 90]));
+        let mut out = Vec::new();
+        let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85);
+        if let Some(o) = orientation {
+            // A big-endian TIFF header with one IFD entry: Orientation (0x0112), SHORT, 1.
+            let mut exif = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+            exif.extend_from_slice(&o.to_be_bytes());
+            exif.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            enc.set_exif_metadata(exif).unwrap();
+        }
+        enc.write_image(img.as_raw(), w, h, image::ExtendedColorType::Rgb8).unwrap();
+        out
+    }
+
+    #[test]
+    fn large_jpegs_are_decoded_at_reduced_size_keeping_the_original_size() {
+        let bytes = big_jpeg(2400, 1600, None);
+        let d = decode_for(&bytes, LIMITS, 512).unwrap();
+        assert_eq!((d.width, d.height), (2400, 1600), "results refer to the original");
+        assert_eq!((d.image.width(), d.image.height()), (600, 400), "1/4 scale: the smallest at least 512 wide");
+        // The same picture as a full decode shrunk: the gradient agrees within JPEG noise.
+        let full = decode(&bytes, LIMITS).unwrap().resize_exact(600, 400, image::imageops::FilterType::Triangle);
+        let (a, b) = (d.image.to_rgb8(), full.to_rgb8());
+        let diff: f64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| f64::from(x.abs_diff(*y))).sum::<f64>()
+            / a.as_raw().len() as f64;
+        assert!(diff < 3.0, "mean difference {diff}");
+        // Small enough already, or not a JPEG: decoded in full.
+        let small = decode_for(&jpeg(640, 480), LIMITS, 512).unwrap();
+        assert_eq!((small.image.width(), small.width), (640, 640));
+        // The same checks as a full decode.
+        assert!(decode_for(&bytes[..bytes.len() - 2], LIMITS, 512).is_err());
+        let e = decode_for(&bytes, DecodeLimits { max_pixels: 1_000_000 }, 512).unwrap_err();
+        assert!(matches!(e, DecodeError::TooLarge { width: 2400, height: 1600, .. }), "{e}");
+    }
+
+    #[test]
+    fn exif_orientation_is_applied_to_reduced_decodes() {
+        let d = decode_for(&big_jpeg(2400, 1600, Some(6)), LIMITS, 512).unwrap();
+        assert_eq!((d.width, d.height), (1600, 2400), "rotated 90°: upright size");
+        assert_eq!((d.image.width(), d.image.height()), (400, 600));
+        let full = decode(&big_jpeg(2400, 1600, Some(6)), LIMITS).unwrap();
+        assert_eq!((full.width(), full.height()), (1600, 2400), "the full path agrees");
     }
 
     #[test]

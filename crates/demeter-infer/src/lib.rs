@@ -22,7 +22,7 @@ pub mod runtime;
 pub mod thumbnail;
 
 pub use analyzer::{Analyzer, Detection, Prepared, Segmentation};
-pub use decode::{decode, DecodeError, DecodeLimits};
+pub use decode::{decode, decode_for, DecodeError, DecodeLimits, Decoded};
 pub use error::InferError;
 pub use model::{Manifest, Model};
 pub use runtime::{Provider, Runtime, ORT_VERSION};

@@ -1,0 +1,92 @@
+//! How long after a photo lands in the folder it shows in the API, and its first event reaches
+//! a live page.
+
+use std::{
+    io::BufRead,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+
+use crate::{
+    daemon::{wait_for, Daemon, ADMIN_TOKEN},
+    fixtures,
+    report::Section,
+    stats::Samples,
+    Opts,
+};
+
+/// (filename, when its first job event arrived) as an SSE client saw them.
+type Seen = Arc<Mutex<Vec<(String, Instant)>>>;
+
+fn follow(url: String) -> Seen {
+    let seen: Seen = Arc::default();
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        let Ok(r) = ureq::get(&url).set("Authorization", &format!("Bearer {ADMIN_TOKEN}")).call() else { return };
+        for line in std::io::BufReader::new(r.into_reader()).lines() {
+            let Ok(line) = line else { return };
+            let Some(data) = line.strip_prefix("data:") else { continue };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+            if let Some(name) = v["job"]["filename"].as_str() {
+                out.lock().unwrap().push((name.to_owned(), Instant::now()));
+            }
+        }
+    });
+    seen
+}
+
+fn measure(opts: &Opts, window_ms: &str) -> Result<(Samples, Samples)> {
+    let root = tempfile::tempdir()?;
+    let (d, _) = Daemon::start(root.path(), &[("DEMETER_STABILITY_WINDOW_MS", window_ms)])?;
+    let seen = follow(d.url("/api/v1/events"));
+    std::thread::sleep(Duration::from_millis(300)); // connected
+    let photo = std::fs::read(fixtures::real_photos()?.first().context("a photo")?)?;
+    let (mut api, mut sse) = (Samples::default(), Samples::default());
+    for i in 0..opts.scaled(10, 4) {
+        let name = format!("drop-{i:02}.jpg");
+        let mut bytes = photo.clone();
+        bytes.extend_from_slice(format!("{i}").as_bytes());
+        // Written under a temporary name and renamed, as a careful copier does.
+        let tmp = d.watch.join(format!(".{name}.part"));
+        std::fs::write(&tmp, &bytes)?;
+        let t0 = Instant::now();
+        std::fs::rename(&tmp, d.watch.join(&name))?;
+        wait_for("the job in the API", Duration::from_secs(30), || {
+            let sessions = d.get("/api/v1/sessions").ok()?;
+            let total: u64 =
+                sessions["sessions"].as_array()?.iter().filter_map(|s| s["summary"]["total_jobs"].as_u64()).sum();
+            (total > i as u64).then_some(())
+        })?;
+        api.push(t0.elapsed().as_secs_f64() * 1e3);
+        let at = wait_for("the first event", Duration::from_secs(30), || {
+            seen.lock().unwrap().iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+        })?;
+        sse.push(at.duration_since(t0).as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    Ok((api, sse))
+}
+
+pub fn run(opts: &Opts) -> Result<Section> {
+    let mut rows = Vec::new();
+    for window in ["2000", "100"] {
+        let (api, sse) = measure(opts, window)?;
+        rows.push(format!("| {window} | {} | {} |", api.spread(0), sse.spread(0)));
+    }
+    Ok(Section {
+        title: "Drop to API and live page".into(),
+        command: "demeter-bench latency".into(),
+        targets: "".into(),
+        body: format!(
+            "A real photo renamed into the watched folder, one at a time ({} drops per row); the API polled every \
+             2 ms for the new job; an SSE client connected throughout. Milliseconds from the rename, median \
+             (min–max). The stability window (a file must keep its size and mtime that long before it is read, so \
+             a copy in progress is never processed) is most of it; the rest is the watcher's 250 ms tick, hashing \
+             and the flushed enqueue.\n\n| `stability_window_ms` | drop → job in the API (ms) | drop → first SSE event (ms) |\n|---|---|---|\n{}\n",
+            opts.scaled(10, 4),
+            rows.join("\n")
+        ),
+    })
+}

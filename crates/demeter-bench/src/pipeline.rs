@@ -1,0 +1,163 @@
+//! Photos per minute through the daemon with 1, 2 and 4 workers, against (a) the decode bound —
+//! the same photos only read, decoded and resized by the same code on the same number of
+//! threads — and (b) a Python baseline (Pillow + the `onnxruntime` package, same model, 4
+//! processes, `python/baseline.py`).
+
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicUsize, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use demeter_infer::{Analyzer, DecodeLimits, Model, Runtime};
+
+use crate::{
+    daemon::{wait_for, Daemon},
+    fixtures,
+    report::Section,
+    stats::Samples,
+    Opts,
+};
+
+/// Runs the daemon on a folder already holding `photos` and times them from "serving" to
+/// "every job finished". Returns photos per minute.
+fn daemon_run(photos: &[PathBuf], workers: usize) -> Result<f64> {
+    let root = tempfile::tempdir()?;
+    std::fs::create_dir_all(root.path().join("photos"))?;
+    for p in photos {
+        std::fs::hard_link(p, root.path().join("photos").join(p.file_name().unwrap()))
+            .or_else(|_| std::fs::copy(p, root.path().join("photos").join(p.file_name().unwrap())).map(|_| ()))?;
+    }
+    let workers_s = workers.to_string();
+    let (d, _) = Daemon::start(root.path(), &[("DEMETER_WORKERS", &workers_s), ("DEMETER_STABILITY_WINDOW_MS", "50")])?;
+    let t0 = Instant::now();
+    let n = photos.len() as u64;
+    wait_for("every photo to finish", Duration::from_secs(1800), || {
+        let sessions = d.get("/api/v1/sessions").ok()?;
+        let (mut done, mut total) = (0, 0);
+        for s in sessions["sessions"].as_array()? {
+            let sum = &s["summary"];
+            total += sum["total_jobs"].as_u64()?;
+            done += sum["completed"].as_u64()? + sum["failed"].as_u64()?;
+        }
+        (total == n && done == n).then_some(())
+    })?;
+    let secs = t0.elapsed().as_secs_f64();
+    let failed: u64 = d.get("/api/v1/sessions")?["sessions"]
+        .as_array()
+        .context("sessions")?
+        .iter()
+        .map(|s| s["summary"]["failed"].as_u64().unwrap_or(0))
+        .sum();
+    if failed > 0 {
+        bail!("{failed} photos failed in the pipeline benchmark");
+    }
+    Ok(n as f64 * 60.0 / secs)
+}
+
+/// The decode bound: read + decode + resize to the model's input (the daemon's own code:
+/// `demeter_infer::decode_for` and `Analyzer::prepare_decoded`) on `threads` threads. Photos per minute.
+fn decode_bound(photos: &[PathBuf], threads: usize, runtime: &Runtime) -> Result<f64> {
+    let model = std::sync::Arc::new(Model::builtin());
+    let analyzers: Vec<Analyzer> =
+        (0..threads).map(|_| Analyzer::new(runtime, model.clone(), 1)).collect::<Result<_, _>>()?;
+    let limits = DecodeLimits { max_pixels: 100_000_000 };
+    let next = AtomicUsize::new(0);
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for analyzer in &analyzers {
+            let next = &next;
+            s.spawn(move || {
+                while let Some(p) = photos.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let bytes = std::fs::read(p).expect("read");
+                    let img = demeter_infer::decode_for(&bytes, limits, analyzer.decode_long_side()).expect("decode");
+                    std::hint::black_box(analyzer.prepare_decoded(&img));
+                }
+            });
+        }
+    });
+    Ok(photos.len() as f64 * 60.0 / t0.elapsed().as_secs_f64())
+}
+
+/// `python/baseline.py` with 4 processes in the bench virtualenv. Photos per minute.
+fn python_baseline(photos_dir: &Path, python: &Path) -> Result<f64> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/baseline.py");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/plant-exg/model.onnx");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args(["--processes", "4", "--model", model.to_str().unwrap(), photos_dir.to_str().unwrap()])
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!("the Python baseline failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    doc["photos_per_minute"].as_f64().context("photos_per_minute")
+}
+
+pub fn run(opts: &Opts) -> Result<Section> {
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path().join("photos");
+    let photos = fixtures::distinct_copies(&dir, opts.scaled(20, 3), "pipeline")?;
+    let megapixels: f64 = photos
+        .iter()
+        .filter_map(|p| image::image_dimensions(p).ok())
+        .map(|(w, h)| f64::from(w) * f64::from(h) / 1e6)
+        .sum::<f64>()
+        / photos.len() as f64;
+    let reps = opts.reps;
+    // One ONNX Runtime environment per process: built once, for every decode-bound run.
+    let runtime = Runtime::init(opts.ort_lib.as_deref(), demeter_domain::config::Device::Cpu)?;
+    let mut rows = Vec::new();
+    let mut at4 = (0.0, 0.0);
+    for workers in [1usize, 2, 4] {
+        let mut pipe = Samples::default();
+        let mut bound = Samples::default();
+        for _ in 0..reps {
+            bound.push(decode_bound(&photos, workers, &runtime)?);
+            pipe.push(daemon_run(&photos, workers)?);
+        }
+        let share = 100.0 * pipe.median() / bound.median();
+        if workers == 4 {
+            at4 = (pipe.median(), bound.median());
+        }
+        rows.push(format!("| {workers} | {} | {} | {share:.0} % |", pipe.spread(1), bound.spread(1)));
+    }
+    let mut python = Samples::default();
+    let py = opts.python.clone();
+    if let Some(py) = &py {
+        for _ in 0..reps {
+            python.push(python_baseline(&dir, py)?);
+        }
+    }
+    let mut body = format!(
+        "{} distinct photos (the {} real photos × {} rounds, {:.1} MP on average; bytes appended so none is \
+         deduplicated), {reps} runs each, photos per minute as median (min–max). The daemon is timed from serving \
+         to every job finished (thumbnail and overlay written, results stored); the photos are in the folder \
+         before it starts.\n\n| workers | daemon (photos/min) | decode bound (photos/min) | share of the bound |\n|---|---|---|---|\n{}\n",
+        photos.len(),
+        fixtures::real_photos()?.len(),
+        opts.scaled(20, 3),
+        megapixels,
+        rows.join("\n")
+    );
+    if py.is_some() {
+        body.push_str(&format!(
+            "\nPython baseline (Pillow `thumbnail` + `onnxruntime` on the same `model.onnx`, connected components with \
+             SciPy, thumbnail written; 4 processes): {} photos/min. Daemon with 4 workers: **{:.1}×** the baseline, \
+             **{:.0} %** of the decode bound.\n",
+            python.spread(1),
+            at4.0 / python.median(),
+            100.0 * at4.0 / at4.1
+        ));
+    } else {
+        body.push_str("\nPython baseline: not run (no bench virtualenv; `make bench` makes one).\n");
+    }
+    Ok(Section {
+        title: "Pipeline throughput".into(),
+        command: "demeter-bench pipeline".into(),
+        targets: "≥ 70 % of the decode bound, ≥ 2× the Python baseline (4 workers)".into(),
+        body,
+    })
+}
