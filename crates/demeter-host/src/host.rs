@@ -108,6 +108,7 @@ impl Host {
             thumbnails: engine.thumbnails_dir(),
             overlays: engine.overlays_dir(),
             hub: Arc::new(EventHub::new(EVENT_HISTORY, CLIENT_BUFFER)),
+            polls: Default::default(),
             auth: Arc::new(auth),
             lan_url: lan_url(listen),
         };

@@ -48,6 +48,8 @@ pub struct AppState {
     pub overlays: PathBuf,
     /// SSE fan-out with replay.
     pub hub: Arc<events::EventHub>,
+    /// Poll answers reused while their session is unchanged.
+    pub polls: Arc<api::poll_cache::PollCache>,
     /// Tokens, roles and sign-in sessions.
     pub auth: Arc<auth::Auth>,
     /// How phones on the LAN reach this server (`http://192.168.1.20:7878/`); `None` when it

@@ -87,6 +87,7 @@ impl Fixture {
             thumbnails: self._dir.path().join("thumbnails"),
             overlays: self._dir.path().join("overlays"),
             hub: self.hub.clone(),
+            polls: Default::default(),
             auth: self.auth.clone(),
             lan_url: None,
         }
@@ -228,6 +229,36 @@ async fn bad_and_unknown_sessions_get_json_errors() {
     assert_eq!(body["detail"], "Upload session not found or expired");
     let (code, _) = get(f.app(), "/api/v1/nope").await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn cached_poll_answers_follow_every_stored_change_and_expiry() {
+    let f = Fixture::new();
+    let app = f.app(); // one state, one cache, for every request below
+    let s = f.session(t0());
+    let a = f.job(s, "a.jpg");
+    let uri = format!("/api/v1/photos/jobs/status?upload_session_id={s}");
+    let status = |body: &Value| body["jobs"][0]["status"].as_str().unwrap().to_owned();
+    let (_, first) = get(app.clone(), &uri).await;
+    assert_eq!(status(&first), "pending");
+    // Finished: the answer is kept (same `last_updated`) until the session changes.
+    f.store.update(a, |j| j.claim(0, t0())).unwrap();
+    let (_, running) = get(app.clone(), &uri).await;
+    assert_eq!(status(&running), "processing", "a stored change is never hidden by the cache");
+    f.store.update(a, |j| j.complete(JobResult::default(), t0())).unwrap();
+    let (_, done) = get(app.clone(), &uri).await;
+    assert_eq!(status(&done), "completed");
+    f.clock.advance(Duration::minutes(5));
+    let (_, again) = get(app.clone(), &uri).await;
+    assert_eq!(again, done, "a finished session's answer is reused");
+    let b = f.job(s, "b.jpg");
+    let (_, grown) = get(app.clone(), &uri).await;
+    assert_eq!(grown["summary"]["total_jobs"], 2, "a new job in the session is seen");
+    f.store.update(b, |j| j.cancel(t0())).unwrap();
+    assert_eq!(get(app.clone(), &uri).await.1["summary"]["failed"], 1);
+    // The cache never outlives the session.
+    f.clock.advance(Duration::hours(24));
+    assert_eq!(get(app.clone(), &uri).await.0, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]

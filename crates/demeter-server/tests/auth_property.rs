@@ -83,6 +83,7 @@ async fn world() -> World {
         thumbnails: dir.path().into(),
         overlays: dir.path().into(),
         hub: Arc::new(EventHub::new(16, 16)),
+        polls: Default::default(),
         auth: Arc::new(Auth::new(Arc::new(tokens), ["localhost".to_owned()].into())),
         lan_url: None,
     };

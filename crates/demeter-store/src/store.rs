@@ -1,7 +1,7 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
-    sync::{Mutex, MutexGuard},
+    sync::{Mutex, RwLock, RwLockWriteGuard},
 };
 
 use chrono::{DateTime, Duration, Utc};
@@ -79,9 +79,14 @@ pub struct Store {
     expiry: Tree,
     /// Small appliance-wide values: learned stage durations, the pause switch.
     meta: Tree,
-    /// Serialises read-modify-write sequences. One process owns the database (sled's file lock),
-    /// so an in-process lock is enough, and transactions never conflict or retry.
-    write: Mutex<()>,
+    /// Serialises read-modify-write sequences (held from a change's transaction through its
+    /// flush). One process owns the database (sled's file lock), so an in-process lock is
+    /// enough, and transactions never conflict or retry. Readers of what the API reports take
+    /// it shared ([`Store::read_durable`]), so they never see a change that is not yet on disk.
+    write: RwLock<()>,
+    /// Per-session change counters, in memory: bumped after every stored change to a session or
+    /// its jobs, so what is derived from a session (a poll answer) can be cached and known stale.
+    generations: Mutex<HashMap<SessionId, u64>>,
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -121,7 +126,8 @@ impl Store {
             meta: tree("meta")?,
             db,
             path,
-            write: Mutex::new(()),
+            write: RwLock::new(()),
+            generations: Mutex::default(),
         };
         info!(path = %store.path.display(), jobs = store.jobs.len(), "job store open");
         Ok(store)
@@ -148,8 +154,29 @@ impl Store {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> RwLockWriteGuard<'_, ()> {
+        self.write.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` while no change is between its transaction and its flush, so everything `f`
+    /// reads is on disk. What the API reports goes through here: a state it has shown must
+    /// survive a `kill -9`, and sled's readers would otherwise see a change a few milliseconds
+    /// before its fsync completes.
+    pub fn read_durable<T>(&self, f: impl FnOnce(&Self) -> T) -> T {
+        let _shared = self.write.read().unwrap_or_else(|e| e.into_inner());
+        f(self)
+    }
+
+    /// How many changes a session has had in this process (see [`Store::session_generation`]).
+    fn bump(&self, session: SessionId) {
+        *self.generations.lock().unwrap_or_else(|e| e.into_inner()).entry(session).or_default() += 1;
+    }
+
+    /// A counter that changes whenever the session or one of its jobs is stored anew (or the
+    /// session is swept). Read it before deriving something from the session; if it is the
+    /// same afterwards, and the same later, the derived value is still current.
+    pub fn session_generation(&self, session: SessionId) -> u64 {
+        self.generations.lock().unwrap_or_else(|e| e.into_inner()).get(&session).copied().unwrap_or(0)
     }
 
     fn flush(&self) -> Result<()> {
@@ -166,6 +193,7 @@ impl Store {
             expiry.insert(keys::expiry(session.expires_at, ExpiryKind::Session, id), &[])?;
             Ok::<_, ConflictableTransactionError<StoreError>>(())
         })?;
+        self.bump(session.id);
         self.flush()
     }
 
@@ -228,6 +256,7 @@ impl Store {
                 Ok::<_, ConflictableTransactionError<StoreError>>(())
             },
         )?;
+        self.bump(job.upload_session_id);
         self.flush()
     }
 
@@ -338,6 +367,7 @@ impl Store {
             }
             Ok(())
         })?;
+        self.bump(job.upload_session_id);
         self.flush()
     }
 
@@ -460,6 +490,9 @@ impl Store {
                     }
                     self.session_jobs.apply_batch(b)?;
                     self.sessions.remove(id)?;
+                    if let Some(session) = SessionId::from_slice(&id) {
+                        self.bump(session);
+                    }
                     report.sessions += 1;
                 }
                 ExpiryKind::Job => {

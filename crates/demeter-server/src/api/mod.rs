@@ -4,6 +4,7 @@ mod actions;
 mod jobs;
 pub mod openapi;
 mod poll;
+pub mod poll_cache;
 mod results;
 mod upload;
 pub mod views;

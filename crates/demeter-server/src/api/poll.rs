@@ -1,7 +1,10 @@
 //! The seed's poll endpoint and the recent-sessions list.
 
 use axum::{
+    body::Bytes,
     extract::{rejection::QueryRejection, Query, State},
+    http::header,
+    response::{IntoResponse, Response},
     Extension, Json,
 };
 use chrono::{DateTime, Utc};
@@ -46,25 +49,43 @@ pub(crate) async fn poll_status(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,
     params: Result<Query<PollParams>, QueryRejection>,
-) -> Result<Json<PollResponse>, AppError> {
+) -> Result<Response, AppError> {
     let Query(params) = params.map_err(|e| AppError::BadRequest(e.body_text()))?;
     let raw = params
         .upload_session_id
         .ok_or_else(|| AppError::BadRequest("query parameter upload_session_id is required".into()))?;
     let id = parse_session(&raw)?;
-    let response = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+    // The generation is read before the store: an answer built from an older read is never
+    // kept as current (see `poll_cache`).
+    let generation = state.store.session_generation(id);
+    if let Some((session, body)) = state.polls.get(id, generation, state.clock.now()) {
+        crate::auth::check_access(&who, &session)?;
+        return Ok(json_body(body));
+    }
+    let body = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
         crate::auth::check_access(&who, &snap.session)?;
-        Ok(PollResponse {
+        let summary = snap.summary();
+        let finished = summary.pending == 0 && summary.processing == 0;
+        let response = PollResponse {
             upload_session_id: id.to_string(),
-            summary: snap.summary(),
+            summary,
             eta_seconds: snap.eta_seconds(),
             jobs: snap.job_views(),
             last_updated: state.clock.now(),
-        })
+        };
+        let body = Bytes::from(serde_json::to_vec(&response).map_err(|e| AppError::Internal(Box::new(e)))?);
+        if state.store.session_generation(id) == generation {
+            state.polls.put(id, generation, finished, snap.session, body.clone());
+        }
+        Ok(body)
     })
     .await??;
-    Ok(Json(response))
+    Ok(json_body(body))
+}
+
+fn json_body(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -97,7 +118,7 @@ pub(crate) async fn list_sessions(
             if s.expires_at <= now || !crate::auth::may_see(&who, &s) {
                 continue;
             }
-            let jobs = state.store.session_jobs(s.id)?;
+            let jobs = state.store.read_durable(|store| store.session_jobs(s.id))?;
             out.push(SessionView {
                 upload_session_id: s.id.to_string(),
                 created_at: s.created_at,

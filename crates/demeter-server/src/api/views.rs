@@ -74,10 +74,12 @@ impl SessionSnapshot {
     /// `Ok(None)` for unknown or expired sessions.
     pub fn load(state: &AppState, id: SessionId) -> Result<Option<Self>, AppError> {
         let now = state.clock.now();
-        let Some(session) = state.store.session(id)?.filter(|s| s.expires_at > now) else {
+        // Only what is on disk: a reported state must survive a kill -9.
+        let read = state.store.read_durable(|store| Ok::<_, demeter_store::StoreError>((store.session(id)?, store.session_jobs(id)?)));
+        let (session, jobs) = read?;
+        let Some(session) = session.filter(|s| s.expires_at > now) else {
             return Ok(None);
         };
-        let jobs = state.store.session_jobs(id)?;
         let stats = state.store.stage_stats()?;
         let estimates = estimates(state, &jobs, &stats, now)?;
         Ok(Some(Self { session, jobs, estimates }))
