@@ -209,7 +209,8 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
         slot.set(Some((id, stage, Instant::now())));
         if stage != current {
             current = stage;
-            match shared.store.update(id, |j| j.advance(stage, shared.clock.now())) {
+            // Progress is not flushed: a crash reclaims the job whatever its stage.
+            match shared.store.update_progress(id, |j| j.advance(stage, shared.clock.now())) {
                 Ok(j) => shared.publish(EngineEvent::Job(Box::new(j))),
                 Err(e) => warn!(job = %id, error = %e, "cannot store a milestone"),
             }

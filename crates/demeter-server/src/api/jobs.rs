@@ -21,7 +21,10 @@ pub(crate) fn parse_job(raw: &str) -> Result<JobId, AppError> {
 
 /// A job, if it exists and `who` may see its session.
 pub(crate) fn load_live_job(state: &AppState, who: &Identity, id: JobId) -> Result<demeter_domain::Job, AppError> {
-    let job = state.store.read_durable(|store| store.job(id))?.ok_or_else(|| AppError::NotFound("job not found or expired".into()))?;
+    let job = state
+        .store
+        .read_durable(|store| store.job(id))?
+        .ok_or_else(|| AppError::NotFound("job not found or expired".into()))?;
     if let Some(session) = state.store.session(job.upload_session_id)? {
         crate::auth::check_access(who, &session)?;
     }

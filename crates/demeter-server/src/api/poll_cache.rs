@@ -43,9 +43,8 @@ impl PollCache {
     pub fn get(&self, id: SessionId, generation: u64, now: DateTime<Utc>) -> Option<(UploadSession, Bytes)> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let e = entries.get(&id)?;
-        let fresh = e.generation == generation
-            && e.session.expires_at > now
-            && (e.finished || e.built.elapsed() < ACTIVE_TTL);
+        let fresh =
+            e.generation == generation && e.session.expires_at > now && (e.finished || e.built.elapsed() < ACTIVE_TTL);
         fresh.then(|| (e.session.clone(), e.body.clone()))
     }
 

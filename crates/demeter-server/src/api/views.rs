@@ -75,7 +75,9 @@ impl SessionSnapshot {
     pub fn load(state: &AppState, id: SessionId) -> Result<Option<Self>, AppError> {
         let now = state.clock.now();
         // Only what is on disk: a reported state must survive a kill -9.
-        let read = state.store.read_durable(|store| Ok::<_, demeter_store::StoreError>((store.session(id)?, store.session_jobs(id)?)));
+        let read = state
+            .store
+            .read_durable(|store| Ok::<_, demeter_store::StoreError>((store.session(id)?, store.session_jobs(id)?)));
         let (session, jobs) = read?;
         let Some(session) = session.filter(|s| s.expires_at > now) else {
             return Ok(None);
