@@ -74,17 +74,18 @@ impl SessionSnapshot {
     /// `Ok(None)` for unknown or expired sessions.
     pub fn load(state: &AppState, id: SessionId) -> Result<Option<Self>, AppError> {
         let now = state.clock.now();
-        // Only what is on disk: a reported state must survive a kill -9.
-        let read = state
-            .store
-            .read_durable(|store| Ok::<_, demeter_store::StoreError>((store.session(id)?, store.session_jobs(id)?)));
-        let (session, jobs) = read?;
-        let Some(session) = session.filter(|s| s.expires_at > now) else {
-            return Ok(None);
-        };
-        let stats = state.store.stage_stats()?;
-        let estimates = estimates(state, &jobs, &stats, now)?;
-        Ok(Some(Self { session, jobs, estimates }))
+        // One consistent view, of what is on disk: a reported state must survive a kill -9, and
+        // a job read as pending must still be in the queue when its place is looked up.
+        let workers = state.config.workers.count;
+        let read = state.store.read_durable(|store| {
+            let Some(session) = store.session(id)?.filter(|s| s.expires_at > now) else {
+                return Ok::<_, demeter_store::StoreError>(None);
+            };
+            let jobs = store.session_jobs(id)?;
+            let estimates = store.estimates(&jobs, &store.stage_stats()?, workers, now)?;
+            Ok(Some(Self { session, jobs, estimates }))
+        });
+        Ok(read?)
     }
 
     pub fn summary(&self) -> SessionSummary {
