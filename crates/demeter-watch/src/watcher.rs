@@ -195,6 +195,9 @@ struct Loop {
     gate: StabilityGate,
     /// (size, mtime) of every file already reported, so rescans do not report it again.
     reported: HashMap<PathBuf, (u64, i128)>,
+    /// Events were lost (queue overflow, watch error): rescan once the queued events are
+    /// drained — one rescan per burst, not one per overflow notice.
+    rescan_requested: bool,
 }
 
 fn mtime_ns(t: SystemTime) -> i128 {
@@ -207,7 +210,7 @@ fn mtime_ns(t: SystemTime) -> i128 {
 impl Loop {
     fn new(opts: WatchOptions, sink: mpsc::Sender<ReadyFile>, status: Arc<Mutex<WatchStatus>>) -> Self {
         let gate = StabilityGate::new(opts.stability_window);
-        Self { opts, sink, status, gate, reported: HashMap::new() }
+        Self { opts, sink, status, gate, reported: HashMap::new(), rescan_requested: false }
     }
 
     fn set_status(&self, f: impl FnOnce(&mut WatchStatus)) {
@@ -252,6 +255,7 @@ impl Loop {
                     while let Ok(event) = rx.try_recv() {
                         self.on_event(event);
                     }
+                    self.rescan_if_requested();
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(self.opts.tick),
@@ -273,8 +277,10 @@ impl Loop {
         match event {
             Ok(event) => {
                 if event.need_rescan() {
-                    warn!("filesystem events overflowed; rescanning");
-                    self.rescan();
+                    if !self.rescan_requested {
+                        warn!("filesystem events overflowed; rescanning");
+                    }
+                    self.rescan_requested = true;
                     return;
                 }
                 // Opening and reading (our own sniffing, walkdir's opendir) raise access events;
@@ -294,8 +300,14 @@ impl Loop {
             Err(e) => {
                 warn!(error = %e, "watch error; rescanning");
                 self.set_status(|s| s.last_error = Some(e.to_string()));
-                self.rescan();
+                self.rescan_requested = true;
             }
+        }
+    }
+
+    fn rescan_if_requested(&mut self) {
+        if std::mem::take(&mut self.rescan_requested) {
+            self.rescan();
         }
     }
 
@@ -469,7 +481,11 @@ mod tests {
         for i in 0..20 {
             std::fs::write(tmp.path().join(format!("lost-{i}.jpg")), jpeg).unwrap();
         }
-        looped.on_event(Ok(notify::Event::new(notify::EventKind::Other).set_flag(notify::event::Flag::Rescan)));
+        // A burst of overflow notices costs one rescan.
+        for _ in 0..3 {
+            looped.on_event(Ok(notify::Event::new(notify::EventKind::Other).set_flag(notify::event::Flag::Rescan)));
+        }
+        looped.rescan_if_requested();
         looped.examine_candidates();
         assert_eq!(rx.try_iter().count(), 20);
         assert_eq!(looped.status.lock().unwrap().rescans, 1);
