@@ -105,6 +105,21 @@ impl EventHub {
     pub fn clients(&self) -> usize {
         self.tx.receiver_count()
     }
+
+    /// With nobody listening, an event need not be built at all (a job event reads its whole
+    /// session for the summary): its id is spent and the history forgotten instead, so a client
+    /// that comes back with an older `Last-Event-ID` is told to resync (reload) rather than
+    /// replay a history with a hole. Does nothing and returns `false` while a client is
+    /// connected. Atomic with subscribing (both hold the ring's lock).
+    pub fn skip_if_unheard(&self) -> bool {
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        if self.tx.receiver_count() > 0 {
+            return false;
+        }
+        ring.next_id += 1;
+        ring.events.clear();
+        true
+    }
 }
 
 fn owner_of(session: &UploadSession) -> Option<String> {
@@ -124,6 +139,9 @@ pub fn publish_job(state: &AppState, job: &Job) -> Result<(), AppError> {
 /// queue once for all of them rather than once per job: when thousands of photos are queued
 /// at once, per-event reads of a thousands-long session would cost millions of job reads.
 pub fn publish_jobs(state: &AppState, jobs: &[Job]) -> Result<(), AppError> {
+    if jobs.is_empty() || state.hub.skip_if_unheard() {
+        return Ok(());
+    }
     let stats = state.store.stage_stats()?;
     let now = state.clock.now();
     for run in jobs.chunk_by(|a, b| a.upload_session_id == b.upload_session_id) {
@@ -235,4 +253,25 @@ pub(crate) async fn stream(
     });
     let all = futures_util::StreamExt::chain(stream::iter(first.into_iter().map(Ok)), live);
     Ok(Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_nobody_hears_are_skipped_and_a_returning_client_resyncs() {
+        let hub = EventHub::new(16, 4);
+        let first = hub.publish("job", None, None, json!({"n": 1}));
+        assert!(hub.skip_if_unheard(), "no client: skipped");
+        let (replay, resync, _rx) = hub.subscribe_after(Some(first));
+        assert!(replay.is_empty() && resync, "the history has a hole: reload");
+        // With a client connected nothing is skipped, and replay works again.
+        let (_, _, _listening) = hub.subscribe_after(None);
+        assert!(!hub.skip_if_unheard());
+        let a = hub.publish("job", None, None, json!({"n": 2}));
+        hub.publish("job", None, None, json!({"n": 3}));
+        let (replay, resync, _rx) = hub.subscribe_after(Some(a));
+        assert_eq!((replay.len(), resync), (1, false));
+    }
 }
