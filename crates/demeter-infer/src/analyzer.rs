@@ -134,7 +134,7 @@ impl Analyzer {
         let side = self.model.manifest.input.long_side;
         let (w, h) = (img.width(), img.height());
         let rgb = if w.max(h) > side {
-            img.thumbnail(side, side).to_rgb8()
+            shrink(img.to_rgb8(), side)
         } else if w.max(h) < side {
             let scale = f64::from(side) / f64::from(w.max(h));
             let (nw, nh) =
@@ -212,4 +212,19 @@ impl Analyzer {
             .collect();
         Detection { plants, plant_area_fraction: plant_px as f32 / (w * h).max(1) as f32 }
     }
+}
+
+/// Shrinks `rgb` so its long side is `side`, averaging the source pixels each output pixel
+/// covers (a box filter, as `image`'s `thumbnail` does, to the same size) with SIMD, several
+/// times faster. Both images are RGB8 of the sizes given, so the resizer cannot refuse them.
+fn shrink(rgb: image::RgbImage, side: u32) -> image::RgbImage {
+    use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+    let (w, h) = rgb.dimensions();
+    let ratio = (f64::from(side) / f64::from(w)).min(f64::from(side) / f64::from(h));
+    let (nw, nh) = (((f64::from(w) * ratio).round() as u32).max(1), ((f64::from(h) * ratio).round() as u32).max(1));
+    let src = Image::from_vec_u8(w, h, rgb.into_raw(), PixelType::U8x3).expect("w × h × 3 bytes of RGB8");
+    let mut dst = Image::new(nw, nh, PixelType::U8x3);
+    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
+    Resizer::new().resize(&src, &mut dst, &options).expect("RGB8 to RGB8, both non-empty");
+    image::RgbImage::from_raw(nw, nh, dst.into_vec()).expect("nw × nh × 3 bytes of RGB8")
 }
