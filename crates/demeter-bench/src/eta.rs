@@ -87,6 +87,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
         title: "ETA accuracy".into(),
         command: "demeter-bench eta".into(),
         targets: "median absolute error ≤ 10 %".into(),
+        result: format!("{:.0} %: {}", errors.median(), crate::report::verdict(errors.median() <= 10.0)),
         body: format!(
             "A 50-photo session of 12-megapixel JPEGs (4000 × 3000, distinct bytes, moved into the folder at once) \
              after a warm-up session of 8 such photos on a fresh daemon (4 workers); the session's `eta_seconds` from \

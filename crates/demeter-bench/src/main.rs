@@ -102,6 +102,7 @@ fn main() -> Result<()> {
         }
         sections.extend(new);
     }
+    sections.push(report::gpu());
     let invocation = std::env::args().collect::<Vec<_>>().join(" ");
     let text = report::render(&sections, &invocation);
     match cli.out {

@@ -41,6 +41,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
         title: "Memory".into(),
         command: "demeter-bench memory".into(),
         targets: "peak RSS ≤ 512 MB".into(),
+        result: format!("{:.0} MB: {}", peaks.median(), crate::report::verdict(peaks.max() <= 512.0)),
         body: format!(
             "The daemon with 4 workers on a store of {queued} queued jobs, every one a 4000 × 3000 (12 MP) JPEG, run for \
              {secs} s of processing; peak resident set (`VmHWM`) over {} runs: **{} MB**. Photos processed in that time: \

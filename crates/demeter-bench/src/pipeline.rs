@@ -158,6 +158,17 @@ pub fn run(opts: &Opts) -> Result<Section> {
         title: "Pipeline throughput".into(),
         command: "demeter-bench pipeline".into(),
         targets: "≥ 70 % of the decode bound, ≥ 2× the Python baseline (4 workers)".into(),
+        result: if py.is_some() {
+            let (share, times) = (at4.0 / at4.1, at4.0 / python.median());
+            format!(
+                "{:.0} photos/min: {:.0} % of the bound, {times:.1}× the baseline: {}",
+                at4.0,
+                share * 100.0,
+                crate::report::verdict(share >= 0.7 && times >= 2.0)
+            )
+        } else {
+            format!("{:.0} photos/min, {:.0} % of the bound (no baseline run)", at4.0, 100.0 * at4.0 / at4.1)
+        },
         body,
     })
 }

@@ -9,6 +9,8 @@ pub struct Section {
     pub command: String,
     /// The goal from the issue, if any.
     pub targets: String,
+    /// The headline figure, with whether the target was met, for the summary table.
+    pub result: String,
     /// Markdown: what was measured, how, and the numbers.
     pub body: String,
 }
@@ -58,9 +60,10 @@ pub fn render(sections: &[Section], invocation: &str) -> String {
     );
     out.push_str(&machine());
     let _ = writeln!(out, "- Invocation: `{invocation}`\n");
-    out.push_str("| benchmark | target | command |\n|---|---|---|\n");
+    out.push_str("| benchmark | target | result | command |\n|---|---|---|---|\n");
     for s in sections {
-        let _ = writeln!(out, "| [{}](#{}) | {} | `{}` |", s.title, anchor(&s.title), s.targets, s.command);
+        let _ =
+            writeln!(out, "| [{}](#{}) | {} | {} | `{}` |", s.title, anchor(&s.title), s.targets, s.result, s.command);
     }
     for s in sections {
         let _ = write!(out, "\n## {}\n\n", s.title);
@@ -83,4 +86,39 @@ fn anchor(title: &str) -> String {
             _ => None,
         })
         .collect()
+}
+
+/// "met" or "**not met**", for a result line.
+pub fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "**not met**"
+    }
+}
+
+/// The GPU part of the report: `scripts/gpu-check.sh` is run by hand where a GPU is (it
+/// installs about a gigabyte of CUDA wheels), so the report says whether one is here.
+pub fn gpu() -> Section {
+    let gpus = run("nvidia-smi", &["-L"]);
+    let body = match &gpus {
+        Some(list) => format!(
+            "This machine has an NVIDIA GPU ({}). Run `scripts/gpu-check.sh` for `demeter process --device cuda` \
+             against `--device cpu` on the dev photos, and record its output here.\n",
+            list.lines().next().unwrap_or("").trim()
+        ),
+        None => "No NVIDIA GPU on this machine, so nothing was measured on one. `scripts/gpu-check.sh` is ready for a \
+                 machine that has one: it installs the `onnxruntime-gpu==1.31.1` wheel with CUDA 13 and cuDNN 9 from \
+                 NVIDIA's PyPI wheels (its `cuda,cudnn` extras; `WHEELHOUSE=dir` for machines without PyPI), builds \
+                 `demeter` with `--features cuda`, runs `demeter process --device cuda` and `--device cpu` over the dev \
+                 photos and prints photos per minute for each.\n"
+            .into(),
+    };
+    Section {
+        title: "GPU".into(),
+        command: "scripts/gpu-check.sh".into(),
+        targets: "".into(),
+        result: if gpus.is_some() { "GPU present: run the script".into() } else { "no GPU here; script ready".into() },
+        body,
+    }
 }

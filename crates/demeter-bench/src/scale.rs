@@ -45,6 +45,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
         title: "TTL sweep at scale".into(),
         command: "demeter-bench scale".into(),
         targets: "".into(),
+        result: format!("{n} expired jobs swept in {:.1} s", swept.as_secs_f64()),
         body: format!(
             "{n} expired jobs in sessions of 1,000 (filled in {:.0} s); the daemon started in {} ms and its sweeper \
              removed every one in **{:.1} s** (batches of 200, each followed by a pause as long as the batch took, so \

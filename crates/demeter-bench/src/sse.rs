@@ -82,6 +82,11 @@ pub fn run(opts: &Opts) -> Result<Section> {
         title: "SSE fan-out".into(),
         command: "demeter-bench sse".into(),
         targets: "delivery p99 ≤ 100 ms with 200 clients".into(),
+        result: format!(
+            "p99 {:.1} ms: {}",
+            latency.quantile(0.99),
+            crate::report::verdict(latency.quantile(0.99) <= 100.0)
+        ),
         body: format!(
             "{clients} clients on `/api/v1/events` (every session), {} jobs cancelled through the API one every 20 ms; \
              delivery time from sending the cancel request to each client reading the job's event ({} deliveries, all \
