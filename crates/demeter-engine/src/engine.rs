@@ -285,7 +285,11 @@ impl Engine {
         m.jobs_processing = self.shared.store.processing_count() as u64;
         m.workers = self.shared.config.workers.count;
         m.workers_busy = self.shared.busy.load(Ordering::Relaxed);
-        m.inference_paused = !self.shared.breaker().is_closed();
+        {
+            let breaker = self.shared.breaker();
+            m.inference_paused = !breaker.is_closed();
+            m.inference_pauses = breaker.trips;
+        }
         m.execution_provider = self.provider.to_owned();
         if let Some(w) = self.watcher.as_ref().map(|w| w.status()) {
             m.watcher_events = w.events;

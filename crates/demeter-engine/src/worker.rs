@@ -291,8 +291,6 @@ fn tell_breaker(shared: &Shared, outcome: &Result<demeter_domain::JobResult, Int
         }
         Err(Interrupt::Device(err)) => {
             if breaker.device_error(&err.message, Instant::now(), shared.clock.now()) {
-                let mut m = shared.metrics.lock().unwrap_or_else(|e| e.into_inner());
-                m.inference_pauses = breaker.trips;
                 error!(
                     reason = %err,
                     retry_in_secs = breaker.cooldown().as_secs(),
