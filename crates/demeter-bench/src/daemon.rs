@@ -131,3 +131,26 @@ pub fn wait_for<T>(what: &str, within: Duration, mut f: impl FnMut() -> Option<T
         std::thread::sleep(Duration::from_millis(2));
     }
 }
+
+/// An SSE client on its own thread: connects to `url` with the admin token, calls `connected`
+/// once the stream is open, then `on_event` with the JSON of every `data:` line until the
+/// stream ends.
+pub fn follow_events(
+    url: String,
+    connected: impl FnOnce() + Send + 'static,
+    mut on_event: impl FnMut(serde_json::Value) + Send + 'static,
+) -> Result<()> {
+    use std::io::BufRead;
+    std::thread::Builder::new().stack_size(256 << 10).spawn(move || {
+        let Ok(r) = ureq::get(&url).set("Authorization", &format!("Bearer {ADMIN_TOKEN}")).call() else { return };
+        connected();
+        for line in std::io::BufReader::new(r.into_reader()).lines() {
+            let Ok(line) = line else { return };
+            let Some(data) = line.strip_prefix("data:") else { continue };
+            if let Ok(v) = serde_json::from_str(data.trim()) {
+                on_event(v);
+            }
+        }
+    })?;
+    Ok(())
+}

@@ -2,7 +2,6 @@
 //! a live page.
 
 use std::{
-    io::BufRead,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -10,7 +9,7 @@ use std::{
 use anyhow::{Context, Result};
 
 use crate::{
-    daemon::{wait_for, Daemon, ADMIN_TOKEN},
+    daemon::{follow_events, wait_for, Daemon},
     fixtures,
     report::Section,
     stats::Samples,
@@ -20,27 +19,25 @@ use crate::{
 /// (filename, when its first job event arrived) as an SSE client saw them.
 type Seen = Arc<Mutex<Vec<(String, Instant)>>>;
 
-fn follow(url: String) -> Seen {
+fn follow(url: String) -> Result<Seen> {
     let seen: Seen = Arc::default();
     let out = seen.clone();
-    std::thread::spawn(move || {
-        let Ok(r) = ureq::get(&url).set("Authorization", &format!("Bearer {ADMIN_TOKEN}")).call() else { return };
-        for line in std::io::BufReader::new(r.into_reader()).lines() {
-            let Ok(line) = line else { return };
-            let Some(data) = line.strip_prefix("data:") else { continue };
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+    follow_events(
+        url,
+        || {},
+        move |v| {
             if let Some(name) = v["job"]["filename"].as_str() {
                 out.lock().unwrap().push((name.to_owned(), Instant::now()));
             }
-        }
-    });
-    seen
+        },
+    )?;
+    Ok(seen)
 }
 
 fn measure(opts: &Opts, window_ms: &str) -> Result<(Samples, Samples)> {
     let root = tempfile::tempdir()?;
     let (d, _) = Daemon::start(root.path(), &[("DEMETER_STABILITY_WINDOW_MS", window_ms)])?;
-    let seen = follow(d.url("/api/v1/events"));
+    let seen = follow(d.url("/api/v1/events"))?;
     std::thread::sleep(Duration::from_millis(300)); // connected
     let photo = std::fs::read(fixtures::real_photos()?.first().context("a photo")?)?;
     let (mut api, mut sse) = (Samples::default(), Samples::default());

@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashMap,
-    io::BufRead,
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -16,7 +15,7 @@ use chrono::Utc;
 use demeter_store::Store;
 
 use crate::{
-    daemon::{wait_for, Daemon, ADMIN_TOKEN},
+    daemon::{follow_events, wait_for, Daemon},
     fixtures,
     report::Section,
     stats::Samples,
@@ -46,21 +45,20 @@ pub fn run(opts: &Opts) -> Result<Section> {
     let received: Arc<Mutex<Vec<(String, Instant)>>> = Arc::default();
     let connected = Arc::new(AtomicUsize::new(0));
     for _ in 0..clients {
-        let (url, received, connected) = (d.url("/api/v1/events"), received.clone(), connected.clone());
-        std::thread::Builder::new().stack_size(256 << 10).spawn(move || {
-            let Ok(r) = ureq::get(&url).set("Authorization", &format!("Bearer {ADMIN_TOKEN}")).call() else { return };
-            connected.fetch_add(1, Ordering::SeqCst);
-            for line in std::io::BufReader::new(r.into_reader()).lines() {
-                let Ok(line) = line else { return };
-                let Some(data) = line.strip_prefix("data:") else { continue };
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else { continue };
+        let (received, connected) = (received.clone(), connected.clone());
+        follow_events(
+            d.url("/api/v1/events"),
+            move || {
+                connected.fetch_add(1, Ordering::SeqCst);
+            },
+            move |v| {
                 if v["job"]["status"] == "failed" {
                     if let Some(id) = v["job"]["job_id"].as_str() {
                         received.lock().unwrap().push((id.to_owned(), Instant::now()));
                     }
                 }
-            }
-        })?;
+            },
+        )?;
     }
     wait_for("200 clients", Duration::from_secs(30), || (connected.load(Ordering::SeqCst) == clients).then_some(()))?;
     std::thread::sleep(Duration::from_millis(500));
