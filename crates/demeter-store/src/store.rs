@@ -441,9 +441,23 @@ impl Store {
         let pending: Vec<_> =
             jobs.iter().filter(|j| matches!(j.state, JobState::Pending { .. })).map(|j| j.id).collect();
         let positions = self.queue_positions(&pending)?;
+        // When the workers free up: only needed for pending jobs (at most `workers` records).
+        let free_in = if pending.is_empty() {
+            vec![0.0; workers.max(1)]
+        } else {
+            let running: Vec<Job> = self
+                .processing
+                .iter()
+                .keys()
+                .filter_map(|k| k.ok())
+                .filter_map(|k| self.jobs.get(&k).ok().flatten())
+                .map(|b| decode::<Job>("job", &b))
+                .collect::<Result<_>>()?;
+            demeter_domain::eta::workers_free_in(&running, stats, now, workers)
+        };
         Ok(jobs
             .iter()
-            .map(|j| demeter_domain::eta::estimate(j, stats, now, positions.get(&j.id).copied(), workers))
+            .map(|j| demeter_domain::eta::estimate(j, stats, now, positions.get(&j.id).copied(), &free_in))
             .collect())
     }
 
