@@ -293,6 +293,19 @@ impl Store {
         self.processing.len()
     }
 
+    /// The jobs in `processing` (at most one per worker, plus any a stuck worker left behind).
+    /// A read error is an error, not a job silently left out: the crash-suspect rule and the
+    /// ETAs both depend on seeing every running job.
+    fn running_jobs(&self) -> Result<Vec<Job>> {
+        let mut out = Vec::new();
+        for key in self.processing.iter().keys() {
+            if let Some(bytes) = self.jobs.get(key?)? {
+                out.push(decode("job", &bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// Takes the oldest pending job for `worker` (skipping those backing off after a device
     /// error, [`Job::not_before`]): it leaves the queue, counts an attempt and enters
     /// `processing`, durably, before the worker touches the photo. A crash suspect
@@ -300,14 +313,7 @@ impl Store {
     /// while one runs, so a crash during its run can be blamed on it alone.
     pub fn claim_next(&self, worker: usize, now: DateTime<Utc>) -> Result<Option<Job>> {
         let _g = self.lock();
-        let busy: Vec<Job> = self
-            .processing
-            .iter()
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter_map(|k| self.jobs.get(&k).ok().flatten())
-            .map(|b| decode::<Job>("job", &b))
-            .collect::<Result<_>>()?;
+        let busy = self.running_jobs()?;
         if busy.iter().any(|j| j.suspect) {
             return Ok(None);
         }
@@ -445,15 +451,7 @@ impl Store {
         let free_in = if pending.is_empty() {
             vec![0.0; workers.max(1)]
         } else {
-            let running: Vec<Job> = self
-                .processing
-                .iter()
-                .keys()
-                .filter_map(|k| k.ok())
-                .filter_map(|k| self.jobs.get(&k).ok().flatten())
-                .map(|b| decode::<Job>("job", &b))
-                .collect::<Result<_>>()?;
-            demeter_domain::eta::workers_free_in(&running, stats, now, workers)
+            demeter_domain::eta::workers_free_in(&self.running_jobs()?, stats, now, workers)
         };
         Ok(jobs
             .iter()
