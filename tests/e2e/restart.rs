@@ -19,7 +19,8 @@ struct SseRecorder {
     stop: Arc<AtomicBool>,
     /// (job id, status, processing run id) in the order received.
     seen: Arc<Mutex<Vec<(String, String, Value)>>>,
-    connections: Arc<Mutex<usize>>,
+    /// When each connection was opened (one per daemon instance it reached, more if it went quiet).
+    connections: Arc<Mutex<Vec<std::time::Instant>>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -27,7 +28,7 @@ impl SseRecorder {
     fn follow(url: String) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(Mutex::new(0));
+        let connections = Arc::new(Mutex::new(Vec::new()));
         let thread = {
             let (stop, seen, connections) = (stop.clone(), seen.clone(), connections.clone());
             thread::spawn(move || {
@@ -38,7 +39,7 @@ impl SseRecorder {
                         thread::sleep(Duration::from_millis(20)); // restarting
                         continue;
                     };
-                    *connections.lock().unwrap() += 1;
+                    connections.lock().unwrap().push(std::time::Instant::now());
                     for line in std::io::BufReader::new(response.into_reader()).lines() {
                         let Ok(line) = line else { break }; // killed, or quiet for 2 s
                         let Some(data) = line.strip_prefix("data:") else { continue };
@@ -61,11 +62,16 @@ impl SseRecorder {
         Self { stop, seen, connections, thread: Some(thread) }
     }
 
+    /// Whether a connection was opened at or after `since`.
+    fn connected_since(&self, since: std::time::Instant) -> bool {
+        self.connections.lock().unwrap().last().is_some_and(|&t| t >= since)
+    }
+
     fn finish(mut self) -> (Vec<(String, String, Value)>, usize) {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap();
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
-        let connections = *self.connections.lock().unwrap();
+        let connections = self.connections.lock().unwrap().len();
         (seen, connections)
     }
 }
@@ -162,6 +168,7 @@ fn kill_9_cycles_lose_nothing_and_reported_outcomes_never_go_back() {
     let session = wait_for("the session", Duration::from_secs(60), || {
         d.sessions().first().map(|s| s["upload_session_id"].as_str().unwrap().to_owned())
     });
+    let followed_from = std::time::Instant::now();
     let sse = SseRecorder::follow(d.url(&format!("/api/v1/events?upload_session_id={session}")));
 
     // What the API said, per job: the outcome once there is one.
@@ -179,7 +186,14 @@ fn kill_9_cycles_lose_nothing_and_reported_outcomes_never_go_back() {
         }
     };
     let mut restart_ms = Vec::new();
+    let mut instance_started = followed_from;
     for cycle in 0..cycles {
+        // The stream client reaches this instance before it dies (otherwise a quick restart
+        // could be killed again while the client is between attempts, and the stream's half of
+        // the check would skip an instance).
+        wait_for(&format!("the event stream client to connect (cycle {cycle})"), Duration::from_secs(30), || {
+            sse.connected_since(instance_started).then_some(())
+        });
         // Watch until all four workers hold a photo, then kill the process under them.
         wait_for(&format!("four photos in flight (cycle {cycle})"), Duration::from_secs(60), || {
             let r = d.request("GET", &format!("/api/v1/photos/jobs/status?upload_session_id={session}")).call().ok()?;
@@ -189,6 +203,7 @@ fn kill_9_cycles_lose_nothing_and_reported_outcomes_never_go_back() {
         });
         d.kill9();
         let t = std::time::Instant::now();
+        instance_started = std::time::Instant::now();
         d.restart();
         restart_ms.push(t.elapsed().as_millis());
         observe(&d.poll(&session), &format!("right after restart {cycle}"));
