@@ -72,7 +72,7 @@ fn decode_bound(photos: &[PathBuf], threads: usize, runtime: &Runtime) -> Result
                 while let Some(p) = photos.get(next.fetch_add(1, Ordering::SeqCst)) {
                     let bytes = std::fs::read(p).expect("read");
                     let img = demeter_infer::decode_for(&bytes, limits, analyzer.decode_long_side()).expect("decode");
-                    std::hint::black_box(analyzer.prepare_decoded(&img));
+                    std::hint::black_box(analyzer.prepare_decoded(img));
                 }
             });
         }

@@ -75,11 +75,11 @@ pub fn run(
     let decoded =
         demeter_infer::decode_for(&bytes, input.limits, need).map_err(|e| JobError::permanent(e.to_string()))?;
     drop(bytes);
-    let prepared = analyzer.prepare_decoded(&decoded);
     let (width, height) = (decoded.width, decoded.height);
-    // Only a grey, smaller copy is kept for the QR search; the decoded photo goes now.
+    // Only a grey, smaller copy is kept for the QR search; the decoded photo itself becomes the
+    // model's input.
     let qr_image = wants_qr.then(|| demeter_infer::qr::search_image(&decoded.image));
-    drop(decoded);
+    let prepared = analyzer.prepare_decoded(decoded);
 
     stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Decode))?;
     crate::faults::before_segment(input.faults, input.rel_path)?;

@@ -46,7 +46,12 @@ fn build_session(
     intra_threads: usize,
 ) -> Result<ort::Result<(Session, Provider, Option<String>)>, InferError> {
     // Builder errors hold the builder and are not `Send`: everything ort stays in here.
-    let mut builder = match Session::builder(runtime.env()).and_then(|b| Ok(b.with_intra_threads(intra_threads)?)) {
+    // No spinning: ONNX Runtime's pool threads otherwise busy-wait after every run, taking a
+    // core from the decoders of the other workers (the models are a few ms per photo).
+    let mut builder = match Session::builder(runtime.env())
+        .and_then(|b| Ok(b.with_intra_threads(intra_threads)?))
+        .and_then(|b| Ok(b.with_intra_op_spinning(false)?))
+    {
         Ok(b) => b,
         Err(e) => return Ok(Err(e)),
     };
@@ -108,18 +113,18 @@ impl Analyzer {
         self.warning.as_deref()
     }
 
-    /// Resizes the photo so its long side is the model's `long_side` (never upscaling).
     /// Resizes the photo so its long side is the model's `long_side`, smaller photos included
     /// (upscaled), so that everything after this sees plants at the same scale whatever the
     /// camera's resolution.
     pub fn prepare(&self, img: &DynamicImage) -> Prepared {
-        self.prepare_sized(img, img.width(), img.height())
+        self.prepare_sized(img.to_rgb8(), img.width(), img.height())
     }
 
     /// [`Analyzer::prepare`] for a photo decoded at reduced size ([`crate::decode::decode_for`]):
-    /// results and boxes still refer to the original's size.
-    pub fn prepare_decoded(&self, d: &crate::decode::Decoded) -> Prepared {
-        self.prepare_sized(&d.image, d.width, d.height)
+    /// results and boxes still refer to the original's size. Takes the decoded photo so an RGB
+    /// one is not copied before it is resized.
+    pub fn prepare_decoded(&self, d: crate::decode::Decoded) -> Prepared {
+        self.prepare_sized(d.image.into_rgb8(), d.width, d.height)
     }
 
     /// How large a photo must be decoded for this model ([`crate::decode::decode_for`]): twice
@@ -130,19 +135,9 @@ impl Analyzer {
         self.model.manifest.input.long_side.saturating_mul(2)
     }
 
-    fn prepare_sized(&self, img: &DynamicImage, orig_width: u32, orig_height: u32) -> Prepared {
+    fn prepare_sized(&self, rgb: RgbImage, orig_width: u32, orig_height: u32) -> Prepared {
         let side = self.model.manifest.input.long_side;
-        let (w, h) = (img.width(), img.height());
-        let rgb = if w.max(h) > side {
-            shrink(img.to_rgb8(), side)
-        } else if w.max(h) < side {
-            let scale = f64::from(side) / f64::from(w.max(h));
-            let (nw, nh) =
-                (((f64::from(w) * scale).round() as u32).max(1), ((f64::from(h) * scale).round() as u32).max(1));
-            img.resize_exact(nw, nh, image::imageops::FilterType::Triangle).to_rgb8()
-        } else {
-            img.to_rgb8()
-        };
+        let rgb = if rgb.width().max(rgb.height()) == side { rgb } else { crate::resize::fit_long_side(&rgb, side) };
         Prepared { rgb, orig_width, orig_height }
     }
 
@@ -212,19 +207,4 @@ impl Analyzer {
             .collect();
         Detection { plants, plant_area_fraction: plant_px as f32 / (w * h).max(1) as f32 }
     }
-}
-
-/// Shrinks `rgb` so its long side is `side`, averaging the source pixels each output pixel
-/// covers (a box filter, as `image`'s `thumbnail` does, to the same size) with SIMD, several
-/// times faster. Both images are RGB8 of the sizes given, so the resizer cannot refuse them.
-fn shrink(rgb: image::RgbImage, side: u32) -> image::RgbImage {
-    use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-    let (w, h) = rgb.dimensions();
-    let ratio = (f64::from(side) / f64::from(w)).min(f64::from(side) / f64::from(h));
-    let (nw, nh) = (((f64::from(w) * ratio).round() as u32).max(1), ((f64::from(h) * ratio).round() as u32).max(1));
-    let src = Image::from_vec_u8(w, h, rgb.into_raw(), PixelType::U8x3).expect("w × h × 3 bytes of RGB8");
-    let mut dst = Image::new(nw, nh, PixelType::U8x3);
-    let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Box));
-    Resizer::new().resize(&src, &mut dst, &options).expect("RGB8 to RGB8, both non-empty");
-    image::RgbImage::from_raw(nw, nh, dst.into_vec()).expect("nw × nh × 3 bytes of RGB8")
 }

@@ -7,6 +7,7 @@
 //! - [`decode`]: decoding under pixel limits (bombs fail before allocation) with EXIF orientation;
 //! - [`analyzer`]: one worker's ONNX session: resize to the model's input, segment, detect;
 //! - [`detect`]: connected components of the mask → plants;
+//! - [`resize`]: SIMD resizing to a long side (the model's input, thumbnails);
 //! - [`thumbnail`]: the small JPEG the status page shows; [`overlay`]: plants boxed and numbered.
 //!
 //! It does not know about jobs, stores or folders.
@@ -18,6 +19,7 @@ mod error;
 pub mod model;
 pub mod overlay;
 pub mod qr;
+pub mod resize;
 pub mod runtime;
 pub mod thumbnail;
 

@@ -8,26 +8,27 @@ pub const THUMBNAIL_SIDE: u32 = 256;
 
 /// Downscales `rgb` (already upright) so its long side is at most [`THUMBNAIL_SIDE`] and encodes
 /// it as JPEG.
-pub fn thumbnail_jpeg(rgb: &RgbImage) -> Result<Vec<u8>, jpeg_encoder::EncodingError> {
-    let (w, h) = rgb.dimensions();
-    if w.max(h) <= THUMBNAIL_SIDE {
+pub fn thumbnail_jpeg(rgb: &RgbImage) -> Result<Vec<u8>, turbojpeg::Error> {
+    if rgb.width().max(rgb.height()) <= THUMBNAIL_SIDE {
         return jpeg(rgb);
     }
-    let ratio = f64::from(THUMBNAIL_SIDE) / f64::from(w.max(h));
-    let (nw, nh) = (((f64::from(w) * ratio).round() as u32).max(1), ((f64::from(h) * ratio).round() as u32).max(1));
-    jpeg(&image::imageops::thumbnail(rgb, nw, nh))
+    jpeg(&crate::resize::fit_long_side(rgb, THUMBNAIL_SIDE))
 }
 
-/// Encodes an image as a JPEG of web quality (80), with `jpeg-encoder`'s AVX2 paths where the
-/// CPU has them: several times faster than `image`'s scalar encoder, which took a tenth of a
-/// photo's processing time for the thumbnail and the overlay.
-pub fn jpeg(rgb: &RgbImage) -> Result<Vec<u8>, jpeg_encoder::EncodingError> {
-    let (w, h) = rgb.dimensions();
-    let too_big = |_| jpeg_encoder::EncodingError::BadImageData { length: 0, required: 0 };
-    let (w16, h16) = (u16::try_from(w).map_err(too_big)?, u16::try_from(h).map_err(too_big)?);
-    let mut out = Vec::with_capacity(rgb.as_raw().len() / 8);
-    jpeg_encoder::Encoder::new(&mut out, 80).encode(rgb.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)?;
-    Ok(out)
+/// Encodes an image as a JPEG of web quality (80, 4:2:0) with libjpeg-turbo's SIMD encoder: a
+/// third of the time of `jpeg-encoder`'s AVX2 path, ten times faster than `image`'s scalar
+/// encoder (which took a tenth of a photo's processing time for the thumbnail and the overlay).
+pub fn jpeg(rgb: &RgbImage) -> Result<Vec<u8>, turbojpeg::Error> {
+    let mut c = turbojpeg::Compressor::new()?;
+    c.set_quality(80)?;
+    c.set_subsamp(turbojpeg::Subsamp::Sub2x2)?;
+    c.compress_to_vec(turbojpeg::Image {
+        pixels: rgb.as_raw().as_slice(),
+        width: rgb.width() as usize,
+        pitch: rgb.width() as usize * 3,
+        height: rgb.height() as usize,
+        format: turbojpeg::PixelFormat::RGB,
+    })
 }
 
 #[cfg(test)]
