@@ -174,7 +174,7 @@ pub struct Job {
     pub id: JobId,
     /// The upload session the photo arrived in.
     pub upload_session_id: SessionId,
-    /// Stable id of the image content (first 16 hex digits of its SHA-256), as `image_id` in the API.
+    /// Stable id of the image content (first 16 hex digits of its BLAKE3 hash), as `image_id` in the API.
     pub image_id: String,
     /// Absolute path of the photo when it was queued; the folder is the source of truth.
     pub path: PathBuf,

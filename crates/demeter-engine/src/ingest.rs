@@ -9,7 +9,6 @@ use demeter_domain::{
 };
 use demeter_store::{EnqueueOutcome, SeenKey, Store};
 use demeter_watch::{FileKind, ReadyFile};
-use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::engine::{EngineEvent, Shared};
@@ -72,7 +71,7 @@ fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Re
     if store.seen(&seen)?.is_some() {
         return Ok(());
     }
-    let hash = sha256_file(&file.path)?;
+    let hash = content_hash(&file.path)?;
     // The dedup rule (README, "Which photos are processed"): one job per photo content, except
     // that a photo saved again under its own path is processed again, once.
     let resaved = match store.content_seen(&hash)? {
@@ -155,10 +154,14 @@ fn ingest(shared: &Shared, grouper: &mut SessionGrouper, file: &ReadyFile) -> Re
     Ok(())
 }
 
-/// Streaming SHA-256 of a file, hex: the content identity used for dedup and `image_id`.
-fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+/// Streaming BLAKE3 of a file, hex: the content identity used for dedup and `image_id`.
+///
+/// Stores written by earlier builds hashed with SHA-256; their records stay valid (a known path is
+/// recognised by path, size and mtime before anything is hashed), only a byte-identical copy of
+/// a photo first seen then is not recognised as a copy and is processed once more.
+fn content_hash(path: &std::path::Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
-    let mut h = Sha256::new();
+    let mut h = blake3::Hasher::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = f.read(&mut buf)?;
@@ -167,5 +170,5 @@ fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(format!("{:x}", h.finalize()))
+    Ok(h.finalize().to_hex().to_string())
 }

@@ -14,7 +14,7 @@
 //! | `queue`        | job id                                 | –                | FIFO of pending jobs (v7 ids are time-ordered) |
 //! | `processing`   | job id                                 | –                | orphans are found at start without a full scan |
 //! | `seen_path`    | path \0 size \0 mtime                  | job id           | a rescan never re-queues a photo, cheaply |
-//! | `seen_hash`    | SHA-256 of the content                 | job id           | a byte-identical copy is not processed twice |
+//! | `seen_hash`    | BLAKE3 of the content                  | job id           | a byte-identical copy is not processed twice |
 //! | `expiry`       | expires-at ms ++ kind ++ id            | –                | the sweeper reads only what is due |
 //! | `meta`         | `stage_stats`, `paused`                | JSON / –         | learned ETAs and the pause switch survive restarts |
 //!

@@ -202,7 +202,7 @@ impl Store {
         Ok(self.seen_path.get(key.encode())?.and_then(|v| JobId::from_slice(&v)))
     }
 
-    /// The job already recorded for this content (SHA-256, hex), if any.
+    /// The job already recorded for this content (BLAKE3, hex), if any.
     pub fn content_seen(&self, content_hash: &str) -> Result<Option<JobId>> {
         Ok(self.seen_hash.get(content_hash)?.and_then(|v| JobId::from_slice(&v)))
     }
