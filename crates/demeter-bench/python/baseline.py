@@ -6,33 +6,36 @@ Per photo: read and decode with Pillow (EXIF orientation applied; `thumbnail` de
 reduced size through libjpeg's DCT scaling, as Pillow does by default), resize so the long side
 is the model's 512 px, run the same `model.onnx` with the `onnxruntime` package (one intra-op
 thread per process), count the plants as connected components of the mask above the model's
-minimum area (SciPy), and write a JPEG thumbnail. N processes share the photos.
+minimum area (SciPy), and write what the daemon writes: a JPEG thumbnail, a JPEG overlay (the
+resized photo with every plant boxed) and the result (JSON). N processes share the photos.
 
 Prints one JSON object: photos, seconds, photos_per_minute.
 
-usage: baseline.py [--processes 4] --model models/plant-exg/model.onnx PHOTO_DIR
+usage: baseline.py [--processes 4] --model models/plant-exg/model.onnx [--out DIR] PHOTO_DIR
 """
 
 import argparse
-import io
 import json
 import multiprocessing as mp
 import os
+import tempfile
 import time
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from scipy import ndimage
 
 LONG_SIDE = 512
 MIN_AREA_FRACTION = 0.00008
 
 _session = None
+_out = None
 
 
-def _init(model_path):
-    global _session
+def _init(model_path, out_dir):
+    global _session, _out
+    _out = out_dir
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
@@ -49,24 +52,38 @@ def process(path):
     labels, n = ndimage.label(mask[0, 0] > 0.5, structure=np.ones((3, 3)))
     min_area = max(1, int(np.ceil(MIN_AREA_FRACTION * labels.size)))
     areas = np.bincount(labels.ravel())[1:]
-    plants = int((areas >= min_area).sum())
+    boxes = [
+        (sl[1].start, sl[0].start, sl[1].stop, sl[0].stop)
+        for sl, area in zip(ndimage.find_objects(labels), areas)
+        if sl is not None and area >= min_area
+    ]
+    name = os.path.splitext(os.path.basename(path))[0]
     thumb = rgb.copy()
-    thumb.thumbnail((320, 320))
-    buf = io.BytesIO()
-    thumb.save(buf, "JPEG", quality=80)
-    return plants
+    thumb.thumbnail((256, 256))
+    thumb.save(os.path.join(_out, name + ".thumb.jpg"), "JPEG", quality=80)
+    overlay = rgb.copy()
+    draw = ImageDraw.Draw(overlay)
+    for box in boxes:
+        draw.rectangle(box, outline=(255, 0, 200), width=2)
+    overlay.save(os.path.join(_out, name + ".overlay.jpg"), "JPEG", quality=80)
+    with open(os.path.join(_out, name + ".json"), "w") as f:
+        json.dump({"photo": os.path.basename(path), "total_detected": len(boxes), "boxes": boxes}, f)
+    return len(boxes)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--model", required=True)
+    ap.add_argument("--out", help="where thumbnails, overlays and results go (default: a temporary folder)")
     ap.add_argument("dir")
     args = ap.parse_args()
     photos = sorted(
         os.path.join(args.dir, f) for f in os.listdir(args.dir) if f.lower().endswith((".jpg", ".jpeg", ".png"))
     )
-    with mp.Pool(args.processes, initializer=_init, initargs=(args.model,)) as pool:
+    out_dir = args.out or tempfile.mkdtemp(prefix="baseline-")
+    os.makedirs(out_dir, exist_ok=True)
+    with mp.Pool(args.processes, initializer=_init, initargs=(args.model, out_dir)) as pool:
         # Sessions are built before the clock starts, as the daemon's are.
         pool.map(time.sleep, [0.2] * args.processes)
         t0 = time.perf_counter()
