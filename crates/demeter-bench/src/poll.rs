@@ -144,7 +144,13 @@ pub fn run(opts: &Opts) -> Result<(Section, Section)> {
             "`wrk -t2 -cN -d{secs}s --latency` against the seed's status endpoint for a finished 50-job session (each \
              job with a result), with other sessions of pending jobs in the store (processing paused so they stay \
              queued); {} runs of each. wrk shares the machine's cores with the daemon.\n\n\
-             | other jobs | connections | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|\n{}\n\n             The cost does not grow with the store (the rows agree within run-to-run spread). The tail is the              scheduler, not the server: with wrk's two threads and the daemon's two HTTP threads on two cores, a              request that arrives while its thread is descheduled waits a time slice, which is why p99 at 10              connections is no better than at 50. Tried on 2026-11-29 and not kept, each a `--quick` run: wrk with              one thread (p99 at 50: 2.1–2.3 ms), one HTTP thread in the daemon (2.5–3.2 ms), wrk and the daemon              pinned to a core each (3.2–4.0 ms). A machine with cores to spare for the load generator is needed to              show the server's own p99.\n",
+             | other jobs | connections | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|\n{}\n\n{growth} The tail is the \
+             scheduler, not the server: with wrk's two threads and the daemon's two HTTP threads on two cores, a \
+             request that arrives while its thread is descheduled waits a time slice whatever the queue (compare p99 \
+             at 10 and at 50 connections). Tried on 2026-11-29 and not kept, each a `--quick` run: wrk with \
+             one thread (p99 at 50: 2.1–2.3 ms), one HTTP thread in the daemon (2.5–3.2 ms), wrk and the daemon \
+             pinned to a core each (3.2–4.0 ms). A machine with cores to spare for the load generator is needed to \
+             show the server's own p99.\n",
             opts.reps,
             rows.join("\n")
         ),
