@@ -236,6 +236,12 @@ impl Engine {
         sweeper::sweep(&self.shared)
     }
 
+    /// Ready to process: not shutting down, and inference not paused by the circuit breaker.
+    /// Cheap (no store reads), for the unauthenticated `/health`.
+    pub fn ready(&self) -> bool {
+        !self.shared.stopping() && self.shared.breaker().status(std::time::Instant::now()).state == "closed"
+    }
+
     /// The snapshot served on `/health`.
     pub fn health(&self) -> Health {
         let inference = self.shared.breaker().status(std::time::Instant::now());

@@ -76,6 +76,7 @@ impl Fixture {
                 inference: Default::default(),
             }),
             cleanup: Arc::new(|| (0, 0)),
+            ready: Arc::new(|| true),
             metrics: Arc::new(Default::default),
             config: Arc::new(demeter_domain::config::Config {
                 watch: demeter_domain::config::WatchConfig {
@@ -665,6 +666,13 @@ mod auth_rules {
         // /health answers without a token, but only whether it is ready.
         let (code, _, body) = call(f.app(), "GET", "/health", &[]).await;
         assert_eq!((code, body), (StatusCode::OK, serde_json::json!({ "ready": true })));
+        // ... from the cheap readiness check alone: the full snapshot (queue counts) is never
+        // built for it, and "not ready" is a 503.
+        let mut state = f.state();
+        state.health = Arc::new(|| panic!("the full snapshot was built for an anonymous /health"));
+        state.ready = Arc::new(|| false);
+        let (code, _, body) = call(app(state), "GET", "/health", &[]).await;
+        assert_eq!((code, body), (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "ready": false })));
         // The page itself loads, so people can sign in.
         assert_eq!(call(f.app(), "GET", "/app.js", &[]).await.0, StatusCode::OK);
     }
