@@ -16,13 +16,14 @@ use crate::{
     Opts,
 };
 
-/// One `wrk` run: (requests/s, p50 ms, p99 ms).
-fn wrk(url: &str, connections: usize, secs: u64) -> Result<(f64, f64, f64)> {
-    let out = Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency"])
-        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}"), url])
-        .output()
-        .context("running wrk (apt-get install wrk; make bench installs it)")?;
+/// One `wrk` run, with the admin token or without one: (requests/s, p50 ms, p99 ms).
+fn wrk(url: &str, connections: usize, secs: u64, token: bool) -> Result<(f64, f64, f64)> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency"]);
+    if token {
+        cmd.args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")]);
+    }
+    let out = cmd.arg(url).output().context("running wrk (apt-get install wrk; make bench installs it)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() || text.contains("Non-2xx") {
         bail!("wrk failed or saw errors:\n{text}");
@@ -74,6 +75,8 @@ pub fn run(opts: &Opts) -> Result<(Section, Section)> {
     let mut rows = Vec::new();
     let mut startup_rows = Vec::new();
     let mut worst_p99_at_50 = 0.0f64;
+    // `/health` at 50 connections, (p50, p99): what any answer costs on this machine.
+    let mut control: Option<(Samples, Samples)> = None;
     // (other jobs, median p50 at 50 connections): whether the cost grows with the store.
     let mut p50_at_50: Vec<(usize, f64)> = Vec::new();
     let mut largest_startup = 0.0f64;
@@ -93,6 +96,17 @@ pub fn run(opts: &Opts) -> Result<(Section, Section)> {
         let d = daemon.context("a daemon")?;
         startup_rows.push(format!("| {others} | {} | {:.1} s |", startups.spread(0), filled.as_secs_f64()));
         largest_startup = startups.median();
+        if control.is_none() {
+            // The harness's floor: the same wrk on the cheapest answer the daemon has (`/health`
+            // without a token: readiness only, no store read).
+            let (mut p50, mut p99) = (Samples::default(), Samples::default());
+            for _ in 0..opts.reps {
+                let (_, a, b) = wrk(&d.url("/health"), 50, secs, false)?;
+                p50.push(a);
+                p99.push(b);
+            }
+            control = Some((p50, p99));
+        }
         let url = d.url(&format!("/api/v1/photos/jobs/status?upload_session_id={session}"));
         let body = d.get(&format!("/api/v1/photos/jobs/status?upload_session_id={session}"))?;
         if body["jobs"].as_array().map(Vec::len) != Some(50) {
@@ -101,7 +115,7 @@ pub fn run(opts: &Opts) -> Result<(Section, Section)> {
         for connections in [10, 50, 200] {
             let (mut rps, mut p50, mut p99) = (Samples::default(), Samples::default(), Samples::default());
             for _ in 0..opts.reps {
-                let (r, a, b) = wrk(&url, connections, secs)?;
+                let (r, a, b) = wrk(&url, connections, secs, true)?;
                 rps.push(r);
                 p50.push(a);
                 p99.push(b);
@@ -132,6 +146,15 @@ pub fn run(opts: &Opts) -> Result<(Section, Section)> {
             fewest.1, fewest.0, most.1, most.0
         )
     };
+    let control = match &control {
+        Some((p50, p99)) => format!(
+            "For comparison, the same wrk at 50 connections on `/health` without a token (`{{\"ready\":true}}`, no store read): p50 {} ms, \
+             p99 {} ms — the floor under any answer on this machine. ",
+            p50.spread(2),
+            p99.spread(2)
+        ),
+        None => String::new(),
+    };
     let poll = Section {
         title: "Poll latency".into(),
         command: "demeter-bench poll".into(),
@@ -144,7 +167,7 @@ pub fn run(opts: &Opts) -> Result<(Section, Section)> {
             "`wrk -t2 -cN -d{secs}s --latency` against the seed's status endpoint for a finished 50-job session (each \
              job with a result), with other sessions of pending jobs in the store (processing paused so they stay \
              queued); {} runs of each. wrk shares the machine's cores with the daemon.\n\n\
-             | other jobs | connections | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|\n{}\n\n{growth} The tail is the \
+             | other jobs | connections | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|\n{}\n\n{growth} {control}The tail is the \
              scheduler, not the server: with wrk's two threads and the daemon's two HTTP threads on two cores, a \
              request that arrives while its thread is descheduled waits a time slice whatever the queue (compare p99 \
              at 10 and at 50 connections). Tried on 2026-11-29 and not kept, each a `--quick` run: wrk with \
