@@ -239,7 +239,13 @@ impl Engine {
     /// Ready to process: not shutting down, and inference not paused by the circuit breaker.
     /// Cheap (no store reads), for the unauthenticated `/health`.
     pub fn ready(&self) -> bool {
-        !self.shared.stopping() && self.shared.breaker().status(std::time::Instant::now()).state == "closed"
+        self.ready_with(self.shared.breaker().status(std::time::Instant::now()).state)
+    }
+
+    /// The one readiness rule, given the breaker's state (so `/health` judges the same state it
+    /// reports).
+    fn ready_with(&self, breaker_state: &str) -> bool {
+        !self.shared.stopping() && breaker_state == "closed"
     }
 
     /// The snapshot served on `/health`.
@@ -254,7 +260,7 @@ impl Engine {
             last_error: s.last_error,
         });
         Health {
-            ready: !self.shared.stopping() && inference.state == "closed",
+            ready: self.ready_with(inference.state),
             version: env!("CARGO_PKG_VERSION").to_owned(),
             execution_provider: self.provider.to_owned(),
             warnings: self.warnings.clone(),

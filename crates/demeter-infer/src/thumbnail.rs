@@ -15,9 +15,9 @@ pub fn thumbnail_jpeg(rgb: &RgbImage) -> Result<Vec<u8>, turbojpeg::Error> {
     jpeg(&crate::resize::fit_long_side(rgb, THUMBNAIL_SIDE))
 }
 
-/// Encodes an image as a JPEG of web quality (80, 4:2:0) with libjpeg-turbo's SIMD encoder: a
-/// third of the time of `jpeg-encoder`'s AVX2 path, ten times faster than `image`'s scalar
-/// encoder (which took a tenth of a photo's processing time for the thumbnail and the overlay).
+/// Encodes an image as a JPEG of web quality (80, 4:2:0) with libjpeg-turbo's SIMD encoder:
+/// 0.5 ms for a 512 × 384 overlay, against 1.7 ms with `jpeg-encoder`'s AVX2 path (which had
+/// replaced `image`'s scalar encoder, a tenth of a photo's processing time for the two images).
 pub fn jpeg(rgb: &RgbImage) -> Result<Vec<u8>, turbojpeg::Error> {
     let mut c = turbojpeg::Compressor::new()?;
     c.set_quality(80)?;
