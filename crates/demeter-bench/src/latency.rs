@@ -19,18 +19,23 @@ use crate::{
 /// (filename, when its first job event arrived) as an SSE client saw them.
 type Seen = Arc<Mutex<Vec<(String, Instant)>>>;
 
+/// Follows the event stream; returns once the stream is open.
 fn follow(url: String) -> Result<Seen> {
     let seen: Seen = Arc::default();
     let out = seen.clone();
+    let (opened_tx, opened) = std::sync::mpsc::channel();
     follow_events(
         url,
-        || {},
+        move || {
+            let _ = opened_tx.send(());
+        },
         move |v| {
             if let Some(name) = v["job"]["filename"].as_str() {
                 out.lock().unwrap().push((name.to_owned(), Instant::now()));
             }
         },
     )?;
+    opened.recv_timeout(Duration::from_secs(10)).context("the event stream did not open")?;
     Ok(seen)
 }
 
@@ -38,7 +43,6 @@ fn measure(opts: &Opts, window_ms: &str) -> Result<(Samples, Samples)> {
     let root = tempfile::tempdir()?;
     let (d, _) = Daemon::start(root.path(), &[("DEMETER_STABILITY_WINDOW_MS", window_ms)])?;
     let seen = follow(d.url("/api/v1/events"))?;
-    std::thread::sleep(Duration::from_millis(300)); // connected
     let photo = std::fs::read(fixtures::real_photos()?.first().context("a photo")?)?;
     let (mut api, mut sse) = (Samples::default(), Samples::default());
     for i in 0..opts.scaled(10, 4) {
@@ -61,6 +65,7 @@ fn measure(opts: &Opts, window_ms: &str) -> Result<(Samples, Samples)> {
             seen.lock().unwrap().iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
         })?;
         sse.push(at.duration_since(t0).as_secs_f64() * 1e3);
+        // Spacing, so the next drop is not timed while this photo is still being processed.
         std::thread::sleep(Duration::from_millis(300));
     }
     Ok((api, sse))

@@ -210,8 +210,9 @@ mod tests {
 
     #[test]
     fn pending_jobs_wait_for_the_running_ones_to_free_a_worker() {
-        let s = stats(500); // 3 s per job, 500 ms per stage
-                            // Two workers, both busy: one two stages into its job (2 s left), one just started (3 s left).
+        // 3 s per job, 500 ms per stage. Two workers, both busy: one two stages into its job
+        // (2 s left), one just started (3 s left).
+        let s = stats(500);
         let mut a = job();
         a.claim(0, t(0)).unwrap();
         for stage in [Stage::Decode, Stage::Segment] {
