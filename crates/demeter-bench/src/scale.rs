@@ -32,11 +32,15 @@ pub fn run(opts: &Opts) -> Result<Section> {
     // polling `/health` (queue counts) every 50 ms, whose latency is recorded too.
     let (d, startup) = Daemon::start(root.path(), &[])?;
     let t0 = Instant::now();
-    let mut slowest = Duration::ZERO;
+    // The first answer with a token may wait for the store's one-time count of its queue.
+    let (mut first, mut slowest) = (None, Duration::ZERO);
     wait_for("the sweep", Duration::from_secs(1800), || {
         let q = Instant::now();
         let h = d.get("/health").ok()?;
-        slowest = slowest.max(q.elapsed());
+        match first {
+            None => first = Some(q.elapsed()),
+            Some(_) => slowest = slowest.max(q.elapsed()),
+        }
         std::thread::sleep(Duration::from_millis(50));
         (h["queue"]["pending"].as_u64()? == 0).then_some(())
     })?;
@@ -49,10 +53,13 @@ pub fn run(opts: &Opts) -> Result<Section> {
         body: format!(
             "{n} expired jobs in sessions of 1,000 (filled in {:.0} s); the daemon started in {} ms and its sweeper \
              removed every one in **{:.1} s** (batches of 200, each followed by a pause as long as the batch took, so \
-             readers wait at most one batch); the slowest `/health` answer meanwhile took {:.0} ms.\n",
+             readers wait at most one batch). `/health` with a token, asked every 50 ms meanwhile: the first answer \
+             took {:.0} ms (it may wait for the store's one-time count of its queue, begun at start-up), the slowest \
+             of the others {:.0} ms.\n",
             filled.as_secs_f64(),
             startup.as_millis(),
             swept.as_secs_f64(),
+            first.unwrap_or_default().as_secs_f64() * 1e3,
             slowest.as_secs_f64() * 1e3
         ),
     })

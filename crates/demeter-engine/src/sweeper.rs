@@ -14,6 +14,11 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> thread::JoinHandle<()> {
     thread::Builder::new()
         .name("demeter-sweeper".into())
         .spawn(move || {
+            // The store counts its queue once, on first use (a walk of the whole queue, ~0.1-0.5 s
+            // with 100,000 jobs): done here, before the first sweep starts writing, so `/health`
+            // does not wait for it.
+            let pending = shared.store.pending_count();
+            tracing::debug!(pending, "queue counted");
             let interval = Duration::from_secs(shared.config.store.sweep_interval_secs);
             let tick = Duration::from_millis(200);
             let mut waited = interval; // sweep once at start

@@ -1,7 +1,10 @@
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     path::{Path, PathBuf},
-    sync::{Mutex, RwLock, RwLockWriteGuard},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Mutex, RwLock, RwLockWriteGuard,
+    },
 };
 
 use chrono::{DateTime, Duration, Utc};
@@ -87,6 +90,69 @@ pub struct Store {
     /// Per-session change counters, in memory: bumped after every stored change to a session or
     /// its jobs, so what is derived from a session (a poll answer) can be cached and known stale.
     generations: Mutex<HashMap<SessionId, u64>>,
+    /// Entries in `queue` and `processing`, kept by every change to those trees (under the
+    /// write lock) so `/health` and `/metrics` answer in O(1): sled's `Tree::len` walks the
+    /// whole tree (65 ms with 100,000 jobs queued, far more while a sweep is writing). Counted
+    /// from disk on first use, never stored, so a crash cannot leave them wrong.
+    sizes: IndexSizes,
+}
+
+/// Sizes of the `queue` and `processing` trees, counted on first use rather than at open so a
+/// large queue does not slow start-up (the first authenticated `/health` pays instead).
+#[derive(Default)]
+struct IndexSizes {
+    /// Set once the counters below hold the trees' sizes; until then changes are not counted.
+    counted: AtomicBool,
+    queue: AtomicUsize,
+    processing: AtomicUsize,
+}
+
+/// What one change did to the sizes of `queue` and `processing`, from what sled's inserts and
+/// removes return (an insert over an existing key or a remove of a missing one changes
+/// nothing). A transaction returns it, so a retried closure is counted once.
+#[derive(Debug, Default, Clone, Copy)]
+struct SizeChange {
+    queue: isize,
+    processing: isize,
+}
+
+impl SizeChange {
+    fn inserted(prev: Option<sled::IVec>) -> isize {
+        isize::from(prev.is_none())
+    }
+
+    fn removed(prev: Option<sled::IVec>) -> isize {
+        -isize::from(prev.is_some())
+    }
+}
+
+impl IndexSizes {
+    /// Counts the trees if not yet done. Called under the write lock, so no change can fall
+    /// between the count and the first [`IndexSizes::apply`] it must be added to.
+    fn count_once(&self, queue: &Tree, processing: &Tree) {
+        if !self.counted.load(Ordering::Acquire) {
+            self.queue.store(queue.len(), Ordering::Relaxed);
+            self.processing.store(processing.len(), Ordering::Relaxed);
+            self.counted.store(true, Ordering::Release);
+        }
+    }
+
+    /// Applies a committed change (nothing before the first count, which will include it).
+    /// Callers hold the write lock, so changes never interleave.
+    fn apply(&self, change: SizeChange) {
+        if !self.counted.load(Ordering::Acquire) {
+            return;
+        }
+        let add = |counter: &AtomicUsize, by: isize| {
+            if by >= 0 {
+                counter.fetch_add(by.unsigned_abs(), Ordering::Relaxed);
+            } else {
+                counter.fetch_sub(by.unsigned_abs(), Ordering::Relaxed);
+            }
+        };
+        add(&self.queue, change.queue);
+        add(&self.processing, change.processing);
+    }
 }
 
 fn encode<T: Serialize>(v: &T) -> Vec<u8> {
@@ -128,8 +194,9 @@ impl Store {
             path,
             write: RwLock::new(()),
             generations: Mutex::default(),
+            sizes: IndexSizes::default(),
         };
-        info!(path = %store.path.display(), jobs = store.jobs.len(), "job store open");
+        info!(path = %store.path.display(), "job store open");
         Ok(store)
     }
 
@@ -243,19 +310,20 @@ impl Store {
         let seen = SeenKey { path: job.path.clone(), size: job.size, mtime_ns: job.mtime_ns }.encode();
         let id = job.id.as_bytes();
         let pending = matches!(job.state, JobState::Pending { .. });
-        (&self.jobs, &self.session_jobs, &self.queue, &self.seen_path, &self.seen_hash, &self.expiry).transaction(
-            |(jobs, session_jobs, queue, seen_path, seen_hash, expiry)| {
+        let change = (&self.jobs, &self.session_jobs, &self.queue, &self.seen_path, &self.seen_hash, &self.expiry)
+            .transaction(|(jobs, session_jobs, queue, seen_path, seen_hash, expiry)| {
+                let mut change = SizeChange::default();
                 jobs.insert(id, encode(job))?;
                 session_jobs.insert(&keys::session_job(job.upload_session_id.as_bytes(), id), &[])?;
                 if pending {
-                    queue.insert(id, &[])?;
+                    change.queue += SizeChange::inserted(queue.insert(id, &[])?);
                 }
                 seen_path.insert(seen.as_slice(), id)?;
                 seen_hash.insert(content_hash.as_bytes(), id)?;
                 expiry.insert(keys::expiry(expires_at, ExpiryKind::Job, id), &[])?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            },
-        )?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(change)
+            })?;
+        self.sizes.apply(change);
         self.bump(job.upload_session_id);
         self.flush()
     }
@@ -285,12 +353,22 @@ impl Store {
         self.sessions.iter().rev().take(limit).map(|e| decode("session", &e?.1)).collect()
     }
 
+    /// Jobs waiting in the queue. O(1) after the first call.
     pub fn pending_count(&self) -> usize {
-        self.queue.len()
+        self.counted_sizes().queue.load(Ordering::Relaxed)
     }
 
+    /// Jobs in `processing` (claimed by a worker). O(1) after the first call.
     pub fn processing_count(&self) -> usize {
-        self.processing.len()
+        self.counted_sizes().processing.load(Ordering::Relaxed)
+    }
+
+    fn counted_sizes(&self) -> &IndexSizes {
+        if !self.sizes.counted.load(Ordering::Acquire) {
+            let _g = self.lock();
+            self.sizes.count_once(&self.queue, &self.processing);
+        }
+        &self.sizes
     }
 
     /// The jobs in `processing` (at most one per worker, plus any a stuck worker left behind).
@@ -321,7 +399,8 @@ impl Store {
             let key = key?;
             let Some(bytes) = self.jobs.get(&key)? else {
                 // A queue entry without a job (swept): drop it and look further.
-                self.queue.remove(&key)?;
+                let queue = SizeChange::removed(self.queue.remove(&key)?);
+                self.sizes.apply(SizeChange { queue, processing: 0 });
                 continue;
             };
             let mut job: Job = decode("job", &bytes)?;
@@ -374,27 +453,30 @@ impl Store {
 
     fn write_job_unflushed(&self, job: &Job) -> Result<()> {
         let id = job.id.as_bytes();
-        (&self.jobs, &self.queue, &self.processing).transaction(|(jobs, queue, processing)| {
+        let change = (&self.jobs, &self.queue, &self.processing).transaction(|(jobs, queue, processing)| {
             if jobs.get(id)?.is_none() {
                 return Err(abort(StoreError::JobNotFound(job.id)));
             }
             jobs.insert(id, encode(job))?;
-            match job.state {
-                JobState::Pending { .. } => {
-                    queue.insert(id, &[])?;
-                    processing.remove(id)?;
-                }
-                JobState::Processing { .. } => {
-                    queue.remove(id)?;
-                    processing.insert(id, &[])?;
-                }
-                JobState::Completed { .. } | JobState::Failed { .. } => {
-                    queue.remove(id)?;
-                    processing.remove(id)?;
-                }
-            }
-            Ok(())
+            let (queued, running) = match job.state {
+                JobState::Pending { .. } => (true, false),
+                JobState::Processing { .. } => (false, true),
+                JobState::Completed { .. } | JobState::Failed { .. } => (false, false),
+            };
+            Ok(SizeChange {
+                queue: if queued {
+                    SizeChange::inserted(queue.insert(id, &[])?)
+                } else {
+                    SizeChange::removed(queue.remove(id)?)
+                },
+                processing: if running {
+                    SizeChange::inserted(processing.insert(id, &[])?)
+                } else {
+                    SizeChange::removed(processing.remove(id)?)
+                },
+            })
         })?;
+        self.sizes.apply(change);
         self.bump(job.upload_session_id);
         Ok(())
     }
@@ -494,7 +576,9 @@ impl Store {
             match reclaimed {
                 Ok(job) => out.push(job),
                 Err(StoreError::JobNotFound(_)) => {
-                    self.processing.remove(id.as_bytes())?;
+                    let _g = self.lock();
+                    let processing = SizeChange::removed(self.processing.remove(id.as_bytes())?);
+                    self.sizes.apply(SizeChange { queue: 0, processing });
                 }
                 Err(e) => return Err(e),
             }
@@ -530,12 +614,15 @@ impl Store {
                     report.sessions += 1;
                 }
                 ExpiryKind::Job => {
-                    (&self.jobs, &self.queue, &self.processing).transaction(|(jobs, queue, processing)| {
-                        jobs.remove(&id)?;
-                        queue.remove(&id)?;
-                        processing.remove(&id)?;
-                        Ok::<_, ConflictableTransactionError<StoreError>>(())
-                    })?;
+                    let change =
+                        (&self.jobs, &self.queue, &self.processing).transaction(|(jobs, queue, processing)| {
+                            jobs.remove(&id)?;
+                            Ok::<_, ConflictableTransactionError<StoreError>>(SizeChange {
+                                queue: SizeChange::removed(queue.remove(&id)?),
+                                processing: SizeChange::removed(processing.remove(&id)?),
+                            })
+                        })?;
+                    self.sizes.apply(change);
                     if let Some(job) = JobId::from_slice(&id) {
                         report.jobs.push(job);
                     }
