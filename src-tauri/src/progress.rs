@@ -1,7 +1,7 @@
 //! What the tray says: the batch in progress, summed over the upload sessions that still have
 //! work, with an ETA from measured stage durations (the same estimates as the status page).
 
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, time::Instant};
 
 use chrono::{DateTime, Utc};
 use demeter_domain::{
@@ -95,11 +95,15 @@ pub fn time_left(seconds: f64) -> String {
 }
 
 /// Follows which sessions have work, from engine events, and the last batch: the sessions that
-/// finished since the tray was last busy.
+/// finished together, grouped as the notifications group them (finished within
+/// [`COALESCE`](crate::notifications::COALESCE) of the group's first), so the tray and the
+/// notification always tell the same story.
 #[derive(Debug, Default)]
 pub struct Tracker {
     active: BTreeSet<SessionId>,
     pub last: Vec<SessionReport>,
+    /// When the first session of `last` finished.
+    last_since: Option<Instant>,
 }
 
 impl Tracker {
@@ -116,18 +120,30 @@ impl Tracker {
 
     /// Notes what an event changes; `true` when the tray should be redrawn.
     pub fn observe(&mut self, event: &EngineEvent) -> bool {
+        self.observe_at(event, Instant::now())
+    }
+
+    /// [`Tracker::observe`] with the time the event arrived.
+    pub fn observe_at(&mut self, event: &EngineEvent, now: Instant) -> bool {
+        // Whether a session finishing now would be announced apart from `last`.
+        let group_closed = self.last_since.is_none_or(|t| now.duration_since(t) > crate::notifications::COALESCE);
         match event {
             EngineEvent::Job(job) => {
                 if !job.is_terminal() {
-                    if self.active.is_empty() {
+                    if self.active.is_empty() && group_closed {
                         // A new batch starts: the previous one is no longer "the last batch".
                         self.last.clear();
+                        self.last_since = None;
                     }
                     self.active.insert(job.upload_session_id);
                 }
                 true
             }
             EngineEvent::SessionFinished(report) => {
+                if group_closed {
+                    self.last.clear();
+                    self.last_since = Some(now);
+                }
                 self.active.remove(&report.upload_session_id);
                 self.last.retain(|r| r.upload_session_id != report.upload_session_id);
                 self.last.push(report.clone());
@@ -208,12 +224,34 @@ mod tests {
 
     #[test]
     fn a_new_batch_replaces_the_last_one() {
+        let t0 = Instant::now();
+        let later = t0 + crate::notifications::COALESCE + std::time::Duration::from_millis(1);
         let mut t = Tracker::default();
         let first = report(1, 0, 0);
-        t.observe(&EngineEvent::SessionFinished(first));
+        t.observe_at(&EngineEvent::SessionFinished(first), t0);
         assert_eq!(t.last.len(), 1);
-        t.observe(&EngineEvent::Job(Box::new(pending(SessionId::new_v7()))));
+        t.observe_at(&EngineEvent::Job(Box::new(pending(SessionId::new_v7()))), later);
         assert!(t.last.is_empty(), "the tray no longer shows the previous batch's failure");
+    }
+
+    #[test]
+    fn batches_finishing_together_are_one_last_batch_as_in_the_notification() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + std::time::Duration::from_millis(ms);
+        let window = crate::notifications::COALESCE.as_millis() as u64;
+        let mut t = Tracker::default();
+        // One folder's photo is done before the other's is even queued; both finish within
+        // the notification's window, so one notification names both, and so does the tray.
+        let (a, b) = (report(1, 1, 3), report(2, 1, 0));
+        t.observe_at(&EngineEvent::SessionFinished(a.clone()), at(0));
+        t.observe_at(&EngineEvent::Job(Box::new(pending(b.upload_session_id))), at(300));
+        t.observe_at(&EngineEvent::SessionFinished(b.clone()), at(window - 100));
+        assert_eq!(t.last, [a.clone(), b.clone()]);
+        // One finishing after the window is announced on its own, and shown on its own.
+        let c = report(1, 1, 2);
+        t.observe_at(&EngineEvent::Job(Box::new(pending(c.upload_session_id))), at(window - 50));
+        t.observe_at(&EngineEvent::SessionFinished(c.clone()), at(window + 10));
+        assert_eq!(t.last, [c]);
     }
 
     #[test]
