@@ -49,23 +49,26 @@ pub fn distinct_copies(dir: &Path, rounds: usize, salt: &str) -> Result<Vec<Path
     Ok(out)
 }
 
-/// `n` copies of `photo` in `dir`, each with different trailing bytes (distinct content).
+/// `n` copies of `photo` in `dir`, each with different trailing bytes (distinct content), with
+/// the same extension.
 pub fn copies_of(photo: &Path, dir: &Path, n: usize, salt: &str) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let bytes = std::fs::read(photo)?;
     let stem = photo.file_stem().and_then(|s| s.to_str()).unwrap_or("photo");
+    let ext = photo.extension().and_then(|s| s.to_str()).unwrap_or("jpg");
     (0..n)
         .map(|i| {
             let mut b = bytes.clone();
             b.extend_from_slice(format!("demeter-bench {salt} {i}").as_bytes());
-            let dest = dir.join(format!("{stem}-{salt}-{i:03}.jpg"));
+            let dest = dir.join(format!("{stem}-{salt}-{i:03}.{ext}"));
             std::fs::write(&dest, b)?;
             Ok(dest)
         })
         .collect()
 }
 
-/// A 12-megapixel (4000 × 3000) JPEG made from the largest real photo, written to `path`.
+/// A 12-megapixel (4000 × 3000) photo made from the largest real photo, written to `path`:
+/// a JPEG (quality 90), or a PNG when `path` ends in `.png`.
 pub fn twelve_megapixel(path: &Path) -> Result<()> {
     let largest = real_photos()?
         .into_iter()
@@ -73,7 +76,11 @@ pub fn twelve_megapixel(path: &Path) -> Result<()> {
         .context("no real photos")?;
     let img = image::open(&largest)?.resize_exact(4000, 3000, image::imageops::FilterType::Triangle).to_rgb8();
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img)?;
+    if path.extension().is_some_and(|e| e == "png") {
+        img.write_to(&mut out, image::ImageFormat::Png)?;
+    } else {
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img)?;
+    }
     Ok(())
 }
 

@@ -170,10 +170,15 @@ pub fn run(opts: &Opts) -> Result<(Section, Section)> {
              | other jobs | connections | requests/s | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|\n{}\n\n{growth} {control}The tail is the \
              scheduler, not the server: with wrk's two threads and the daemon's two HTTP threads on two cores, a \
              request that arrives while its thread is descheduled waits a time slice whatever the queue (compare p99 \
-             at 10 and at 50 connections). Tried on 2026-11-29 and not kept, each a `--quick` run: wrk with \
-             one thread (p99 at 50: 2.1–2.3 ms), one HTTP thread in the daemon (2.5–3.2 ms), wrk and the daemon \
-             pinned to a core each (3.2–4.0 ms). A machine with cores to spare for the load generator is needed to \
-             show the server's own p99.\n",
+             at 10 and at 50 connections). Tried on 2026-11-29 and not kept, each a `--quick` run (p99 at 50 \
+             connections): wrk with one thread (2.1–2.3 ms); one HTTP thread in the daemon (2.5–3.2 ms); wrk and \
+             the daemon pinned to a core each (3.2–4.0 ms); wrk at `nice 19` or `SCHED_IDLE` (50–130 ms: wrk \
+             starves and times its own waits); `TCP_NODELAY` on accepted sockets (within the noise); one HTTP \
+             thread *and* wrk with one thread, so each has a core (`/health` 0.92 ms, the poll 1.88–2.37 ms at \
+             ~55,000 requests/s from one thread, 18 µs a request). Where that time goes (`perf record` on the \
+             daemon under this load): about 70 % in the kernel, mostly sending the 20 KB answer over loopback \
+             (`_copy_from_iter` alone 12.6 %) and waking threads; the handler itself is a cache hit. A machine \
+             with cores to spare for the load generator is needed to show the server's own p99.\n",
             opts.reps,
             rows.join("\n")
         ),
