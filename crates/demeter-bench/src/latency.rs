@@ -90,8 +90,8 @@ pub fn run(opts: &Opts) -> Result<Section> {
             "A real photo renamed into the watched folder, one at a time ({} drops per row); the API polled every \
              2 ms for the new job; an SSE client connected throughout. Milliseconds from the rename, median \
              (min–max). The stability window (a file must keep its size and mtime that long before it is read, so \
-             a copy in progress is never processed) is most of it; the rest is the watcher's 250 ms tick, hashing \
-             and the flushed enqueue.\n\n| `stability_window_ms` | drop → job in the API (ms) | drop → first SSE event (ms) |\n|---|---|---|\n{}\n",
+             a copy in progress is never processed) is most of it (the watcher wakes when a file's window ends); the \
+             rest is one `stat`, sniffing, hashing and the flushed enqueue.\n\n| `stability_window_ms` | drop → job in the API (ms) | drop → first SSE event (ms) |\n|---|---|---|\n{}\n",
             opts.scaled(10, 4),
             rows.join("\n")
         ),

@@ -40,7 +40,8 @@ pub struct WatchOptions {
     pub dir: PathBuf,
     pub rescan_interval: Duration,
     pub stability_window: Duration,
-    /// How often candidates are re-examined by the gate.
+    /// The loop's longest sleep (it checks for a due rescan after each), and how soon a stable
+    /// file that could not be read yet (unfilled, locked) is looked at again.
     pub tick: Duration,
     pub mode: WatchMode,
     /// The mount table read to recognise network filesystems (`/proc/mounts`; a test points
@@ -245,10 +246,13 @@ impl Loop {
         let mut last_scan = Instant::now();
         let mut last_examined = Instant::now();
         while !stop.load(Ordering::SeqCst) {
-            // Candidates are examined once per tick, however many events arrive: a flood of
-            // thousands of files must not mean thousands of passes over thousands of files.
-            let next_tick = self.opts.tick.saturating_sub(last_examined.elapsed());
-            match rx.recv_timeout(next_tick) {
+            // Sleep until the next candidate's window ends (a photo is reported as soon as it is
+            // stable, not up to a tick later), passes at least MIN_PASS_GAP apart: a flood of
+            // files becoming due one after another is taken in batches.
+            let next_pass = self.gate.next_due().map(|due| due.max(last_examined + MIN_PASS_GAP));
+            let timeout =
+                next_pass.map_or(self.opts.tick, |at| at.saturating_duration_since(Instant::now()).min(self.opts.tick));
+            match rx.recv_timeout(timeout) {
                 Ok(event) => {
                     self.on_event(event);
                     // Drain what queued up meanwhile before examining candidates.
@@ -258,13 +262,13 @@ impl Loop {
                     self.rescan_if_requested();
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(self.opts.tick),
+                Err(mpsc::RecvTimeoutError::Disconnected) => thread::sleep(timeout),
             }
             if last_scan.elapsed() >= self.opts.rescan_interval {
                 self.rescan();
                 last_scan = Instant::now();
             }
-            if last_examined.elapsed() >= self.opts.tick {
+            if next_pass.is_some_and(|at| at <= Instant::now()) {
                 self.examine_candidates();
                 last_examined = Instant::now();
             }
@@ -354,14 +358,12 @@ impl Loop {
         self.gate.observe(path, key.0, key.1, Instant::now());
     }
 
+    /// Looks again at the candidates whose stability window has ended: one `stat` each, and
+    /// those unchanged since they were first seen are sniffed and reported.
     fn examine_candidates(&mut self) {
-        if self.gate.is_empty() {
-            return;
-        }
         let now = Instant::now();
-        let paths: Vec<PathBuf> = self.gate.tracked().map(Path::to_owned).collect();
         let mut done = HashSet::new();
-        for path in paths {
+        for path in self.gate.due(now) {
             let Ok(meta) = std::fs::metadata(&path) else {
                 done.insert(path);
                 continue;
@@ -388,6 +390,7 @@ impl Loop {
                 }
                 Ok(Verdict::Unfilled) => {
                     debug!(path = %path.display(), "allocated but not filled yet; waiting");
+                    self.gate.retry_at(&path, now + self.opts.tick);
                 }
                 Ok(Verdict::Skip) => {
                     // Not a photo: remember it so rescans skip it until it changes.
@@ -397,6 +400,7 @@ impl Loop {
                 Err(e) => {
                     // Could not open it yet (permissions, still locked by the writer): retry later.
                     debug!(path = %path.display(), error = %e, "not openable yet");
+                    self.gate.retry_at(&path, now + self.opts.tick);
                 }
             }
         }
@@ -441,6 +445,9 @@ impl Loop {
     }
 }
 
+/// Least time between two passes over the due candidates.
+const MIN_PASS_GAP: Duration = Duration::from_millis(20);
+
 /// How many trailing bytes are checked for the zeros of a pre-allocated, unfilled file.
 const TAIL_LEN: usize = 512;
 
@@ -450,7 +457,7 @@ enum Verdict {
     /// Not a photo and not named like one.
     Skip,
     /// Allocated at its final size but still zeros where the image should be: a writer that
-    /// pre-sizes its file and fills it later. Looked at again on the next tick.
+    /// pre-sizes its file and fills it later. Looked at again a tick later.
     Unfilled,
 }
 
