@@ -199,6 +199,10 @@ struct Loop {
     /// Events were lost (queue overflow, watch error): rescan once the queued events are
     /// drained — one rescan per burst, not one per overflow notice.
     rescan_requested: bool,
+    /// Folders that just appeared, each to be scanned once more at the time given: notify
+    /// watches a new folder only after it has sent the folder's creation event, so a file made
+    /// in it between our scan on that event and the watch raises no event of its own.
+    new_dirs: Vec<(PathBuf, Instant)>,
 }
 
 fn mtime_ns(t: SystemTime) -> i128 {
@@ -211,7 +215,7 @@ fn mtime_ns(t: SystemTime) -> i128 {
 impl Loop {
     fn new(opts: WatchOptions, sink: mpsc::Sender<ReadyFile>, status: Arc<Mutex<WatchStatus>>) -> Self {
         let gate = StabilityGate::new(opts.stability_window);
-        Self { opts, sink, status, gate, reported: HashMap::new(), rescan_requested: false }
+        Self { opts, sink, status, gate, reported: HashMap::new(), rescan_requested: false, new_dirs: Vec::new() }
     }
 
     fn set_status(&self, f: impl FnOnce(&mut WatchStatus)) {
@@ -250,8 +254,10 @@ impl Loop {
             // stable, not up to a tick later), passes at least MIN_PASS_GAP apart: a flood of
             // files becoming due one after another is taken in batches.
             let next_pass = self.gate.next_due().map(|due| due.max(last_examined + MIN_PASS_GAP));
+            let next_dir = self.new_dirs.iter().map(|(_, at)| *at).min();
+            let wake = next_pass.into_iter().chain(next_dir).min();
             let timeout =
-                next_pass.map_or(self.opts.tick, |at| at.saturating_duration_since(Instant::now()).min(self.opts.tick));
+                wake.map_or(self.opts.tick, |at| at.saturating_duration_since(Instant::now()).min(self.opts.tick));
             match rx.recv_timeout(timeout) {
                 Ok(event) => {
                     self.on_event(event);
@@ -268,6 +274,7 @@ impl Loop {
                 self.rescan();
                 last_scan = Instant::now();
             }
+            self.scan_new_dirs_again(Instant::now());
             if next_pass.is_some_and(|at| at <= Instant::now()) {
                 self.examine_candidates();
                 last_examined = Instant::now();
@@ -296,6 +303,7 @@ impl Loop {
                     if path.is_dir() {
                         // A folder moved in brings files that raise no events of their own.
                         self.scan(&path);
+                        self.new_dirs.push((path, Instant::now() + NEW_DIR_RESCAN));
                     } else {
                         self.consider(&path);
                     }
@@ -306,6 +314,16 @@ impl Loop {
                 self.set_status(|s| s.last_error = Some(e.to_string()));
                 self.rescan_requested = true;
             }
+        }
+    }
+
+    /// Scans again the new folders whose time has come (see `Loop::new_dirs`).
+    fn scan_new_dirs_again(&mut self, now: Instant) {
+        let (due, later): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.new_dirs).into_iter().partition(|(_, at)| *at <= now);
+        self.new_dirs = later;
+        for (dir, _) in due {
+            self.scan(&dir);
         }
     }
 
@@ -445,6 +463,10 @@ impl Loop {
     }
 }
 
+/// How long after a folder appears it is scanned once more (see `Loop::new_dirs`); notify adds
+/// its watch right after sending the creation event, so this is ample.
+const NEW_DIR_RESCAN: Duration = Duration::from_millis(500);
+
 /// Least time between two passes over the due candidates.
 const MIN_PASS_GAP: Duration = Duration::from_millis(20);
 
@@ -496,5 +518,32 @@ mod tests {
         looped.examine_candidates();
         assert_eq!(rx.try_iter().count(), 20);
         assert_eq!(looped.status.lock().unwrap().rescans, 1);
+    }
+
+    /// notify sends a new folder's creation event before it watches the folder; a file made in
+    /// it in between raises no event. The folder is scanned again a little later.
+    #[test]
+    fn a_file_made_in_a_new_folder_before_it_is_watched_is_found() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let opts = WatchOptions { stability_window: Duration::ZERO, ..WatchOptions::new(tmp.path()) };
+        let mut looped = Loop::new(opts, tx, Arc::default());
+        let dir = tmp.path().join("bench-a");
+        std::fs::create_dir(&dir).unwrap();
+        let created = notify::Event::new(notify::EventKind::Create(notify::event::CreateKind::Folder));
+        looped.on_event(Ok(created.add_path(dir.clone())));
+        // Written after our scan on the event, before notify's watch: no event for it.
+        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0xFF, 0xD9];
+        std::fs::write(dir.join("early.jpg"), jpeg).unwrap();
+        looped.examine_candidates();
+        assert_eq!(rx.try_iter().count(), 0, "not seen yet");
+        looped.scan_new_dirs_again(Instant::now());
+        looped.examine_candidates();
+        assert_eq!(rx.try_iter().count(), 0, "the second scan waits for notify to have watched it");
+        looped.scan_new_dirs_again(Instant::now() + NEW_DIR_RESCAN);
+        looped.examine_candidates();
+        let found: Vec<_> = rx.try_iter().map(|f| f.rel_path).collect();
+        assert_eq!(found, ["bench-a/early.jpg"]);
+        assert!(looped.new_dirs.is_empty(), "scanned again once");
     }
 }
