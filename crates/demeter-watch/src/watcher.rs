@@ -303,7 +303,9 @@ impl Loop {
                     if path.is_dir() {
                         // A folder moved in brings files that raise no events of their own.
                         self.scan(&path);
-                        self.new_dirs.push((path, Instant::now() + NEW_DIR_RESCAN));
+                        if !self.new_dirs.iter().any(|(d, _)| *d == path) {
+                            self.new_dirs.push((path, Instant::now() + NEW_DIR_RESCAN));
+                        }
                     } else {
                         self.consider(&path);
                     }
