@@ -236,18 +236,6 @@ impl Engine {
         sweeper::sweep(&self.shared)
     }
 
-    /// Ready to process: not shutting down, and inference not paused by the circuit breaker.
-    /// Cheap (no store reads), for the unauthenticated `/health`.
-    pub fn ready(&self) -> bool {
-        self.ready_with(self.shared.breaker().status(std::time::Instant::now()).state)
-    }
-
-    /// The one readiness rule, given the breaker's state (so `/health` judges the same state it
-    /// reports).
-    fn ready_with(&self, breaker_state: &str) -> bool {
-        !self.shared.stopping() && breaker_state == "closed"
-    }
-
     /// The snapshot served on `/health`.
     pub fn health(&self) -> Health {
         let inference = self.shared.breaker().status(std::time::Instant::now());
@@ -260,7 +248,7 @@ impl Engine {
             last_error: s.last_error,
         });
         Health {
-            ready: self.ready_with(inference.state),
+            ready: !self.shared.stopping() && inference.state == "closed",
             version: env!("CARGO_PKG_VERSION").to_owned(),
             execution_provider: self.provider.to_owned(),
             warnings: self.warnings.clone(),

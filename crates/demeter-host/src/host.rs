@@ -96,10 +96,6 @@ impl Host {
                 let engine = engine.clone();
                 Arc::new(move || engine.health())
             },
-            ready: {
-                let engine = engine.clone();
-                Arc::new(move || engine.ready())
-            },
             metrics: {
                 let engine = engine.clone();
                 Arc::new(move || engine.metrics())

@@ -76,7 +76,6 @@ impl Fixture {
                 inference: Default::default(),
             }),
             cleanup: Arc::new(|| (0, 0)),
-            ready: Arc::new(|| true),
             metrics: Arc::new(Default::default),
             config: Arc::new(demeter_domain::config::Config {
                 watch: demeter_domain::config::WatchConfig {
@@ -666,11 +665,10 @@ mod auth_rules {
         // /health answers without a token, but only whether it is ready.
         let (code, _, body) = call(f.app(), "GET", "/health", &[]).await;
         assert_eq!((code, body), (StatusCode::OK, serde_json::json!({ "ready": true })));
-        // ... from the cheap readiness check alone: the full snapshot (queue counts) is never
-        // built for it, and "not ready" is a 503.
+        // "Not ready" is a 503, and still says nothing more.
         let mut state = f.state();
-        state.health = Arc::new(|| panic!("the full snapshot was built for an anonymous /health"));
-        state.ready = Arc::new(|| false);
+        let not_ready = Health { ready: false, ..(state.health)() };
+        state.health = Arc::new(move || not_ready.clone());
         let (code, _, body) = call(app(state), "GET", "/health", &[]).await;
         assert_eq!((code, body), (StatusCode::SERVICE_UNAVAILABLE, serde_json::json!({ "ready": false })));
         // The page itself loads, so people can sign in.

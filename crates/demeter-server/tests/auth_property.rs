@@ -77,7 +77,6 @@ async fn world() -> World {
             }))
             .unwrap()
         }),
-        ready: Arc::new(|| true),
         metrics: Arc::new(Default::default),
         cleanup: Arc::new(|| (0, 0)),
         config: Default::default(),

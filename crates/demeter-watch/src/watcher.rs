@@ -500,17 +500,24 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 mod tests {
     use super::*;
 
+    /// The smallest file the watcher takes for a JPEG.
+    const JPEG: [u8; 16] = [0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0xFF, 0xD9];
+
+    /// A loop over `dir` with no stability wait, not running: a test drives it by hand.
+    fn looped(dir: &Path) -> (Loop, mpsc::Receiver<ReadyFile>) {
+        let (tx, rx) = mpsc::channel();
+        let opts = WatchOptions { stability_window: Duration::ZERO, ..WatchOptions::new(dir) };
+        (Loop::new(opts, tx, Arc::default()), rx)
+    }
+
     /// Without root the kernel queue cannot be made to overflow; feed the loop the event notify
     /// sends when it does (`IN_Q_OVERFLOW` → a `Rescan` flag) for files that raised no events.
     #[test]
     fn an_overflow_event_rescans_the_folder() {
         let tmp = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let opts = WatchOptions { stability_window: Duration::ZERO, ..WatchOptions::new(tmp.path()) };
-        let mut looped = Loop::new(opts, tx, Arc::default());
-        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0xFF, 0xD9];
+        let (mut looped, rx) = looped(tmp.path());
         for i in 0..20 {
-            std::fs::write(tmp.path().join(format!("lost-{i}.jpg")), jpeg).unwrap();
+            std::fs::write(tmp.path().join(format!("lost-{i}.jpg")), JPEG).unwrap();
         }
         // A burst of overflow notices costs one rescan.
         for _ in 0..3 {
@@ -527,16 +534,13 @@ mod tests {
     #[test]
     fn a_file_made_in_a_new_folder_before_it_is_watched_is_found() {
         let tmp = tempfile::tempdir().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let opts = WatchOptions { stability_window: Duration::ZERO, ..WatchOptions::new(tmp.path()) };
-        let mut looped = Loop::new(opts, tx, Arc::default());
+        let (mut looped, rx) = looped(tmp.path());
         let dir = tmp.path().join("bench-a");
         std::fs::create_dir(&dir).unwrap();
         let created = notify::Event::new(notify::EventKind::Create(notify::event::CreateKind::Folder));
         looped.on_event(Ok(created.add_path(dir.clone())));
         // Written after our scan on the event, before notify's watch: no event for it.
-        let jpeg = [0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 1, 1, 0, 0xFF, 0xD9];
-        std::fs::write(dir.join("early.jpg"), jpeg).unwrap();
+        std::fs::write(dir.join("early.jpg"), JPEG).unwrap();
         looped.examine_candidates();
         assert_eq!(rx.try_iter().count(), 0, "not seen yet");
         looped.scan_new_dirs_again(Instant::now());
