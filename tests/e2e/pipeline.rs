@@ -54,13 +54,20 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
                 assert!(job["result"]["total_detected"].as_u64().unwrap() >= 1, "{name} has plants");
                 assert!(job["started_at"].is_string() && job["completed_at"].is_string());
                 assert_eq!(job["image_id"].as_str().unwrap().len(), 16);
-                let overlay = d
-                    .request("GET", &format!("/api/v1/jobs/{}/overlay", job["job_id"].as_str().unwrap()))
-                    .call()
-                    .unwrap();
-                assert_eq!(overlay.content_type(), "image/jpeg");
-                let thumb = d.data_dir().join("thumbnails").join(format!("{}.jpg", job["job_id"].as_str().unwrap()));
-                let t = image_size(&thumb);
+                let id = job["job_id"].as_str().unwrap();
+                // The overlay is drawn from the photo when first asked for, at most 1024 px
+                // long, and kept under the result it shows.
+                let (overlay, detail) = overlay_of(&d, id);
+                let (w, h) =
+                    (detail["details"]["width"].as_u64().unwrap(), detail["details"]["height"].as_u64().unwrap());
+                let o = jpeg_size(&overlay);
+                assert_eq!(u64::from(o.0.max(o.1)), w.max(h).min(1024), "{name}: overlay {o:?} of a {w}x{h} photo");
+                let kept = d
+                    .data_dir()
+                    .join(format!("overlays/{id}/{}.jpg", detail["details"]["session_id"].as_str().unwrap()));
+                assert_eq!(fs::read(&kept).unwrap(), overlay, "{name}: the drawn overlay is kept");
+                let thumb = d.data_dir().join("thumbnails").join(format!("{id}.jpg"));
+                let t = jpeg_size(&fs::read(&thumb).unwrap());
                 assert!(t.0.max(t.1) <= 256 && t.0.max(t.1) >= 128, "{name}: thumbnail {t:?}");
             }
         }
@@ -68,6 +75,14 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
     let tray = jobs.iter().find(|j| j["filename"] == "01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg").unwrap();
     let count = tray["result"]["total_detected"].as_u64().unwrap();
     assert!((15..=21).contains(&count), "tray of 19 plants counted {count}");
+    // A photo gone from the folder still has an overlay, drawn on its thumbnail (and not kept:
+    // the photo may come back).
+    let id = tray["job_id"].as_str().unwrap();
+    fs::remove_dir_all(d.data_dir().join(format!("overlays/{id}"))).unwrap();
+    fs::remove_file(d.watch_dir().join("01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg")).unwrap();
+    let o = jpeg_size(&overlay_of(&d, id).0);
+    assert_eq!(o.0.max(o.1), 256, "drawn on the 256-px thumbnail: {o:?}");
+    assert!(!d.data_dir().join(format!("overlays/{id}")).exists());
     assert_eq!(body["summary"]["overall_progress_percent"], 100.0);
     assert_eq!(body["summary"]["failed"], 2);
 
@@ -130,9 +145,19 @@ fn api_errors_are_json_with_the_right_status_and_sigterm_stops_cleanly() {
     assert!(d.log().contains("engine stopped"), "{}", d.log());
 }
 
-fn image_size(path: &std::path::Path) -> (u32, u32) {
-    // Parse the JPEG SOF marker: avoids an image dependency for one check.
-    let b = fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+/// A job's overlay (fetched from the `overlay_url` its detail gives) and that detail.
+fn overlay_of(d: &Daemon, job: &str) -> (Vec<u8>, Value) {
+    let (code, detail) = d.get(&format!("/api/v1/jobs/{job}"));
+    assert_eq!(code, 200, "{detail}");
+    let res = d.request("GET", detail["overlay_url"].as_str().unwrap()).call().unwrap();
+    assert_eq!(res.content_type(), "image/jpeg");
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut res.into_reader(), &mut bytes).unwrap();
+    (bytes, detail)
+}
+
+/// Width and height of a JPEG, from its SOF marker: avoids an image dependency for one check.
+fn jpeg_size(b: &[u8]) -> (u32, u32) {
     let mut i = 2;
     while i + 9 < b.len() {
         assert_eq!(b[i], 0xFF, "JPEG marker");
@@ -145,7 +170,7 @@ fn image_size(path: &std::path::Path) -> (u32, u32) {
         }
         i += 2 + len;
     }
-    panic!("no SOF in {}", path.display())
+    panic!("no SOF marker in {} bytes", b.len())
 }
 
 #[test]
@@ -329,6 +354,8 @@ fn a_session_reprocessed_with_another_installed_model_gets_new_results_with_thei
     let before = first["jobs"][0]["result"]["total_detected"].as_u64().unwrap();
     assert!(before >= 18, "{before}");
 
+    let (first_overlay, first_detail) = overlay_of(&d, &job);
+
     let res = d
         .request("POST", &format!("/api/v1/sessions/{session}/reprocess"))
         .set("content-type", "application/json")
@@ -346,4 +373,14 @@ fn a_session_reprocessed_with_another_installed_model_gets_new_results_with_thei
     assert!(detail["previous_result"].is_null(), "the old result is replaced once the new one is stored");
     assert_eq!(detail["details"]["model"]["thresholds"]["detection.relative_min_area"], 0.6);
     assert_eq!(detail["model"], "plant-exg-strict");
+    // The overlay follows the new result: a new URL (browsers cache the old one for a day), new
+    // boxes, and only the new one kept.
+    let (overlay, detail) = overlay_of(&d, &job);
+    assert_ne!(detail["overlay_url"], first_detail["overlay_url"]);
+    assert_ne!(overlay, first_overlay, "fewer plants boxed");
+    let kept: Vec<_> = fs::read_dir(d.data_dir().join(format!("overlays/{job}")))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(kept, [format!("{}.jpg", detail["details"]["session_id"].as_str().unwrap())], "{kept:?}");
 }

@@ -6,8 +6,9 @@ Per photo: read and decode with Pillow (EXIF orientation applied; `thumbnail` de
 reduced size through libjpeg's DCT scaling, as Pillow does by default), resize so the long side
 is the model's 512 px, run the same `model.onnx` with the `onnxruntime` package (one intra-op
 thread per process), count the plants as connected components of the mask above the model's
-minimum area (SciPy), and write what the daemon writes: a JPEG thumbnail, a JPEG overlay (the
-resized photo with every plant boxed) and the result (JSON). N processes share the photos.
+minimum area (SciPy), and write what the daemon writes per photo: a JPEG thumbnail and the
+result with every plant's box (JSON). Like the daemon, it leaves the overlay (the photo with the
+plants boxed) to be drawn when someone opens the photo. N processes share the photos.
 
 Prints one JSON object: photos, seconds, photos_per_minute.
 
@@ -23,7 +24,7 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 from scipy import ndimage
 
 LONG_SIDE = 512
@@ -61,11 +62,6 @@ def process(path):
     thumb = rgb.copy()
     thumb.thumbnail((256, 256))
     thumb.save(os.path.join(_out, name + ".thumb.jpg"), "JPEG", quality=80)
-    overlay = rgb.copy()
-    draw = ImageDraw.Draw(overlay)
-    for box in boxes:
-        draw.rectangle(box, outline=(255, 0, 200), width=2)
-    overlay.save(os.path.join(_out, name + ".overlay.jpg"), "JPEG", quality=80)
     with open(os.path.join(_out, name + ".json"), "w") as f:
         json.dump({"photo": os.path.basename(path), "total_detected": len(boxes), "boxes": boxes}, f)
     return len(boxes)
@@ -75,7 +71,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--processes", type=int, default=4)
     ap.add_argument("--model", required=True)
-    ap.add_argument("--out", help="where thumbnails, overlays and results go (default: a temporary folder)")
+    ap.add_argument("--out", help="where thumbnails and results go (default: a temporary folder)")
     ap.add_argument("dir")
     args = ap.parse_args()
     photos = sorted(

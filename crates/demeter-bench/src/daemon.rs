@@ -94,6 +94,14 @@ impl Daemon {
         Ok(ureq::get(&self.url(path)).set("Authorization", &format!("Bearer {ADMIN_TOKEN}")).call()?.into_json()?)
     }
 
+    /// A GET whose body is not JSON (an image); the body's bytes.
+    pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
+        let res = ureq::get(&self.url(path)).set("Authorization", &format!("Bearer {ADMIN_TOKEN}")).call()?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut res.into_reader(), &mut bytes)?;
+        Ok(bytes)
+    }
+
     pub fn post(&self, path: &str) -> Result<Value> {
         Ok(ureq::post(&self.url(path)).set("Authorization", &format!("Bearer {ADMIN_TOKEN}")).call()?.into_json()?)
     }

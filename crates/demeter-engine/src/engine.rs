@@ -78,7 +78,8 @@ pub(crate) struct Shared {
     /// Storage-location rules, compiled once (the config was validated at load).
     pub locator: demeter_domain::location::Locator,
     pub thumbnails: PathBuf,
-    pub overlays: PathBuf,
+    /// Overlays, drawn when first asked for (see `overlays`).
+    pub overlays: crate::overlays::Overlays,
     /// Pauses claiming while the inference device keeps failing (see `breaker`).
     pub breaker: Mutex<Breaker>,
 }
@@ -99,10 +100,6 @@ impl Shared {
 
     pub(crate) fn thumbnail_path(&self, job: demeter_domain::JobId) -> PathBuf {
         self.thumbnails.join(format!("{job}.jpg"))
-    }
-
-    pub(crate) fn overlay_path(&self, job: demeter_domain::JobId) -> PathBuf {
-        self.overlays.join(format!("{job}.jpg"))
     }
 }
 
@@ -165,8 +162,12 @@ impl Engine {
             factory,
             workers: Mutex::new(Vec::new()),
             locator: demeter_domain::location::Locator::new(&config.locations).map_err(EngineError::Config)?,
+            overlays: crate::overlays::Overlays::new(
+                overlays,
+                thumbnails.clone(),
+                demeter_infer::DecodeLimits { max_pixels: config.workers.max_pixels },
+            ),
             thumbnails,
-            overlays,
             breaker: Mutex::new(Breaker::new(
                 config.workers.breaker_threshold,
                 Duration::from_secs(config.workers.breaker_cooldown_secs),
@@ -226,9 +227,12 @@ impl Engine {
         self.shared.thumbnails.clone()
     }
 
-    /// The folder holding `<job_id>.jpg` overlays (plants boxed and numbered).
-    pub fn overlays_dir(&self) -> PathBuf {
-        self.shared.overlays.clone()
+    /// The overlay of a job's current result (the photo with its plants boxed and numbered) as
+    /// a JPEG, with that result's id; drawn now if it was not before. `None` when the job is
+    /// unknown or has no result, or neither its photo nor its thumbnail can be read. Blocks
+    /// (tens of milliseconds when it draws): call it off the async runtime.
+    pub fn overlay(&self, job: demeter_domain::JobId) -> Result<Option<(uuid::Uuid, Vec<u8>)>, crate::OverlayError> {
+        self.shared.overlays.get(&self.shared.store, job)
     }
 
     /// Runs the TTL sweep now (as `POST /admin/cleanup-sessions`); returns (sessions, jobs).

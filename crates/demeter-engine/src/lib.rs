@@ -9,7 +9,8 @@
 //! This crate owns: ingest (dedup by path+size+mtime then content hash, grouping into upload
 //! sessions), the worker threads (one ONNX session each, inference never on the async runtime),
 //! the photo [`pipeline`] with its stage milestones, reclaiming orphans at start, graceful
-//! shutdown, the TTL sweeper, `/health` data, and one-shot processing for `demeter process`.
+//! shutdown, the TTL sweeper, `/health` data, overlays drawn when first asked for, and one-shot
+//! processing for `demeter process`.
 
 mod breaker;
 mod completion;
@@ -18,6 +19,7 @@ mod error;
 mod faults;
 mod ingest;
 pub mod oneshot;
+mod overlays;
 pub mod pipeline;
 mod sweeper;
 mod watchdog;
@@ -25,3 +27,4 @@ mod worker;
 
 pub use engine::{Engine, EngineEvent, EngineOptions};
 pub use error::EngineError;
+pub use overlays::OverlayError;

@@ -97,7 +97,6 @@ pub fn process(
                     rel_path: &photo.rel_path,
                     limits,
                     thumbnail: None,
-                    overlay: None,
                     locator,
                     faults: config.runtime.faults.as_ref(),
                 };

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use demeter_domain::{location::Locator, JobError, JobResult, Stage};
-use demeter_infer::{overlay, thumbnail, Analyzer, DecodeLimits};
+use demeter_infer::{thumbnail, Analyzer, DecodeLimits};
 
 /// Why a photo did not complete.
 #[derive(Debug)]
@@ -32,8 +32,6 @@ pub struct PhotoInput<'a> {
     pub limits: DecodeLimits,
     /// Where to write the thumbnail, if anywhere.
     pub thumbnail: Option<&'a Path>,
-    /// Where to write the overlay (plants boxed and numbered), if anywhere.
-    pub overlay: Option<&'a Path>,
     /// Storage-location rules.
     pub locator: &'a Locator,
     /// The test double's faults, when configured (`[runtime.faults]`).
@@ -101,11 +99,7 @@ pub fn run(
             .map_err(|e| JobError::transient(format!("cannot make the thumbnail: {e}")))?;
         write_atomically(path, &jpeg).map_err(|e| JobError::transient(format!("cannot save the thumbnail: {e}")))?;
     }
-    if let Some(path) = input.overlay {
-        let drawn = overlay::draw(&prepared.rgb, width, &detection.plants);
-        let jpeg = thumbnail::jpeg(&drawn).map_err(|e| JobError::transient(format!("cannot make the overlay: {e}")))?;
-        write_atomically(path, &jpeg).map_err(|e| JobError::transient(format!("cannot save the overlay: {e}")))?;
-    }
+    // The overlay is drawn when someone opens the photo (`overlays`), not here.
     timings.insert(Stage::Save, t.elapsed().as_millis() as u64);
 
     Ok(JobResult {

@@ -191,13 +191,11 @@ pub(crate) fn spawn(
 fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) {
     let id = job.id;
     let thumbnail = shared.thumbnail_path(id);
-    let overlay = shared.overlay_path(id);
     let input = PhotoInput {
         path: &job.path,
         rel_path: &job.filename,
         limits: DecodeLimits { max_pixels: shared.config.workers.max_pixels },
         thumbnail: Some(&thumbnail),
-        overlay: Some(&overlay),
         locator: &shared.locator,
         faults: shared.config.runtime.faults.as_ref(),
     };

@@ -106,7 +106,10 @@ impl Host {
             },
             config: Arc::new(config.clone()),
             thumbnails: engine.thumbnails_dir(),
-            overlays: engine.overlays_dir(),
+            overlay: {
+                let engine = engine.clone();
+                Arc::new(move |job| engine.overlay(job).map_err(Into::into))
+            },
             hub: Arc::new(EventHub::new(EVENT_HISTORY, CLIENT_BUFFER)),
             polls: Default::default(),
             auth: Arc::new(auth),

@@ -29,6 +29,11 @@ const INDEX_HTML: &str = include_str!("../../../ui/index.html");
 const APP_JS: &str = include_str!("../../../ui/app.js");
 const STYLE_CSS: &str = include_str!("../../../ui/style.css");
 
+/// See [`AppState::overlay`].
+pub type OverlayFn = dyn Fn(demeter_domain::JobId) -> Result<Option<(uuid::Uuid, Vec<u8>)>, Box<dyn std::error::Error + Send + Sync>>
+    + Send
+    + Sync;
+
 /// What handlers need. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -45,8 +50,10 @@ pub struct AppState {
     pub config: Arc<demeter_domain::config::Config>,
     /// Where `<job_id>.jpg` thumbnails are.
     pub thumbnails: PathBuf,
-    /// Where `<job_id>.jpg` overlays are.
-    pub overlays: PathBuf,
+    /// A job's overlay (its photo with the plants boxed and numbered) as a JPEG, with the id of
+    /// the result it shows; `None` when the job has no result or nothing to draw on. Drawn on
+    /// first request by the engine, so it blocks: call it from `spawn_blocking`.
+    pub overlay: Arc<OverlayFn>,
     /// SSE fan-out with replay.
     pub hub: Arc<events::EventHub>,
     /// Poll answers reused while their session is unchanged.

@@ -85,7 +85,13 @@ impl Fixture {
                 ..Default::default()
             }),
             thumbnails: self._dir.path().join("thumbnails"),
-            overlays: self._dir.path().join("overlays"),
+            // The engine draws overlays; here a job with a result has a fixed one.
+            overlay: {
+                let store = self.store.clone();
+                Arc::new(move |id| {
+                    Ok(store.job(id)?.and_then(|j| j.result().map(|r| (r.session_id, b"\xFF\xD8\xFFoverlay".to_vec()))))
+                })
+            },
             hub: self.hub.clone(),
             polls: Default::default(),
             auth: self.auth.clone(),
@@ -400,6 +406,31 @@ async fn job_detail_thumbnail_and_actions() {
     assert_eq!(send(f.app(), "POST", "/api/v1/queue/resume").await.1["paused"], false);
     assert!(!f.store.paused().unwrap());
     assert_eq!(send(f.app(), "GET", "/api/v1/queue/pause").await.0, StatusCode::METHOD_NOT_ALLOWED);
+
+    // Overlays: 404 (JSON) without a result; with one, its URL and ETag carry the result's id,
+    // and only the URL the detail gives may be cached for good (a reprocess changes it).
+    let (code, body) = get(f.app(), &format!("/api/v1/jobs/{b}/overlay")).await;
+    assert_eq!((code, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{body}");
+    let (_, pending) = get(f.app(), &format!("/api/v1/jobs/{b}")).await;
+    assert_eq!(pending["overlay_url"], format!("/api/v1/jobs/{b}/overlay"));
+    let c = f.job(s, "c.jpg");
+    while f.store.claim_next(0, t0()).unwrap().is_some_and(|j| j.id != c) {}
+    let result = f.store.update(c, |j| j.complete(JobResult::default(), t0())).unwrap().result().unwrap().session_id;
+    let (_, done) = get(f.app(), &format!("/api/v1/jobs/{c}")).await;
+    let url = done["overlay_url"].as_str().unwrap().to_owned();
+    assert_eq!(url, format!("/api/v1/jobs/{c}/overlay?v={result}"));
+    let res = raw_get(f.app(), &url).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        (res.headers()["content-type"].to_str().unwrap(), res.headers()["etag"].to_str().unwrap()),
+        ("image/jpeg", format!("\"{result}\"").as_str())
+    );
+    assert!(res.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+    for stale in [format!("/api/v1/jobs/{c}/overlay"), format!("/api/v1/jobs/{c}/overlay?v={}", JobId::new_v7())] {
+        let res = raw_get(f.app(), &stale).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["cache-control"], "private, no-cache", "{stale}");
+    }
 }
 
 #[tokio::test]

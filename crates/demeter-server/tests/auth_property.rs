@@ -81,7 +81,7 @@ async fn world() -> World {
         cleanup: Arc::new(|| (0, 0)),
         config: Default::default(),
         thumbnails: dir.path().into(),
-        overlays: dir.path().into(),
+        overlay: Arc::new(|_| Ok(None)),
         hub: Arc::new(EventHub::new(16, 16)),
         polls: Default::default(),
         auth: Arc::new(Auth::new(Arc::new(tokens), ["localhost".to_owned()].into())),

@@ -19,4 +19,4 @@ pub mod mounts;
 mod watcher;
 
 pub use filter::ImageFormat;
-pub use watcher::{FileKind, FolderWatcher, ReadyFile, WatchError, WatchMode, WatchOptions, WatchStatus};
+pub use watcher::{mtime_ns, FileKind, FolderWatcher, ReadyFile, WatchError, WatchMode, WatchOptions, WatchStatus};

@@ -205,7 +205,9 @@ struct Loop {
     new_dirs: Vec<(PathBuf, Instant)>,
 }
 
-fn mtime_ns(t: SystemTime) -> i128 {
+/// A modification time as nanoseconds since the epoch (negative before it), as [`ReadyFile`]
+/// reports it: with the size, what tells whether a file is still the one that was queued.
+pub fn mtime_ns(t: SystemTime) -> i128 {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_nanos() as i128,
         Err(e) => -(e.duration().as_nanos() as i128),

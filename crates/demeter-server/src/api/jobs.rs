@@ -1,4 +1,4 @@
-//! One job: its detail and its thumbnail.
+//! One job: its detail, its thumbnail and its overlay.
 
 use axum::{
     extract::{Path, State},
@@ -53,49 +53,26 @@ pub(crate) async fn job_detail(
             previous_result: job.previous_result.as_deref().cloned(),
             model: job.model.clone(),
             thumbnail_url: format!("/api/v1/jobs/{id}/thumbnail"),
-            overlay_url: format!("/api/v1/jobs/{id}/overlay"),
+            overlay_url: overlay_url(&job),
         })
     })
     .await??;
     Ok(Json(detail))
 }
 
-/// `GET /api/v1/jobs/{id}/thumbnail`: the 256-px JPEG.
+/// `GET /api/v1/jobs/{id}/thumbnail`: the 256-px JPEG, cacheable (it shows the photo, which a
+/// job keeps whatever model it is run with).
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/thumbnail", tag = "jobs", params(("id" = String, Path)), responses((status = 200, description = "256-px JPEG", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn thumbnail(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,
     Path(raw): Path<String>,
 ) -> Result<Response, AppError> {
-    image_file(&state, &who, &state.thumbnails, &raw, "thumbnail").await
-}
-
-/// `GET /api/v1/jobs/{id}/overlay`: the photo downscaled with each plant boxed and numbered.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/overlay", tag = "jobs", params(("id" = String, Path)), responses((status = 200, description = "The photo with plants boxed and numbered", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
-pub(crate) async fn overlay(
-    State(state): State<AppState>,
-    Extension(who): Extension<Identity>,
-    Path(raw): Path<String>,
-) -> Result<Response, AppError> {
-    image_file(&state, &who, &state.overlays, &raw, "overlay").await
-}
-
-/// Serves `<dir>/<job id>.jpg`, cacheable (a job's images never change; the id is parsed as a
-/// UUID first, so no path can be smuggled in).
-async fn image_file(
-    state: &AppState,
-    who: &Identity,
-    dir: &std::path::Path,
-    raw: &str,
-    what: &str,
-) -> Result<Response, AppError> {
     // Anything that is not a job id (`../../etc/passwd` included) names no file: 404.
-    let id = parse_job(raw).map_err(|_| AppError::NotFound(format!("no {what} here")))?;
-    {
-        let (state, who) = (state.clone(), who.clone());
-        tokio::task::spawn_blocking(move || load_live_job(&state, &who, id).map(|_| ())).await??;
-    }
-    match tokio::fs::read(dir.join(format!("{id}.jpg"))).await {
+    let id = parse_job(&raw).map_err(|_| AppError::NotFound("no thumbnail here".into()))?;
+    let path = state.thumbnails.join(format!("{id}.jpg"));
+    tokio::task::spawn_blocking(move || load_live_job(&state, &who, id).map(|_| ())).await??;
+    match tokio::fs::read(path).await {
         Ok(bytes) => Ok((
             [
                 (header::CONTENT_TYPE, "image/jpeg".to_owned()),
@@ -106,8 +83,58 @@ async fn image_file(
         )
             .into_response()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(AppError::NotFound(format!("no {what} for this job (not processed yet, failed, or expired)")))
+            Err(AppError::NotFound("no thumbnail for this job (not processed yet, failed, or expired)".into()))
         }
         Err(e) => Err(AppError::Internal(Box::new(e))),
     }
+}
+
+/// Where a job's overlay is: versioned by the result it shows (`?v=`), so a browser that keeps
+/// overlays for a day still fetches the new one after the photo is reprocessed.
+fn overlay_url(job: &demeter_domain::Job) -> String {
+    match job.result() {
+        Some(r) => format!("/api/v1/jobs/{}/overlay?v={}", job.id, r.session_id),
+        None => format!("/api/v1/jobs/{}/overlay", job.id),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub(crate) struct OverlayQuery {
+    /// The result the caller expects (from `overlay_url`); when it is the current one the
+    /// answer may be cached for good.
+    v: Option<String>,
+}
+
+/// `GET /api/v1/jobs/{id}/overlay`: the photo (at most 1024 px on its long side) with each plant
+/// boxed and numbered, drawn on first request. `ETag` is the result's id.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/overlay", tag = "jobs", params(("id" = String, Path), ("v" = Option<String>, Query, description = "The result id from `overlay_url`")), responses((status = 200, description = "The photo with plants boxed and numbered", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn overlay(
+    State(state): State<AppState>,
+    Extension(who): Extension<Identity>,
+    Path(raw): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<OverlayQuery>,
+) -> Result<Response, AppError> {
+    let id = parse_job(&raw).map_err(|_| AppError::NotFound("no overlay here".into()))?;
+    let drawn = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
+        load_live_job(&state, &who, id)?;
+        (state.overlay)(id).map_err(AppError::Internal)
+    })
+    .await??;
+    let Some((result, jpeg)) = drawn else {
+        return Err(AppError::NotFound("no overlay for this job (not processed yet, failed, or expired)".into()));
+    };
+    let cache = if query.v.as_deref() == Some(result.to_string().as_str()) {
+        "private, max-age=86400, immutable"
+    } else {
+        "private, no-cache"
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/jpeg".to_owned()),
+            (header::CACHE_CONTROL, cache.to_owned()),
+            (header::ETAG, format!("\"{result}\"")),
+        ],
+        jpeg,
+    )
+        .into_response())
 }
