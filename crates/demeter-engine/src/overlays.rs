@@ -53,15 +53,19 @@ impl Overlays {
         Self { dir, thumbnails, limits, lock: Mutex::new(()) }
     }
 
-    pub(crate) fn lock(&self) -> MutexGuard<'_, ()> {
+    fn lock(&self) -> MutexGuard<'_, ()> {
         self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Removes a swept job's overlays (and the `<job>.jpg` that builds before on-demand drawing
-    /// wrote). The caller holds [`Overlays::lock`].
-    pub(crate) fn remove(&self, job: JobId) {
-        let _ = std::fs::remove_dir_all(self.dir.join(job.to_string()));
-        let _ = std::fs::remove_file(self.dir.join(format!("{job}.jpg")));
+    /// Removes swept jobs' overlays (and the `<job>.jpg` that builds before on-demand drawing
+    /// wrote). Called after their records are gone, so an overlay being drawn meanwhile is
+    /// removed here once stored, and none can be drawn afterwards.
+    pub(crate) fn remove(&self, jobs: &[JobId]) {
+        let _drawing = self.lock();
+        for job in jobs {
+            let _ = std::fs::remove_dir_all(self.dir.join(job.to_string()));
+            let _ = std::fs::remove_file(self.dir.join(format!("{job}.jpg")));
+        }
     }
 
     /// The overlay of the job's current result as a JPEG, with that result's id: read back if
@@ -235,8 +239,7 @@ mod tests {
         assert_eq!(size(&jpeg), (256, 192), "drawn on the thumbnail");
         assert_eq!(f.kept(id), [format!("{result}.jpg")], "a thumbnail overlay is not kept");
 
-        let _g = f.overlays.lock();
-        f.overlays.remove(id);
+        f.overlays.remove(&[id]);
         assert!(!f.dir.path().join(format!("overlays/{id}")).exists());
     }
 

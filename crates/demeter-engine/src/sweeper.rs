@@ -38,11 +38,10 @@ pub(crate) fn spawn(shared: Arc<Shared>) -> thread::JoinHandle<()> {
 /// Removes everything due now; returns (sessions, jobs) removed.
 pub(crate) fn sweep(shared: &Shared) -> (usize, usize) {
     let removed = shared.store.sweep_due(shared.clock.now(), BATCH, |report| {
-        let _drawing = shared.overlays.lock();
         for job in &report.jobs {
             let _ = std::fs::remove_file(shared.thumbnail_path(*job));
-            shared.overlays.remove(*job);
         }
+        shared.overlays.remove(&report.jobs);
         !shared.stopping()
     });
     match removed {
