@@ -106,9 +106,16 @@ impl Overlays {
             debug!(job = %job.id, path = %job.path.display(), "the photo changed since it was processed; overlay drawn on the thumbnail");
             return None;
         }
-        let bytes = std::fs::read(&job.path).ok()?;
-        let decoded = demeter_infer::decode_for(&bytes, self.limits, OVERLAY_SIDE).ok()?;
-        let rgb = decoded.image.into_rgb8();
+        let decoded = std::fs::read(&job.path)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| demeter_infer::decode_for(&bytes, self.limits, OVERLAY_SIDE).map_err(|e| e.to_string()));
+        let rgb = match decoded {
+            Ok(d) => d.image.into_rgb8(),
+            Err(e) => {
+                debug!(job = %job.id, path = %job.path.display(), error = %e, "cannot read the photo; overlay drawn on the thumbnail");
+                return None;
+            }
+        };
         Some(if rgb.width().max(rgb.height()) > OVERLAY_SIDE {
             demeter_infer::resize::fit_long_side(&rgb, OVERLAY_SIDE)
         } else {

@@ -23,7 +23,7 @@ const BOX: Rgb<u8> = Rgb([255, 0, 200]);
 const LABEL_BG: Rgb<u8> = Rgb([255, 255, 255]);
 const LABEL_FG: Rgb<u8> = Rgb([0, 0, 0]);
 /// Long side of an overlay drawn from the photo, in pixels: sharp on a phone held upright
-/// (about 400 CSS pixels at 3× density), and the photo decodes at 1/2 to 1/8 scale for it.
+/// (about 400 CSS pixels at 3× density), and a 12 MP JPEG decodes at half scale for it.
 pub const OVERLAY_SIDE: u32 = 1024;
 
 /// Pixels per font dot and box line width for an image with this long side: 2 at 512 px, so
