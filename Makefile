@@ -126,11 +126,12 @@ bench: ort bench-deps
 	DEMETER_BENCH_PYTHON="$(BENCH_VENV)/bin/python" "$(abspath $(TARGET_DIR))/release/demeter-bench" \
 	  --out docs/benchmarks.md $(BENCH_ARGS)
 
-# Counting accuracy on the dev set: every photo within one at full resolution, and the
-# multi-plant trays within one at 400x300 too (see models/README.md).
+# Counting accuracy on the dev set: every photo within one as stored and in 17 camera variants
+# (turned, rescaled, relit, blurred, noised, compressed, widened), and the multi-plant trays
+# within one at 400x300 too (see models/README.md).
 eval: ort
 	$(CARGO) build --locked $(EVAL_PKGS)
-	"$(abspath $(TARGET_DIR))/debug/demeter" eval "$(DEV_SET)" --max-error 1
+	"$(abspath $(TARGET_DIR))/debug/demeter" eval "$(DEV_SET)" --variants all --max-error 1
 	"$(abspath $(TARGET_DIR))/debug/demeter" eval "$(DEV_SET)" --sizes 400x300 --min-count 2 --max-error 1
 
 # 100 kill -9 cycles with four photos in flight each time (make test runs 10).

@@ -3,16 +3,18 @@
 
 The model is a vegetation index computed inside the ONNX graph, not a trained network:
 
+    R, G, B  = AveragePool_5x5(image)                     (smoothing first: noise, JPEG blocks,
+                                                           and a steadier ratio in dark pixels)
     s        = R + G + B                                  (brightness)
     exg      = (2G - R - B) / (s + eps)                   (chromatic excess green, robust to light)
-    exg_s    = AveragePool_5x5(exg)                       (smoothing: noise and JPEG blocks)
-    mask     = (exg_s > EXG_THRESHOLD) and (s > MIN_BRIGHTNESS)
+    mask     = (exg > EXG_THRESHOLD) and (s > MIN_BRIGHTNESS)
     mask     = dilate_3x3(erode_3x3(mask))                (opening: drops single-pixel specks)
 
 Input ``image``: float32 [1, 3, H, W], RGB scaled to 0..1, any H and W (Demeter resizes the
-long side to ``input.long_side``). Outputs ``mask`` (float32 0/1, [1, 1, H, W]) and
-``vegetation`` (the smoothed index, [1, 1, H, W]). Demeter turns the mask into plants
-(connected components above a minimum area) outside the graph.
+long side to ``input.long_side``). Outputs ``mask`` (float32 0/1, [1, 1, H, W]), ``vegetation``
+(the index, [1, 1, H, W]) and ``brightness`` (s, [1, 1, H, W]). Demeter's detection stage
+re-thresholds the index per photo (adaptive seed and mask, a dark floor) and turns it into
+plants, cells and a trust flag outside the graph (crates/demeter-infer/src/detect/).
 
 Usage:  python3 models/build.py            # writes models/plant-exg/{model.onnx,manifest.toml}
         python3 models/build.py --check    # fails if the checked-in files differ from a rebuild
@@ -32,7 +34,7 @@ import onnx
 from onnx import TensorProto, helper
 
 NAME = "plant-exg"
-VERSION = "1.1.0"
+VERSION = "2.0.0"
 LONG_SIDE = 512
 EXG_THRESHOLD = 0.15
 MIN_BRIGHTNESS = 0.20  # R+G+B, i.e. a mean channel value of about 0.067
@@ -40,22 +42,42 @@ SMOOTH = 5
 # Components smaller than this share of the resized image are noise (a few pixels): the floor
 # only; which components are plants is decided by DETECTION below, relative to the photo.
 MIN_AREA_FRACTION = 0.00008
-# How Demeter's detection stage turns the mask into plants (crates/demeter-infer/src/detect.rs).
-# Chosen on the dev photos of ../shared/data/real and on generated scenes, never per image:
-# see models/README.md for what each measures.
+# How Demeter's detection stage turns the index into plants (crates/demeter-infer/src/detect/).
+# Chosen on the dev photos of ../shared/data/real, their camera variants (demeter eval
+# --variants) and generated scenes, never per image; every value is relative to the photo's own
+# colour levels, plants or cells. See models/README.md for what each measures and why.
 DETECTION = {
-    # Hysteresis: the mask (index > EXG_THRESHOLD) gives a plant's extent; it must also contain
-    # a pixel at least this green. Soil glints, moss and tray edges stay below it.
+    # The seed (a plant must reach it somewhere): 0.4 x the photo's 99.5th-percentile index,
+    # within [0.13, 0.25]. Follows contrast, compression and smoothing of small seedlings; the
+    # floor keeps soil from seeding when there are no plants.
     "seed_vegetation": 0.25,
-    # Smaller than 0.5 % of the photo's largest plant: a colour-card patch or a speck, not a
-    # plant (a seedling among rosettes is 1.5-3 %).
+    "seed_fraction": 0.4,
+    "seed_quantile": 0.995,
+    "seed_min": 0.13,
+    # The mask: index above 0.65 x the seed, at least 0.09 (the graph's own mask uses 0.15).
+    "mask_ratio": 0.65,
+    "mask_min": 0.09,
+    # Pixels darker than 12 % of the photo's 99th-percentile brightness are never plant: their
+    # chromaticity is noise (shadows on bark and soil outdoors).
+    "dark_fraction": 0.12,
+    # Candidates: at least 0.5 % of the largest (a seedling among rosettes is 1.5-3 %); a piece
+    # at most 30 % of a plant within 0.35 x sqrt(its area) joins it.
     "relative_min_area": 0.005,
-    # A piece at most 30 % of a plant, within 0.35 x sqrt(plant area) of it (or centred inside
-    # its box grown by that much), is part of it: leaves cut off at the stalk, oblique stems.
     "merge_gap": 0.35,
     "merge_max_ratio": 0.3,
-    # A component 1.8 x the median plant or more is split at its distance-transform cores.
+    # A component 1.8 x the median or more is split: by the cells it spans, or at its cores.
     "split_min_median": 1.8,
+    # Find the tray's grid and count per cell; pieces more than 0.25 of a pitch apart within a
+    # cell are separate plants.
+    "grid": True,
+    "cell_gap": 0.25,
+    # Without a grid: a plant is at least 10 % of the largest (moss and weeds beside a plant are
+    # 1-4 %), and pieces up to half its size within 0.5 x sqrt(area) join it (an oblique stem).
+    "isolated_min_area": 0.1,
+    "isolated_merge_gap": 0.5,
+    "isolated_merge_max_ratio": 0.5,
+    # Plants covering half the growing area or more: a closed canopy, flagged.
+    "canopy_cover": 0.5,
 }
 OPSET = 17
 
@@ -72,26 +94,26 @@ def const(name, value):
 
 def build_model(fixed: int | None = None) -> onnx.ModelProto:
     nodes = [
-        helper.make_node("Split", ["image", "split_sizes"], ["R", "G", "B"], axis=1, name="split_rgb"),
-        helper.make_node("Add", ["R", "G"], ["rg"], name="sum_rg"),
-        helper.make_node("Add", ["rg", "B"], ["s"], name="brightness"),
-        # 2G - R - B = (G - R) + (G - B)
-        helper.make_node("Sub", ["G", "R"], ["g_r"], name="g_minus_r"),
-        helper.make_node("Sub", ["G", "B"], ["g_b"], name="g_minus_b"),
-        helper.make_node("Add", ["g_r", "g_b"], ["exg_raw"], name="excess_green"),
-        helper.make_node("Add", ["s", "eps"], ["s_eps"], name="safe_brightness"),
-        helper.make_node("Div", ["exg_raw", "s_eps"], ["exg"], name="chromatic_exg"),
         helper.make_node(
             "AveragePool",
-            ["exg"],
-            ["vegetation"],
+            ["image"],
+            ["smoothed"],
             kernel_shape=[SMOOTH, SMOOTH],
             pads=[SMOOTH // 2] * 4,
             count_include_pad=0,
             name="smooth",
         ),
+        helper.make_node("Split", ["smoothed", "split_sizes"], ["R", "G", "B"], axis=1, name="split_rgb"),
+        helper.make_node("Add", ["R", "G"], ["rg"], name="sum_rg"),
+        helper.make_node("Add", ["rg", "B"], ["brightness"], name="brightness"),
+        # 2G - R - B = (G - R) + (G - B)
+        helper.make_node("Sub", ["G", "R"], ["g_r"], name="g_minus_r"),
+        helper.make_node("Sub", ["G", "B"], ["g_b"], name="g_minus_b"),
+        helper.make_node("Add", ["g_r", "g_b"], ["exg_raw"], name="excess_green"),
+        helper.make_node("Add", ["brightness", "eps"], ["s_eps"], name="safe_brightness"),
+        helper.make_node("Div", ["exg_raw", "s_eps"], ["vegetation"], name="chromatic_exg"),
         helper.make_node("Greater", ["vegetation", "exg_threshold"], ["green"], name="threshold"),
-        helper.make_node("Greater", ["s", "min_brightness"], ["lit"], name="not_dark"),
+        helper.make_node("Greater", ["brightness", "min_brightness"], ["lit"], name="not_dark"),
         helper.make_node("And", ["green", "lit"], ["raw_mask_b"], name="green_and_lit"),
         helper.make_node("Cast", ["raw_mask_b"], ["raw_mask"], to=TensorProto.FLOAT, name="to_float"),
         # Opening: erode (min filter = -maxpool(-x)), then dilate (maxpool).
@@ -111,6 +133,7 @@ def build_model(fixed: int | None = None) -> onnx.ModelProto:
     outputs = [
         helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, h, w]),
         helper.make_tensor_value_info("vegetation", TensorProto.FLOAT, [1, 1, h, w]),
+        helper.make_tensor_value_info("brightness", TensorProto.FLOAT, [1, 1, h, w]),
     ]
     graph = helper.make_graph(nodes, "plant_exg", [image], outputs, inits)
     model = helper.make_model(
@@ -120,16 +143,23 @@ def build_model(fixed: int | None = None) -> onnx.ModelProto:
         opset_imports=[helper.make_opsetid("", OPSET)],
     )
     model.ir_version = 8
-    model.doc_string = "Chromatic excess-green plant mask with smoothing and opening. See models/README.md."
+    model.doc_string = "Chromatic excess-green index of the smoothed image, its brightness, and a plant mask. See models/README.md."
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def detection_toml() -> str:
+    def value(v):
+        return ("true" if v else "false") if isinstance(v, bool) else repr(v)
+
+    return "\n".join(f"{k} = {value(v)}" for k, v in DETECTION.items())
 
 
 def manifest(model_bytes: bytes, name: str = NAME) -> str:
     return f"""# Generated by models/build.py; do not edit by hand.
 name = "{name}"
 version = "{VERSION}"
-description = "Chromatic excess-green vegetation index with 5x5 smoothing, threshold and 3x3 opening."
+description = "Chromatic excess-green index of the 5x5-smoothed image, its brightness, and a thresholded, opened plant mask."
 
 [input]
 name = "image"
@@ -148,7 +178,11 @@ meaning = "plant mask, 1.0 where a plant is, 0.0 elsewhere; [1, 1, H, W]"
 
 [outputs.vegetation]
 name = "vegetation"
-meaning = "smoothed chromatic excess-green index (2G-R-B)/(R+G+B); [1, 1, H, W]"
+meaning = "chromatic excess-green index (2G-R-B)/(R+G+B) of the smoothed image; [1, 1, H, W]"
+
+[outputs.brightness]
+name = "brightness"
+meaning = "R+G+B of the smoothed image, 0..3; [1, 1, H, W]"
 
 [thresholds]
 # Baked into the graph; listed here so results can record them.
@@ -159,12 +193,9 @@ min_brightness = {MIN_BRIGHTNESS}
 min_area_fraction = {MIN_AREA_FRACTION}
 
 [detection]
-# How Demeter turns the mask into plants; see crates/demeter-infer/src/detect.rs.
-seed_vegetation = {DETECTION["seed_vegetation"]}
-relative_min_area = {DETECTION["relative_min_area"]}
-merge_gap = {DETECTION["merge_gap"]}
-merge_max_ratio = {DETECTION["merge_max_ratio"]}
-split_min_median = {DETECTION["split_min_median"]}
+# How Demeter turns the index into plants, cells and a trust flag; see models/build.py and
+# crates/demeter-infer/src/detect/.
+{detection_toml()}
 
 [provenance]
 sha256 = "{hashlib.sha256(model_bytes).hexdigest()}"

@@ -129,6 +129,8 @@ function jobRow(j) {
     ? el('img', { src: `/api/v1/jobs/${j.job_id}/thumbnail`, alt: '', loading: 'lazy' })
     : el('span', { class: 'ph' });
   const plants = j.result ? String(j.result.total_detected) : '';
+  const doubt = j.result && j.result.trust && !j.result.trust.trusted
+    ? el('span', { class: 'badge uncertain', title: trustText(j.result.trust), text: 'uncertain' }) : null;
   const loc = j.result && j.result.storage_location_id ? j.result.storage_location_id : '';
   return el('tr', { id: `job-${j.job_id}`, 'data-status': j.status },
     el('td', { class: 'thumb' }, thumb),
@@ -136,7 +138,7 @@ function jobRow(j) {
     el('td', { 'data-label': 'Status' }, badge(j.status)),
     el('td', { 'data-label': 'Progress' }, bar(j.progress_percent, j.status, `${j.filename} progress`)),
     el('td', { 'data-label': 'ETA', text: j.status === 'completed' || j.status === 'failed' ? '' : eta(j.eta_seconds) }),
-    el('td', { 'data-label': 'Plants', class: 'plants', text: plants }),
+    el('td', { 'data-label': 'Plants', class: 'plants' }, plants, doubt ? ' ' : '', doubt || ''),
     el('td', { 'data-label': 'Location', text: loc }),
     el('td', { 'data-label': 'Error', class: 'err', text: j.error_message || '' }));
 }
@@ -257,6 +259,30 @@ async function showSession(id) {
 
 // ---- one job ---------------------------------------------------------------------------------
 
+const TRUST = {
+  no_plants: 'no plants found in this photo',
+  closed_canopy: 'closed canopy: plants grow into each other, so the count is a lower bound',
+  crowded_cells: 'several cells hold more than one plant: check the per-cell counts',
+  touching_plants: 'plants touch: the count depends on where they were separated',
+};
+function trustText(t) { return t.reasons.map((r) => TRUST[r] || r).join('; '); }
+
+// The tray's cells as a small table: plants per cell, empty cells marked.
+function cellTable(g) {
+  const rows = [];
+  for (let r = 0; r < g.rows; r++) {
+    const cells = [el('th', { scope: 'row', text: String(r + 1) })];
+    for (let c = 0; c < g.cols; c++) {
+      const n = g.plants_per_cell[r * g.cols + c];
+      cells.push(el('td', { class: n === 0 ? 'empty' : n > 1 ? 'crowded' : '', text: n === 0 ? 'empty' : String(n),
+        'aria-label': `row ${r + 1}, column ${c + 1}: ${n === 0 ? 'empty' : `${n} plant${n > 1 ? 's' : ''}`}` }));
+    }
+    rows.push(el('tr', {}, ...cells));
+  }
+  const head = el('tr', {}, el('th', {}), ...Array.from({ length: g.cols }, (_, c) => el('th', { scope: 'col', text: String(c + 1) })));
+  return el('table', { class: 'cells' }, el('caption', { text: 'Plants per cell' }), el('thead', {}, head), el('tbody', {}, ...rows));
+}
+
 async function showJob(id) {
   let d;
   try {
@@ -275,6 +301,16 @@ async function showJob(id) {
   const rules = { qr_code: 'QR label', subfolder: 'folder', filename_pattern: 'file name', default: 'default' };
   if (d.details) {
     add('Plants', String(d.details.total_detected));
+    const g = d.details.grid;
+    if (g) {
+      const occupied = g.plants_per_cell.filter((n) => n > 0).length;
+      const cells = g.rows * g.cols;
+      const crowded = g.plants_per_cell.filter((n) => n > 1).length;
+      add('Tray', `${g.rows} × ${g.cols} cells: ${occupied} occupied, ${cells - occupied} empty (${Math.round(100 * occupied / cells)} % germinated)`
+        + (crowded ? `; ${crowded} with more than one plant` : ''));
+    } else {
+      add('Tray', 'no grid of cells found');
+    }
     const where = d.details.storage_location_name || d.details.storage_location_id;
     add('Location', where ? `${where}${d.details.location_rule ? ` (from the ${rules[d.details.location_rule]})` : ''}` : '—');
     add('Model', `${d.details.model.name} ${d.details.model.version}`);
@@ -289,10 +325,16 @@ async function showJob(id) {
   const picture = d.details
     ? el('img', { src: d.overlay_url, alt: `${d.filename} with ${d.details.total_detected} plants boxed and numbered` })
     : el('p', { class: 'muted', text: 'No image yet.' });
-  main.replaceChildren(
+  const t = d.details && d.details.trust;
+  const warning = t && !t.trusted
+    ? el('div', { class: 'banner partial trust', role: 'status', text: `Count uncertain: ${trustText(t)}.` }) : null;
+  const cells = d.details && d.details.grid ? cellTable(d.details.grid) : null;
+  main.replaceChildren(...[
     el('p', {}, el('a', { href: `#/session/${d.upload_session_id}`, text: '← Session' })),
     el('h1', { text: d.filename }),
-    el('div', { class: 'detail' }, picture, info));
+    warning,
+    el('div', { class: 'detail' }, picture, info),
+    cells].filter(Boolean));
   return null;
 }
 

@@ -138,6 +138,13 @@ pub struct EvalArgs {
     /// to fit that box, aspect ratio kept), comma-separated.
     #[arg(long, value_name = "SIZES", default_value = "full", value_delimiter = ',')]
     pub sizes: Vec<crate::eval::Size>,
+    /// Also judge every photo (as stored) in camera variants: `all`, or names such as
+    /// `rotate90,jpeg35,wider1.6` (see `eval/variants.rs`). The truth is the photo's own.
+    #[arg(long, value_name = "VARIANTS")]
+    pub variants: Option<String>,
+    /// Keep the variant files made for `--variants` in this folder (for a look at them).
+    #[arg(long, value_name = "DIR", requires = "variants")]
+    pub keep_variants: Option<PathBuf>,
     /// Exit 1 when any photo's count is off by more than N.
     #[arg(long, value_name = "N")]
     pub max_error: Option<u32>,

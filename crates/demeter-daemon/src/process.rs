@@ -61,7 +61,20 @@ fn print_table(reports: &[PhotoReport]) {
     for r in reports {
         let (status, plants, detail) = match &r.outcome {
             Ok(res) => {
-                ("completed", res.total_detected.to_string(), res.storage_location_id.clone().unwrap_or_default())
+                let mut detail: Vec<String> = res.storage_location_id.iter().cloned().collect();
+                if let Some(g) = &res.grid {
+                    detail.push(format!(
+                        "{}x{} grid, {} of {} cells occupied",
+                        g.rows,
+                        g.cols,
+                        g.occupied(),
+                        g.cells()
+                    ));
+                }
+                if !res.trust.trusted {
+                    detail.push(format!("uncertain: {}", res.trust.summary()));
+                }
+                ("completed", res.total_detected.to_string(), detail.join("; "))
             }
             Err(e) => ("failed", "-".into(), e.message.clone()),
         };

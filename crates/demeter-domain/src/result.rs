@@ -17,6 +17,132 @@ pub struct Plant {
     pub centroid: [f32; 2],
     /// Plant pixels, scaled to the photo's resolution.
     pub area_px: u64,
+    /// The tray cell `[row, col]` it grows in, when a grid was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<[u32; 2]>,
+}
+
+/// The grid of cells or pots found in a photo (a plug tray, a flat of pots in rows and columns).
+/// Cells are numbered from the top-left as seen in the stored photo; the lattice may be tilted by
+/// `angle_deg`, so a cell's centre is
+/// `origin + col × pitch[0] × (cos a, sin a) + row × pitch[1] × (−sin a, cos a)`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Grid {
+    pub rows: u32,
+    pub cols: u32,
+    /// Centre of cell `[0, 0]`, in the photo's pixels.
+    pub origin: [f32; 2],
+    /// Distance between neighbouring cell centres along a row and down a column, in pixels.
+    pub pitch: [f32; 2],
+    /// Tilt of the rows against the photo's x axis, clockwise, in degrees.
+    pub angle_deg: f32,
+    /// Plants in each cell, row-major (`rows × cols` entries); 0 is an empty cell.
+    pub plants_per_cell: Vec<u32>,
+    /// Where the grid came from: `detected` from the plants' layout, or `configured` when the
+    /// storage location declares `rows × cols`.
+    pub source: GridSource,
+}
+
+/// How a [`Grid`] was obtained.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GridSource {
+    Detected,
+    Configured,
+}
+
+impl Grid {
+    pub fn cells(&self) -> u32 {
+        self.rows * self.cols
+    }
+
+    /// Cells holding at least one plant (germination).
+    pub fn occupied(&self) -> u32 {
+        self.plants_per_cell.iter().filter(|n| **n > 0).count() as u32
+    }
+
+    pub fn empty(&self) -> u32 {
+        self.cells() - self.occupied()
+    }
+
+    /// Cells holding more than one plant.
+    pub fn crowded(&self) -> u32 {
+        self.plants_per_cell.iter().filter(|n| **n > 1).count() as u32
+    }
+
+    /// The centre of cell `[row, col]`, in the photo's pixels.
+    pub fn cell_centre(&self, row: u32, col: u32) -> [f32; 2] {
+        let (s, c) = self.angle_deg.to_radians().sin_cos();
+        let (dx, dy) = (col as f32 * self.pitch[0], row as f32 * self.pitch[1]);
+        [self.origin[0] + dx * c - dy * s, self.origin[1] + dx * s + dy * c]
+    }
+
+    /// The four corners of cell `[row, col]` (clockwise from top-left), in the photo's pixels.
+    pub fn cell_corners(&self, row: u32, col: u32) -> [[f32; 2]; 4] {
+        let [cx, cy] = self.cell_centre(row, col);
+        let (s, c) = self.angle_deg.to_radians().sin_cos();
+        let (hx, hy) = (self.pitch[0] / 2.0, self.pitch[1] / 2.0);
+        [(-hx, -hy), (hx, -hy), (hx, hy), (-hx, hy)].map(|(u, v)| [cx + u * c - v * s, cy + u * s + v * c])
+    }
+}
+
+/// Why a count should not be taken at face value.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrustReason {
+    /// Nothing green enough to be a plant was found.
+    NoPlants,
+    /// Plants cover so much of the growing area that they merge into each other.
+    ClosedCanopy,
+    /// Several cells hold more than one plant: thinning is due, or plants lean into
+    /// neighbouring cells.
+    CrowdedCells,
+    /// Without a grid, plants touch and the count depends on where they were split.
+    TouchingPlants,
+}
+
+impl TrustReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrustReason::NoPlants => "no_plants",
+            TrustReason::ClosedCanopy => "closed_canopy",
+            TrustReason::CrowdedCells => "crowded_cells",
+            TrustReason::TouchingPlants => "touching_plants",
+        }
+    }
+
+    /// What a grower reads on the page.
+    pub fn message(self) -> &'static str {
+        match self {
+            TrustReason::NoPlants => "no plants found in this photo",
+            TrustReason::ClosedCanopy => "closed canopy: plants grow into each other, so the count is a lower bound",
+            TrustReason::CrowdedCells => "several cells hold more than one plant: check the per-cell counts",
+            TrustReason::TouchingPlants => "plants touch: the count depends on where they were separated",
+        }
+    }
+}
+
+/// Whether a count can be trusted, and if not, why. The default is trusted, with no reasons.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trust {
+    /// `false` when any reason applies.
+    pub trusted: bool,
+    pub reasons: Vec<TrustReason>,
+}
+
+impl Trust {
+    pub fn from_reasons(reasons: Vec<TrustReason>) -> Self {
+        Self { trusted: reasons.is_empty(), reasons }
+    }
+
+    /// The reasons as `code: message` lines joined by `; ` (CSV, tray, logs).
+    pub fn summary(&self) -> String {
+        self.reasons.iter().map(|r| r.message()).collect::<Vec<_>>().join("; ")
+    }
 }
 
 /// Which model produced a result, and with which settings, so a count stays interpretable and
@@ -63,4 +189,17 @@ pub struct JobResult {
     /// Photo size after EXIF orientation.
     pub width: u32,
     pub height: u32,
+    /// The tray's grid of cells, when the photo shows one.
+    #[serde(default)]
+    pub grid: Option<Grid>,
+    /// Whether the count can be trusted. Results stored before this field existed read as
+    /// trusted with no reasons.
+    #[serde(default)]
+    pub trust: Trust,
+}
+
+impl Default for Trust {
+    fn default() -> Self {
+        Self { trusted: true, reasons: Vec::new() }
+    }
 }

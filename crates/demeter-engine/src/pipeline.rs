@@ -114,6 +114,8 @@ pub fn run(
         timings_ms: timings,
         width,
         height,
+        grid: detection.grid,
+        trust: detection.trust,
     })
 }
 

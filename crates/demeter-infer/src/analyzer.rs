@@ -20,13 +20,18 @@ pub struct Segmentation {
     pub mask: Vec<bool>,
     /// The model's vegetation index at the same size, if it has that output.
     pub vegetation: Option<Vec<f32>>,
+    /// The model's brightness (smoothed R+G+B) at the same size, if it has that output.
+    pub brightness: Option<Vec<f32>>,
 }
 
-/// Plants found in a photo, in the photo's coordinates.
+/// Plants found in a photo, in the photo's coordinates, with the tray's grid and whether the
+/// count can be trusted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
     pub plants: Vec<demeter_domain::Plant>,
     pub plant_area_fraction: f32,
+    pub grid: Option<demeter_domain::Grid>,
+    pub trust: demeter_domain::Trust,
 }
 
 /// A model session owned by one worker (`Session::run` takes `&mut self`).
@@ -168,43 +173,73 @@ impl Analyzer {
             return Err(InferError::Run(format!("mask has shape {shape:?}, expected [1, 1, {h}, {w}]")));
         }
         let mask = mask.iter().map(|v| *v > 0.5).collect();
-        let vegetation = match self.model.vegetation_output() {
-            Some(name) => {
-                let (shape, v) = outputs[name]
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| InferError::Run(format!("output {name:?}: {e}")))?;
-                if v.len() != plane {
-                    return Err(InferError::Run(format!("{name} has shape {shape:?}, expected [1, 1, {h}, {w}]")));
-                }
-                Some(v.to_vec())
+        let map = |name: Option<&str>| -> Result<Option<Vec<f32>>, InferError> {
+            let Some(name) = name else { return Ok(None) };
+            let (shape, v) = outputs[name]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| InferError::Run(format!("output {name:?}: {e}")))?;
+            if v.len() != plane {
+                return Err(InferError::Run(format!("{name} has shape {shape:?}, expected [1, 1, {h}, {w}]")));
             }
-            None => None,
+            Ok(Some(v.to_vec()))
         };
-        Ok(Segmentation { mask, vegetation })
+        let vegetation = map(self.model.vegetation_output())?;
+        let brightness = map(self.model.brightness_output())?;
+        Ok(Segmentation { mask, vegetation, brightness })
     }
 
-    /// Turns the mask into plants in the original photo's coordinates.
+    /// Turns the model's output into plants, the tray's grid and the trust flag, in the original
+    /// photo's coordinates.
     pub fn detect(&self, seg: &Segmentation, p: &Prepared) -> Detection {
         let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
         let min_area = (self.model.manifest.thresholds.min_area_fraction * (w * h) as f64).ceil().max(1.0) as u64;
         let sx = f64::from(p.orig_width) / w as f64;
         let sy = f64::from(p.orig_height) / h as f64;
-        let comps =
-            detect::plants(&seg.mask, seg.vegetation.as_deref(), w, h, min_area, &self.model.manifest.detection);
-        let plant_px: u64 = seg.mask.iter().filter(|m| **m).count() as u64;
-        let plants = comps
+        let maps = detect::Maps {
+            width: w,
+            height: h,
+            mask: &seg.mask,
+            vegetation: seg.vegetation.as_deref(),
+            brightness: seg.brightness.as_deref(),
+        };
+        let count = detect::count(maps, min_area, &self.model.manifest.detection);
+        let plants = count
+            .plants
             .into_iter()
-            .map(|c| demeter_domain::Plant {
-                bbox: [
-                    (f64::from(c.bbox[0]) * sx) as u32,
-                    (f64::from(c.bbox[1]) * sy) as u32,
-                    (f64::from(c.bbox[2]) * sx).ceil() as u32,
-                    (f64::from(c.bbox[3]) * sy).ceil() as u32,
-                ],
-                centroid: [((c.centroid[0] + 0.5) * sx) as f32, ((c.centroid[1] + 0.5) * sy) as f32],
-                area_px: (c.area as f64 * sx * sy).round() as u64,
+            .map(|f| {
+                let c = f.component;
+                demeter_domain::Plant {
+                    bbox: [
+                        (f64::from(c.bbox[0]) * sx) as u32,
+                        (f64::from(c.bbox[1]) * sy) as u32,
+                        (f64::from(c.bbox[2]) * sx).ceil() as u32,
+                        (f64::from(c.bbox[3]) * sy).ceil() as u32,
+                    ],
+                    centroid: [((c.centroid[0] + 0.5) * sx) as f32, ((c.centroid[1] + 0.5) * sy) as f32],
+                    area_px: (c.area as f64 * sx * sy).round() as u64,
+                    cell: f.cell.map(|(r, c)| [r, c]),
+                }
             })
             .collect();
-        Detection { plants, plant_area_fraction: plant_px as f32 / (w * h).max(1) as f32 }
+        let grid = count.grid.map(|g| {
+            let l = &g.lattice;
+            let [ox, oy] = l.centre(0, 0);
+            let s = (sx + sy) / 2.0;
+            demeter_domain::Grid {
+                rows: g.rows,
+                cols: g.cols,
+                origin: [((ox + 0.5) * sx) as f32, ((oy + 0.5) * sy) as f32],
+                pitch: [(l.pitch[0] * s) as f32, (l.pitch[1] * s) as f32],
+                angle_deg: l.angle.to_degrees() as f32,
+                plants_per_cell: g.plants_per_cell,
+                source: demeter_domain::GridSource::Detected,
+            }
+        });
+        Detection {
+            plants,
+            plant_area_fraction: count.plant_pixels as f32 / (w * h).max(1) as f32,
+            grid,
+            trust: demeter_domain::Trust::from_reasons(count.reasons),
+        }
     }
 }

@@ -139,14 +139,9 @@ impl Model {
                 thresholds.insert(format!("thresholds.{k}"), x);
             }
         }
-        let d = &m.detection;
-        if let Some(seed) = d.seed_vegetation {
-            thresholds.insert("detection.seed_vegetation".to_owned(), f64::from(seed));
+        for (key, value) in m.detection.values() {
+            thresholds.insert(format!("detection.{key}"), value);
         }
-        thresholds.insert("detection.relative_min_area".to_owned(), d.relative_min_area);
-        thresholds.insert("detection.merge_gap".to_owned(), d.merge_gap);
-        thresholds.insert("detection.merge_max_ratio".to_owned(), d.merge_max_ratio);
-        thresholds.insert("detection.split_min_median".to_owned(), d.split_min_median);
         demeter_domain::ModelRef {
             name: m.name.clone(),
             version: m.version.clone(),
@@ -156,9 +151,14 @@ impl Model {
         }
     }
 
-    /// The vegetation-index output, when the model has one (used for the seed check).
+    /// The vegetation-index output, when the model has one (the seed check, adaptive masks).
     pub fn vegetation_output(&self) -> Option<&str> {
         self.manifest.outputs.get("vegetation").map(|o| o.name.as_str())
+    }
+
+    /// The brightness output (the smoothed R+G+B), when the model has one (the dark floor).
+    pub fn brightness_output(&self) -> Option<&str> {
+        self.manifest.outputs.get("brightness").map(|o| o.name.as_str())
     }
 }
 

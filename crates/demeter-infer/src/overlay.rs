@@ -1,9 +1,10 @@
 //! The overlay a person checks a count with: the photo, downscaled, with every detected plant
-//! boxed and numbered (numbers match the order of `plants` in the result, largest first).
+//! boxed and numbered (numbers match the order of `plants` in the result, largest first), and,
+//! when the tray's grid was found, its cells outlined and the empty ones crossed out.
 
 use image::{Rgb, RgbImage};
 
-use demeter_domain::Plant;
+use demeter_domain::{Grid, Plant};
 
 /// 3×5 bitmaps of the digits 0–9, one row per `u8` (low 3 bits, left to right).
 const DIGITS: [[u8; 5]; 10] = [
@@ -20,6 +21,9 @@ const DIGITS: [[u8; 5]; 10] = [
 ];
 
 const BOX: Rgb<u8> = Rgb([255, 0, 200]);
+/// Cell outlines, and the cross on an empty cell.
+const CELL: Rgb<u8> = Rgb([0, 220, 255]);
+const EMPTY: Rgb<u8> = Rgb([255, 140, 0]);
 const LABEL_BG: Rgb<u8> = Rgb([255, 255, 255]);
 const LABEL_FG: Rgb<u8> = Rgb([0, 0, 0]);
 /// Long side of an overlay drawn from the photo, in pixels: sharp on a phone held upright
@@ -69,12 +73,48 @@ fn label(img: &mut RgbImage, x: u32, y: u32, n: usize, dot: u32) {
     }
 }
 
-/// Draws `plants` (in the original photo's coordinates, `orig_width` wide) onto `img` (the
-/// photo at any size), lines and numbers sized to it.
-pub fn draw(mut img: RgbImage, orig_width: u32, plants: &[Plant]) -> RgbImage {
+/// A straight line `width` pixels thick from `a` to `b` (any direction; clipped to the image).
+fn line(img: &mut RgbImage, a: [f32; 2], b: [f32; 2], c: Rgb<u8>, width: u32) {
+    let steps = (b[0] - a[0]).abs().max((b[1] - a[1]).abs()).ceil().max(1.0) as u32;
+    let half = (width / 2) as f32;
+    for k in 0..=steps {
+        let t = k as f32 / steps as f32;
+        let (x, y) = (a[0] + (b[0] - a[0]) * t - half, a[1] + (b[1] - a[1]) * t - half);
+        if x >= 0.0 && y >= 0.0 {
+            fill(img, x as u32, y as u32, width, width, c);
+        }
+    }
+}
+
+/// Outlines every cell of `grid` and crosses out the empty ones; `s` maps photo pixels to `img`.
+fn cells(img: &mut RgbImage, grid: &Grid, s: f32, dot: u32) {
+    let thin = (dot / 2).max(1);
+    for row in 0..grid.rows {
+        for col in 0..grid.cols {
+            let corners = grid.cell_corners(row, col).map(|[x, y]| [x * s, y * s]);
+            for k in 0..4 {
+                line(img, corners[k], corners[(k + 1) % 4], CELL, thin);
+            }
+            if grid.plants_per_cell.get((row * grid.cols + col) as usize) == Some(&0) {
+                // An X over the middle half of the cell.
+                let [cx, cy] = grid.cell_centre(row, col).map(|v| v * s);
+                let inner = corners.map(|[x, y]| [cx + (x - cx) / 2.0, cy + (y - cy) / 2.0]);
+                line(img, inner[0], inner[2], EMPTY, dot);
+                line(img, inner[1], inner[3], EMPTY, dot);
+            }
+        }
+    }
+}
+
+/// Draws `plants` (in the original photo's coordinates, `orig_width` wide) and the tray's `grid`
+/// onto `img` (the photo at any size), lines and numbers sized to it.
+pub fn draw(mut img: RgbImage, orig_width: u32, plants: &[Plant], grid: Option<&Grid>) -> RgbImage {
     let dot = dot_for(img.width().max(img.height()));
     let s = f64::from(img.width()) / f64::from(orig_width.max(1));
     let scale = |v: u32| (f64::from(v) * s).round() as u32;
+    if let Some(g) = grid {
+        cells(&mut img, g, s as f32, dot);
+    }
     for p in plants {
         rect(&mut img, [scale(p.bbox[0]), scale(p.bbox[1]), scale(p.bbox[2]), scale(p.bbox[3])], BOX, dot);
     }
@@ -93,10 +133,10 @@ mod tests {
     fn boxes_and_numbers_are_drawn_where_the_plants_are() {
         let preview = RgbImage::from_pixel(100, 50, Rgb([0, 128, 0]));
         let plants = vec![
-            Plant { bbox: [20, 20, 60, 40], centroid: [50.0, 40.0], area_px: 100 },
-            Plant { bbox: [120, 40, 40, 40], centroid: [140.0, 60.0], area_px: 50 },
+            Plant { bbox: [20, 20, 60, 40], centroid: [50.0, 40.0], area_px: 100, cell: None },
+            Plant { bbox: [120, 40, 40, 40], centroid: [140.0, 60.0], area_px: 50, cell: None },
         ];
-        let out = draw(preview, 200, &plants); // photo twice the preview's size
+        let out = draw(preview, 200, &plants, None); // photo twice the preview's size
         assert_eq!(out.dimensions(), (100, 50));
         // The first box's right edge at x = (20 + 60) / 2 - 1, halfway down, one pixel wide
         // on an image this small.
@@ -110,9 +150,9 @@ mod tests {
 
     #[test]
     fn lines_and_numbers_grow_with_the_image() {
-        let plants = [Plant { bbox: [100, 100, 400, 300], centroid: [300.0, 250.0], area_px: 1000 }];
+        let plants = [Plant { bbox: [100, 100, 400, 300], centroid: [300.0, 250.0], area_px: 1000, cell: None }];
         let line_width = |side: u32| {
-            let out = draw(RgbImage::from_pixel(side, side * 3 / 4, Rgb([0, 0, 0])), 1024, &plants);
+            let out = draw(RgbImage::from_pixel(side, side * 3 / 4, Rgb([0, 0, 0])), 1024, &plants, None);
             let s = side / 4; // mid-box; only the left edge (x = 100 * side / 1024) is left of 0.3 side
             (0..side * 3 / 10).filter(|&x| out.get_pixel(x, s) == &BOX).count() as u32
         };
@@ -123,8 +163,26 @@ mod tests {
     fn multi_digit_labels_fit() {
         let preview = RgbImage::from_pixel(40, 20, Rgb([0, 0, 0]));
         let plants: Vec<_> =
-            (0..12).map(|_| Plant { bbox: [0, 0, 10, 10], centroid: [5.0, 5.0], area_px: 1 }).collect();
-        let out = draw(preview, 40, &plants);
+            (0..12).map(|_| Plant { bbox: [0, 0, 10, 10], centroid: [5.0, 5.0], area_px: 1, cell: None }).collect();
+        let out = draw(preview, 40, &plants, None);
         assert_eq!(out.dimensions(), (40, 20));
+    }
+
+    #[test]
+    fn cells_are_outlined_and_empty_ones_crossed_out() {
+        // A 2 × 3 grid of 100-px cells from (50, 50), photo 400 × 300 drawn at the same size.
+        let grid = Grid {
+            rows: 2,
+            cols: 3,
+            origin: [100.0, 100.0],
+            pitch: [100.0, 100.0],
+            angle_deg: 0.0,
+            plants_per_cell: vec![1, 0, 1, 1, 1, 1],
+            source: demeter_domain::GridSource::Detected,
+        };
+        let out = draw(RgbImage::from_pixel(400, 300, Rgb([0, 0, 0])), 400, &[], Some(&grid));
+        assert_eq!(out.get_pixel(150, 120), &CELL, "the wall between cells [0,0] and [0,1]");
+        assert_eq!(out.get_pixel(200, 100), &EMPTY, "the centre of the empty cell [0,1]");
+        assert_eq!(out.get_pixel(100, 100), &Rgb([0, 0, 0]), "an occupied cell's centre is untouched");
     }
 }

@@ -15,7 +15,7 @@ use demeter_domain::{
 use demeter_server::{app, AppState};
 use demeter_store::Store;
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tower::ServiceExt;
 
 fn t0() -> DateTime<Utc> {
@@ -170,6 +170,8 @@ async fn poll_returns_the_seed_shape_with_every_state() {
                     timings_ms: Default::default(),
                     width: 10,
                     height: 10,
+                    grid: None,
+                    trust: Default::default(),
                 },
                 t0() + Duration::seconds(3),
             )
@@ -440,15 +442,36 @@ async fn results_come_as_json_and_csv() {
     let a = f.job(s, "=tray, \"A\".jpg");
     f.store.claim_next(0, t0()).unwrap();
     f.store.update(a, |j| j.fail(JobError::permanent("corrupt, truncated"), t0())).unwrap();
+    // A tray of 2 × 3 cells with one empty and one holding two plants, flagged as crowded.
+    let b = f.job(s, "tray-b.jpg");
+    f.store.claim_next(0, t0()).unwrap();
+    let grid = demeter_domain::Grid {
+        rows: 2,
+        cols: 3,
+        origin: [50.0, 50.0],
+        pitch: [100.0, 100.0],
+        angle_deg: 0.0,
+        plants_per_cell: vec![1, 0, 2, 1, 1, 1],
+        source: demeter_domain::GridSource::Detected,
+    };
+    let trust = demeter_domain::Trust::from_reasons(vec![demeter_domain::TrustReason::CrowdedCells]);
+    let result = JobResult { total_detected: 6, grid: Some(grid), trust, ..Default::default() };
+    f.store.update(b, |j| j.complete(result, t0())).unwrap();
     let (code, rows) = get(f.app(), &format!("/api/v1/sessions/{s}/results.json")).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(rows[0]["status"], "failed");
+    assert_eq!(rows[1]["grid"]["plants_per_cell"], json!([1, 0, 2, 1, 1, 1]));
+    assert_eq!(rows[1]["trust"], json!({"trusted": false, "reasons": ["crowded_cells"]}));
     let res = raw_get(f.app(), &format!("/api/v1/sessions/{s}/results.csv")).await;
     assert_eq!(res.headers()["content-type"], "text/csv; charset=utf-8");
     let csv = String::from_utf8(res.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     let lines: Vec<_> = csv.lines().collect();
-    assert!(lines[0].starts_with("filename,status,plant_count,storage_location_id,error_message,read_ms"));
-    assert_eq!(lines[1], "\"'=tray, \"\"A\"\".jpg\",failed,,,\"corrupt, truncated\",,,,,,");
+    assert!(lines[0].starts_with(
+        "filename,status,plant_count,storage_location_id,error_message,grid_rows,grid_cols,cells_occupied,\
+         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons,read_ms"
+    ));
+    assert_eq!(lines[1], "\"'=tray, \"\"A\"\".jpg\",failed,,,\"corrupt, truncated\",,,,,,,,,,,,,,");
+    assert_eq!(lines[2], "tray-b.jpg,completed,6,,,2,3,5,1,1,1 0 2 1 1 1,false,crowded_cells,,,,,,");
 }
 
 mod sse {

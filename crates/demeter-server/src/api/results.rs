@@ -23,6 +23,12 @@ pub struct ResultRow {
     pub plant_count: Option<u32>,
     pub storage_location_id: Option<String>,
     pub error_message: Option<String>,
+    /// The tray's grid with plants per cell, when one was found.
+    pub grid: Option<demeter_domain::Grid>,
+    /// Whether the count can be trusted, and why not.
+    pub trust: Option<demeter_domain::Trust>,
+    /// Every plant's box, centre, area and cell, in the photo's pixels.
+    pub plants: Vec<demeter_domain::Plant>,
     pub timings_ms: std::collections::BTreeMap<Stage, u64>,
 }
 
@@ -33,8 +39,31 @@ fn row(j: &Job) -> ResultRow {
         plant_count: j.result().map(|r| r.total_detected),
         storage_location_id: j.result().and_then(|r| r.storage_location_id.clone()),
         error_message: j.error().map(|e| e.message.clone()),
+        grid: j.result().and_then(|r| r.grid.clone()),
+        trust: j.result().map(|r| r.trust.clone()),
+        plants: j.result().map(|r| r.plants.clone()).unwrap_or_default(),
         timings_ms: j.result().map(|r| r.timings_ms.clone()).unwrap_or_default(),
     }
+}
+
+/// The grid and trust columns of a CSV row: rows, cols, occupied, empty and crowded cells,
+/// plants per cell (row-major, space-separated), trusted, and the reasons' codes.
+fn grid_cells(r: &ResultRow) -> Vec<String> {
+    let g = r.grid.as_ref();
+    let n = |f: fn(&demeter_domain::Grid) -> u32| g.map(|g| f(g).to_string()).unwrap_or_default();
+    vec![
+        n(|g| g.rows),
+        n(|g| g.cols),
+        n(demeter_domain::Grid::occupied),
+        n(demeter_domain::Grid::empty),
+        n(demeter_domain::Grid::crowded),
+        g.map(|g| g.plants_per_cell.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")).unwrap_or_default(),
+        r.trust.as_ref().map(|t| t.trusted.to_string()).unwrap_or_default(),
+        r.trust
+            .as_ref()
+            .map(|t| t.reasons.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(";"))
+            .unwrap_or_default(),
+    ]
 }
 
 async fn rows(state: AppState, who: Identity, raw: String) -> Result<Vec<ResultRow>, AppError> {
@@ -75,7 +104,10 @@ pub(crate) async fn results_csv(
     Path(raw): Path<String>,
 ) -> Result<Response, AppError> {
     let rows = rows(state, who, raw.clone()).await?;
-    let mut out = String::from("filename,status,plant_count,storage_location_id,error_message");
+    let mut out = String::from(
+        "filename,status,plant_count,storage_location_id,error_message,grid_rows,grid_cols,cells_occupied,\
+         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons",
+    );
     for s in Stage::ALL {
         out.push_str(&format!(",{}_ms", s.as_str()));
     }
@@ -88,6 +120,7 @@ pub(crate) async fn results_csv(
             csv_field(r.storage_location_id.as_deref().unwrap_or("")),
             csv_field(r.error_message.as_deref().unwrap_or("")),
         ];
+        cells.extend(grid_cells(&r));
         cells.extend(Stage::ALL.iter().map(|s| r.timings_ms.get(s).map(|v| v.to_string()).unwrap_or_default()));
         out.push_str(&cells.join(","));
         out.push('\n');

@@ -1,7 +1,11 @@
 //! `demeter eval DIR`: counting accuracy on photos with ground truth, through exactly the
-//! pipeline `process` and the daemon use. Resized variants (`--sizes 400x300`) are made by
+//! pipeline `process` and the daemon use. Resized copies (`--sizes 400x300`) are made by
 //! decoding the photo (EXIF orientation applied), resizing it to fit the box and storing it
-//! losslessly, so only the resolution differs.
+//! losslessly, so only the resolution differs. Camera variants (`--variants all`, see
+//! [`variants`]) turn, rescale, relight, blur, compress and widen each photo; the report gives
+//! every photo's count and, per variant kind, the mean absolute error and the worst error.
+
+pub mod variants;
 
 use std::{io::Write, path::PathBuf, process::ExitCode, str::FromStr};
 
@@ -59,9 +63,16 @@ struct Truth {
 /// One judged photo.
 struct Row {
     file: String,
+    /// `full`, a size such as `400x300`, or a variant such as `rotate90`.
     size: String,
+    /// The variant's kind (`scale`, `jpeg`, …); `original` for the photo as stored or resized.
+    kind: &'static str,
     truth: u32,
     predicted: Result<u32, String>,
+    /// `4x5 19/20` (rows × cols, occupied / cells), or `-` without a grid.
+    grid: String,
+    /// The trust flag's reasons, comma-separated; empty when trusted.
+    flags: String,
     elapsed_ms: u64,
 }
 
@@ -91,9 +102,22 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode, Failure> {
     }
 
     let limits = demeter_infer::DecodeLimits { max_pixels: config.workers.max_pixels };
+    let chosen = match &args.variants {
+        Some(list) => variants::parse_list(list).map_err(|e| Failure::config(anyhow::anyhow!("--variants: {e}")))?,
+        None => Vec::new(),
+    };
     let scratch = tempfile::tempdir().context("cannot make a scratch folder").map_err(Failure::runtime)?;
+    let variant_dir = match &args.keep_variants {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot make {}", dir.display()))
+                .map_err(Failure::config)?;
+            dir.clone()
+        }
+        None => scratch.path().to_path_buf(),
+    };
     let mut photos = Vec::new();
-    let mut meta = Vec::new();
+    let mut meta: Vec<(String, String, &'static str, u32)> = Vec::new();
     for size in &args.sizes {
         for (file, truth) in &judged {
             let original = args.dir.join(file);
@@ -106,30 +130,72 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode, Failure> {
                 }
             };
             photos.push(Photo { path, rel_path: file.clone() });
-            meta.push((file.clone(), label, *truth));
+            meta.push((file.clone(), label, "original", *truth));
+        }
+    }
+    for (file, truth) in judged.iter().filter(|_| !chosen.is_empty()) {
+        let original = args.dir.join(file);
+        let bytes = std::fs::read(&original)
+            .with_context(|| format!("cannot read {}", original.display()))
+            .map_err(Failure::config)?;
+        let upright = demeter_infer::decode(&bytes, limits)
+            .with_context(|| format!("cannot decode {}", original.display()))
+            .map_err(Failure::config)?
+            .into_rgb8();
+        for v in &chosen {
+            let Some(made) = v.apply(&upright, limits.max_pixels) else { continue };
+            let (data, ext) = made.map_err(|e| Failure::runtime(anyhow::anyhow!("{file} as {v}: {e}")))?;
+            let stem = std::path::Path::new(file).file_stem().unwrap_or_default().to_string_lossy();
+            let out = variant_dir.join(format!("{stem}.{v}.{ext}"));
+            std::fs::write(&out, data)
+                .with_context(|| format!("cannot write {}", out.display()))
+                .map_err(Failure::runtime)?;
+            photos.push(Photo { path: out, rel_path: file.clone() });
+            meta.push((file.clone(), v.to_string(), v.kind(), *truth));
         }
     }
     let reports = oneshot::process(&config, photos, |_| {}).map_err(Failure::config)?;
     let rows: Vec<Row> = reports
         .iter()
         .zip(meta)
-        .map(|(r, (file, size, truth))| Row {
+        .map(|(r, (file, size, kind, truth))| Row {
             file,
             size,
+            kind,
             truth,
             predicted: r.outcome.as_ref().map(|res| res.total_detected).map_err(|e| e.message.clone()),
+            grid: r
+                .outcome
+                .as_ref()
+                .ok()
+                .and_then(|res| res.grid.as_ref())
+                .map(|g| format!("{}x{} {}/{}", g.rows, g.cols, g.occupied(), g.cells()))
+                .unwrap_or_else(|| "-".to_owned()),
+            flags: r
+                .outcome
+                .as_ref()
+                .map(|res| res.trust.reasons.iter().map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+                .unwrap_or_default(),
             elapsed_ms: r.elapsed_ms,
         })
         .collect();
 
     print_table(&rows);
+    let kinds = per_kind(&rows);
+    if !chosen.is_empty() {
+        print_kinds(&kinds);
+    }
     if let Some(path) = &args.json {
         let doc = json!({
             "manifest": manifest_path,
             "photos": rows.iter().map(|r| json!({
-                "file": r.file, "size": r.size, "true": r.truth,
+                "file": r.file, "as": r.size, "kind": r.kind, "true": r.truth,
                 "predicted": r.predicted.as_ref().ok(), "error": r.error(),
+                "grid": r.grid, "flags": r.flags,
                 "failure": r.predicted.as_ref().err(), "elapsed_ms": r.elapsed_ms,
+            })).collect::<Vec<_>>(),
+            "kinds": kinds.iter().map(|k| json!({
+                "kind": k.kind, "photos": k.n, "mean_absolute_error": k.mae, "worst": k.worst, "worst_photo": k.worst_photo,
             })).collect::<Vec<_>>(),
             "mean_absolute_error": mean_absolute_error(&rows),
         });
@@ -178,13 +244,62 @@ fn mean_absolute_error(rows: &[Row]) -> Option<f64> {
     (!errors.is_empty()).then(|| f64::from(errors.iter().sum::<u32>()) / errors.len() as f64)
 }
 
+/// The errors of one kind of variant.
+struct Kind {
+    kind: &'static str,
+    n: usize,
+    mae: f64,
+    /// The signed error furthest from zero (predicted − true), and where.
+    worst: i64,
+    worst_photo: String,
+}
+
+/// Per kind, in the order the kinds first appear.
+fn per_kind(rows: &[Row]) -> Vec<Kind> {
+    let mut kinds: Vec<&'static str> = Vec::new();
+    for r in rows {
+        if !kinds.contains(&r.kind) {
+            kinds.push(r.kind);
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|kind| {
+            let judged: Vec<(&Row, i64)> = rows
+                .iter()
+                .filter(|r| r.kind == kind)
+                .filter_map(|r| r.predicted.as_ref().ok().map(|p| (r, i64::from(*p) - i64::from(r.truth))))
+                .collect();
+            let n = judged.len();
+            let mae = judged.iter().map(|(_, e)| e.unsigned_abs() as f64).sum::<f64>() / n.max(1) as f64;
+            let (worst_row, worst) =
+                judged.iter().max_by_key(|(_, e)| e.unsigned_abs()).map(|(r, e)| (Some(*r), *e)).unwrap_or((None, 0));
+            Kind {
+                kind,
+                n,
+                mae,
+                worst,
+                worst_photo: worst_row.map(|r| format!("{} {}", r.file, r.size)).unwrap_or_default(),
+            }
+        })
+        .collect()
+}
+
+fn print_kinds(kinds: &[Kind]) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "\n{:<14}  {:>6}  {:>5}  {:>5}  WORST PHOTO", "KIND", "PHOTOS", "MAE", "WORST");
+    for k in kinds {
+        let _ = writeln!(out, "{:<14}  {:>6}  {:>5.2}  {:>+5}  {}", k.kind, k.n, k.mae, k.worst, k.worst_photo);
+    }
+}
+
 fn print_table(rows: &[Row]) {
     let width = rows.iter().map(|r| r.file.chars().count()).max().unwrap_or(5).clamp(5, 64);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
-        "{:<width$}  {:>9}  {:>4}  {:>9}  {:>5}  {:>8}",
-        "PHOTO", "SIZE", "TRUE", "PREDICTED", "ERROR", "TIME"
+        "{:<width$}  {:>11}  {:>4}  {:>9}  {:>5}  {:>10}  {:>8}  FLAGS",
+        "PHOTO", "AS", "TRUE", "PREDICTED", "ERROR", "GRID", "TIME"
     );
     for r in rows {
         let (predicted, error) = match (&r.predicted, r.error()) {
@@ -193,8 +308,8 @@ fn print_table(rows: &[Row]) {
         };
         let _ = writeln!(
             out,
-            "{:<width$}  {:>9}  {:>4}  {:>9}  {:>5}  {:>6}ms",
-            r.file, r.size, r.truth, predicted, error, r.elapsed_ms
+            "{:<width$}  {:>11}  {:>4}  {:>9}  {:>5}  {:>10}  {:>6}ms  {}",
+            r.file, r.size, r.truth, predicted, error, r.grid, r.elapsed_ms, r.flags
         );
     }
     let n = rows.len().max(1) as u64;

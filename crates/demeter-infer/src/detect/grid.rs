@@ -1,0 +1,287 @@
+//! Finding the tray: the lattice of cells or pots that the plants stand on.
+//!
+//! Plants in a plug tray, a flat or pots in rows sit on a lattice; leaves and stray objects do
+//! not. Along each axis, the centres `x` of the candidate plants are periodic with the cell pitch
+//! `P`, so the coherence `|Σ exp(2πi·x/P)| / n` is high at `P` (and at `P/2`, `P/3`, …, which
+//! fit too) and falls at any longer period. The pitch is the longest peak of coherence that is
+//! high in absolute terms ([`MIN_COHERENCE`]) and not far below the best ([`NEAR_BEST`]): a
+//! harmonic can be the most coherent of all, e.g. when each seedling shows as two cotyledons
+//! either side of its cell's centre. Its phase gives the offset, and small tilts are found by
+//! trying angles. Nothing here depends on the photo's size, colour or the kind of tray: only on
+//! the plants' positions, so it carries to trays, cameras and species we have not seen.
+//!
+//! A lattice is accepted only when it explains the plants: most of them near cell centres, at
+//! least two rows and two columns, enough occupied cells, and cells no smaller than half a plant.
+
+/// Periods tried per axis, geometrically spaced from the minimum pitch to the points' span.
+const PERIODS: usize = 400;
+/// A peak can be the pitch when its coherence is at least this, and this share of the best.
+const MIN_COHERENCE: f64 = 0.5;
+const NEAR_BEST: f64 = 0.6;
+/// Tilts tried, in degrees: −20° to 20° in 1.5° steps. Larger tilts are not looked for.
+const MAX_TILT_DEG: f64 = 20.0;
+const TILT_STEP_DEG: f64 = 1.5;
+/// A point is on the lattice when it is within this share of a pitch of a cell centre, per axis.
+pub const INLIER: f64 = 0.3;
+/// Acceptance: share of points on the lattice, joint coherence, occupied share of the cells.
+const MIN_INLIERS: f64 = 0.75;
+const MIN_SCORE: f64 = 0.4;
+const MIN_OCCUPIED_SHARE: f64 = 0.4;
+/// Fewest points (candidate plants) and occupied cells a grid is looked for with.
+pub const MIN_POINTS: usize = 6;
+const MIN_OCCUPIED: usize = 4;
+
+/// A lattice in the mask's pixels: rows run along the direction `angle` (radians, clockwise from
+/// the x axis, as y points down); cell `(col, row)` is centred at `offset + (col·pitch[0],
+/// row·pitch[1])` in the rotated frame ([`Lattice::to_frame`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Lattice {
+    pub angle: f64,
+    pub pitch: [f64; 2],
+    pub offset: [f64; 2],
+    /// First and last column and row indices that hold plants.
+    pub cols: (i64, i64),
+    pub rows: (i64, i64),
+}
+
+impl Lattice {
+    /// A point in the lattice's frame: `u` along the rows, `v` down the columns.
+    pub fn to_frame(&self, p: [f64; 2]) -> [f64; 2] {
+        rotate(p, self.angle)
+    }
+
+    /// The cell a point falls in (`col`, `row`, counted from the grid's first), and how far from
+    /// the cell centre it lies, as a share of the pitch, per axis.
+    pub fn locate(&self, p: [f64; 2]) -> ((i64, i64), [f64; 2]) {
+        let [u, v] = self.to_frame(p);
+        let fu = (u - self.offset[0]) / self.pitch[0];
+        let fv = (v - self.offset[1]) / self.pitch[1];
+        let (i, j) = (fu.round() as i64, fv.round() as i64);
+        ((i - self.cols.0, j - self.rows.0), [(fu - i as f64).abs(), (fv - j as f64).abs()])
+    }
+
+    pub fn n_cols(&self) -> usize {
+        (self.cols.1 - self.cols.0 + 1) as usize
+    }
+
+    pub fn n_rows(&self) -> usize {
+        (self.rows.1 - self.rows.0 + 1) as usize
+    }
+
+    /// The centre of cell `(col, row)` (counted from the grid's first) in mask pixels.
+    pub fn centre(&self, col: i64, row: i64) -> [f64; 2] {
+        let u = self.offset[0] + (col + self.cols.0) as f64 * self.pitch[0];
+        let v = self.offset[1] + (row + self.rows.0) as f64 * self.pitch[1];
+        rotate([u, v], -self.angle)
+    }
+}
+
+fn rotate([x, y]: [f64; 2], a: f64) -> [f64; 2] {
+    let (s, c) = a.sin_cos();
+    [x * c + y * s, -x * s + y * c]
+}
+
+/// The pitch, coherence and offset of the strongest lattice along one axis, if the points span
+/// at least two periods of `min_pitch`.
+fn axis(xs: &[f64], min_pitch: f64) -> Option<(f64, f64, f64)> {
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span = hi - lo;
+    if span < min_pitch {
+        return None;
+    }
+    let n = xs.len() as f64;
+    let periods: Vec<f64> =
+        (0..PERIODS).map(|k| min_pitch * (span * 1.05 / min_pitch).powf(k as f64 / (PERIODS - 1) as f64)).collect();
+    let coherence: Vec<(f64, f64)> = periods
+        .iter()
+        .map(|p| {
+            let (c, s) = xs.iter().fold((0.0, 0.0), |(c, s), x| {
+                let (sin, cos) = (std::f64::consts::TAU * x / p).sin_cos();
+                (c + cos, s + sin)
+            });
+            (c.hypot(s) / n, s.atan2(c))
+        })
+        .collect();
+    let best = coherence.iter().map(|c| c.0).fold(0.0, f64::max);
+    // The fundamental: the longest period coherent enough (its harmonics fit as well). That
+    // lands on the long flank of its peak; climb to the top.
+    let floor = MIN_COHERENCE.max(NEAR_BEST * best);
+    let mut k = coherence.iter().rposition(|c| c.0 >= floor)?;
+    while k > 0 && coherence[k - 1].0 >= coherence[k].0 {
+        k -= 1;
+    }
+    let (p, (r, phase)) = (periods[k], coherence[k]);
+    Some((p, r, (phase / std::f64::consts::TAU * p).rem_euclid(p)))
+}
+
+/// The lattice the points stand on, if there is one. `min_pitch`: the smallest cell to consider,
+/// in the points' units. Of the tilts tried, the most coherent lattice that passes acceptance
+/// wins (a fine harmonic lattice can be more coherent, with most of its cells empty).
+pub fn find(points: &[[f64; 2]], min_pitch: f64) -> Option<Lattice> {
+    if points.len() < MIN_POINTS {
+        return None;
+    }
+    let steps = (MAX_TILT_DEG / TILT_STEP_DEG).round() as i64;
+    let mut best: Option<(f64, Lattice)> = None;
+    // From no tilt outwards, so that equal scores keep the smaller tilt.
+    for step in (0..=steps).flat_map(|s| if s == 0 { vec![0] } else { vec![s, -s] }) {
+        let Some((score, lattice)) = fit(points, (step as f64 * TILT_STEP_DEG).to_radians(), min_pitch) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(s, _)| score > s + 1e-9) {
+            best = Some((score, lattice));
+        }
+    }
+    best.map(|(_, l)| l)
+}
+
+/// Where a point falls against a lattice's nodes: the node's indices and the offset from it, as
+/// a share of the pitch, per axis.
+fn node(l: &Lattice, p: [f64; 2]) -> ((i64, i64), [f64; 2]) {
+    let [u, v] = l.to_frame(p);
+    let fu = (u - l.offset[0]) / l.pitch[0];
+    let fv = (v - l.offset[1]) / l.pitch[1];
+    ((fu.round() as i64, fv.round() as i64), [(fu - fu.round()).abs(), (fv - fv.round()).abs()])
+}
+
+/// The run of consecutive indices (by `index`) holding the most cells.
+fn block(cells: &std::collections::BTreeSet<(i64, i64)>, index: impl Fn(&(i64, i64)) -> i64) -> Option<(i64, i64)> {
+    let mut counts = std::collections::BTreeMap::new();
+    for c in cells {
+        *counts.entry(index(c)).or_insert(0usize) += 1;
+    }
+    let mut best: Option<(usize, i64, i64)> = None;
+    let mut run: Option<(usize, i64, i64)> = None;
+    for (&i, &n) in &counts {
+        run = match run {
+            Some((total, start, end)) if end + 1 == i => Some((total + n, start, i)),
+            _ => Some((n, i, i)),
+        };
+        if best.is_none_or(|b| run.is_some_and(|r| r.0 > b.0)) {
+            best = run;
+        }
+    }
+    best.map(|(_, a, b)| (a, b))
+}
+
+/// The lattice at tilt `angle` with its score, if it passes acceptance.
+fn fit(points: &[[f64; 2]], angle: f64, min_pitch: f64) -> Option<(f64, Lattice)> {
+    let frame: Vec<[f64; 2]> = points.iter().map(|p| rotate(*p, angle)).collect();
+    let us: Vec<f64> = frame.iter().map(|p| p[0]).collect();
+    let vs: Vec<f64> = frame.iter().map(|p| p[1]).collect();
+    let (pu, ru, ou) = axis(&us, min_pitch)?;
+    let (pv, rv, ov) = axis(&vs, min_pitch)?;
+    let score = ru * rv;
+    if score < MIN_SCORE {
+        return None;
+    }
+    let mut lattice = Lattice { angle, pitch: [pu, pv], offset: [ou, ov], cols: (0, 0), rows: (0, 0) };
+    // The grid spans the cells of the points that sit on it.
+    let on: Vec<(i64, i64)> = points
+        .iter()
+        .map(|p| node(&lattice, *p))
+        .filter(|(_, d)| d[0] < INLIER && d[1] < INLIER)
+        .map(|(n, _)| n)
+        .collect();
+    let mut cells: std::collections::BTreeSet<(i64, i64)> = on.iter().copied().collect();
+    // Something beyond an entirely empty row or column (a label lying off the tray that happens
+    // to sit near a node) does not extend the grid: keep the largest block of consecutive rows,
+    // then of consecutive columns.
+    let (c0, c1) = block(&cells, |c| c.0)?;
+    cells.retain(|c| (c0..=c1).contains(&c.0));
+    let (r0, r1) = block(&cells, |c| c.1)?;
+    cells.retain(|c| (r0..=r1).contains(&c.1));
+    let (c0, c1) = block(&cells, |c| c.0)?;
+    cells.retain(|c| (c0..=c1).contains(&c.0));
+    lattice.cols = (c0, c1);
+    lattice.rows = (r0, r1);
+    let n_cells = (lattice.n_cols() * lattice.n_rows()) as f64;
+    let on = on.iter().filter(|c| cells.contains(c)).count();
+    let accepted = on as f64 >= MIN_INLIERS * points.len() as f64
+        && lattice.n_cols() >= 2
+        && lattice.n_rows() >= 2
+        && cells.len() >= MIN_OCCUPIED
+        && cells.len() as f64 >= MIN_OCCUPIED_SHARE * n_cells;
+    accepted.then_some((score, lattice))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Centres of a `rows × cols` tray with pitch `p`, tilted by `deg`, jittered by up to
+    /// `jitter × p` (deterministic), without the cells in `empty`.
+    pub fn tray(rows: i64, cols: i64, p: f64, deg: f64, jitter: f64, empty: &[(i64, i64)]) -> Vec<[f64; 2]> {
+        let a = deg.to_radians();
+        let mut out = Vec::new();
+        for r in 0..rows {
+            for c in 0..cols {
+                if empty.contains(&(r, c)) {
+                    continue;
+                }
+                let k = (r * cols + c) as f64;
+                let (jx, jy) = ((k * 2.399).sin() * jitter * p, (k * 1.731).cos() * jitter * p);
+                let [x, y] = rotate([40.0 + c as f64 * p + jx, 30.0 + r as f64 * p * 1.1 + jy], -a);
+                out.push([x + 100.0, y + 100.0]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn finds_a_tray_with_empty_cells() {
+        let pts = tray(4, 6, 80.0, 0.0, 0.08, &[(0, 2), (2, 5), (3, 0)]);
+        let l = find(&pts, 20.0).expect("a 4 × 6 tray");
+        assert_eq!((l.n_rows(), l.n_cols()), (4, 6));
+        assert!((l.pitch[0] - 80.0).abs() < 2.0 && (l.pitch[1] - 88.0).abs() < 2.0, "{l:?}");
+        // Every point lies in its own cell.
+        let cells: std::collections::BTreeSet<_> = pts.iter().map(|p| l.locate(*p).0).collect();
+        assert_eq!(cells.len(), pts.len());
+        assert!(!cells.contains(&(2, 0)) && !cells.contains(&(5, 2)), "empty cells stay empty");
+    }
+
+    #[test]
+    fn finds_a_tilted_tray_and_a_turned_one() {
+        for deg in [-9.0, 4.5, 12.0] {
+            let l = find(&tray(3, 6, 70.0, deg, 0.05, &[(1, 1)]), 20.0).expect("tilted tray");
+            assert_eq!((l.n_rows(), l.n_cols()), (3, 6), "tilt {deg}");
+            assert!((l.angle.to_degrees() - deg).abs() <= 1.5, "tilt {deg}: found {}", l.angle.to_degrees());
+        }
+        // The same tray turned by 90°: rows become columns.
+        let turned: Vec<[f64; 2]> = tray(3, 6, 70.0, 0.0, 0.05, &[]).iter().map(|[x, y]| [1000.0 - y, *x]).collect();
+        let l = find(&turned, 20.0).expect("turned tray");
+        assert_eq!((l.n_rows(), l.n_cols()), (6, 3));
+    }
+
+    #[test]
+    fn scattered_points_and_too_few_points_have_no_grid() {
+        // A few leaves of one plant, and points with no common spacing.
+        assert!(find(&tray(2, 2, 50.0, 0.0, 0.0, &[]), 10.0).is_none(), "fewer than six points");
+        let scattered: Vec<[f64; 2]> = (0..14)
+            .map(|k| {
+                let k = k as f64;
+                [500.0 + 300.0 * (k * 2.1).sin() * (k * 0.37).cos(), 400.0 + 260.0 * (k * 1.3).cos()]
+            })
+            .collect();
+        assert!(find(&scattered, 30.0).is_none(), "{:?}", find(&scattered, 30.0));
+    }
+
+    #[test]
+    fn the_pitch_is_the_fundamental_not_a_harmonic() {
+        let l = find(&tray(4, 5, 90.0, 0.0, 0.02, &[]), 10.0).unwrap();
+        assert!((l.pitch[0] - 90.0).abs() < 2.0, "{l:?}");
+        assert_eq!(l.n_cols(), 5);
+    }
+
+    #[test]
+    fn centres_map_back_to_the_points() {
+        let pts = tray(3, 4, 60.0, 6.0, 0.0, &[]);
+        let l = find(&pts, 15.0).unwrap();
+        for p in &pts {
+            let ((c, r), _) = l.locate(*p);
+            let [x, y] = l.centre(c, r);
+            assert!((x - p[0]).abs() < 3.0 && (y - p[1]).abs() < 3.0, "{p:?} vs {x},{y}");
+        }
+    }
+}
