@@ -189,7 +189,7 @@ pub fn eval(args: EvalArgs) -> Result<ExitCode, Failure> {
         let doc = json!({
             "manifest": manifest_path,
             "photos": rows.iter().map(|r| json!({
-                "file": r.file, "as": r.size, "kind": r.kind, "true": r.truth,
+                "file": r.file, "size": r.size, "kind": r.kind, "true": r.truth,
                 "predicted": r.predicted.as_ref().ok(), "error": r.error(),
                 "grid": r.grid, "flags": r.flags,
                 "failure": r.predicted.as_ref().err(), "elapsed_ms": r.elapsed_ms,

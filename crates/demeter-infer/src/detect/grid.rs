@@ -25,7 +25,7 @@ const TILT_STEP_DEG: f64 = 1.5;
 pub const INLIER: f64 = 0.3;
 /// Acceptance: share of points on the lattice, joint coherence, occupied share of the cells.
 const MIN_INLIERS: f64 = 0.75;
-const MIN_SCORE: f64 = 0.4;
+const MIN_SCORE: f64 = 0.5;
 const MIN_OCCUPIED_SHARE: f64 = 0.4;
 /// Fewest points (candidate plants) and occupied cells a grid is looked for with.
 pub const MIN_POINTS: usize = 6;
