@@ -95,7 +95,7 @@ impl Variant {
             Variant::Brightness(f) => map(img, |_, v| v * f),
             Variant::Contrast(f) => {
                 let n = f64::from(w) * f64::from(h);
-                let mean = img.pixels().map(|p| luma(p)).sum::<f64>() / n;
+                let mean = img.pixels().map(luma).sum::<f64>() / n;
                 map(img, |_, v| mean as f32 + (v - mean as f32) * f)
             }
             Variant::WhiteBalance(r, b) => map(img, |c, v| v * [r, 1.0, b][c]),

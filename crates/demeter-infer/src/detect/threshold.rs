@@ -133,7 +133,7 @@ mod tests {
         let t = thresholds(&soil, None, &r);
         assert_eq!((t.seed, t.mask), (0.13, 0.09));
         // Very green photos cannot raise the seed past the model's own value.
-        let t = thresholds(&vec![0.9f32; 100], None, &r);
+        let t = thresholds(&[0.9f32; 100], None, &r);
         assert_eq!(t.seed, 0.25);
     }
 
