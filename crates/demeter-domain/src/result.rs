@@ -22,7 +22,8 @@ pub struct Plant {
     pub cell: Option<[u32; 2]>,
 }
 
-/// The grid of cells or pots found in a photo (a plug tray, a flat of pots in rows and columns).
+/// The grid of cells or pots found in a photo from where its plants stand (a plug tray, a flat of
+/// pots in rows and columns).
 /// Cells are numbered from the top-left as seen in the stored photo; the lattice may be tilted by
 /// `angle_deg`, so a cell's centre is
 /// `origin + col × pitch[0] × (cos a, sin a) + row × pitch[1] × (−sin a, cos a)`.
@@ -39,18 +40,6 @@ pub struct Grid {
     pub angle_deg: f32,
     /// Plants in each cell, row-major (`rows × cols` entries); 0 is an empty cell.
     pub plants_per_cell: Vec<u32>,
-    /// Where the grid came from: `detected` from the plants' layout, or `configured` when the
-    /// storage location declares `rows × cols`.
-    pub source: GridSource,
-}
-
-/// How a [`Grid`] was obtained.
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GridSource {
-    Detected,
-    Configured,
 }
 
 impl Grid {

@@ -226,13 +226,12 @@ impl Analyzer {
             let [ox, oy] = l.centre(0, 0);
             let s = (sx + sy) / 2.0;
             demeter_domain::Grid {
-                rows: g.rows,
-                cols: g.cols,
+                rows: l.n_rows() as u32,
+                cols: l.n_cols() as u32,
                 origin: [((ox + 0.5) * sx) as f32, ((oy + 0.5) * sy) as f32],
                 pitch: [(l.pitch[0] * s) as f32, (l.pitch[1] * s) as f32],
                 angle_deg: l.angle.to_degrees() as f32,
                 plants_per_cell: g.plants_per_cell,
-                source: demeter_domain::GridSource::Detected,
             }
         });
         Detection {

@@ -178,7 +178,6 @@ mod tests {
             pitch: [100.0, 100.0],
             angle_deg: 0.0,
             plants_per_cell: vec![1, 0, 1, 1, 1, 1],
-            source: demeter_domain::GridSource::Detected,
         };
         let out = draw(RgbImage::from_pixel(400, 300, Rgb([0, 0, 0])), 400, &[], Some(&grid));
         assert_eq!(out.get_pixel(150, 120), &CELL, "the wall between cells [0,0] and [0,1]");

@@ -452,7 +452,6 @@ async fn results_come_as_json_and_csv() {
         pitch: [100.0, 100.0],
         angle_deg: 0.0,
         plants_per_cell: vec![1, 0, 2, 1, 1, 1],
-        source: demeter_domain::GridSource::Detected,
     };
     let trust = demeter_domain::Trust::from_reasons(vec![demeter_domain::TrustReason::CrowdedCells]);
     let result = JobResult { total_detected: 6, grid: Some(grid), trust, ..Default::default() };

@@ -144,11 +144,16 @@ fn belongs_to(small: &Blob, big: &Blob, width: usize, gap: f64, max_ratio: f64) 
     })
 }
 
-/// Splits components much larger than the median plant at their distance-transform cores.
-pub(crate) fn split_touching(blobs: Vec<Blob>, width: usize, min_median: f64) -> (Vec<Blob>, bool) {
+/// The median area of `blobs` (0 when there are none).
+pub(crate) fn median_area(blobs: &[Blob]) -> f64 {
     let mut areas: Vec<usize> = blobs.iter().map(Blob::area).collect();
     areas.sort_unstable();
-    let median = areas[areas.len() / 2] as f64;
+    areas.get(areas.len() / 2).copied().unwrap_or(0) as f64
+}
+
+/// Splits components much larger than the median plant at their distance-transform cores.
+pub(crate) fn split_touching(blobs: Vec<Blob>, width: usize, min_median: f64) -> (Vec<Blob>, bool) {
+    let median = median_area(&blobs);
     let mut out = Vec::with_capacity(blobs.len());
     let mut split = false;
     for b in blobs {

@@ -22,13 +22,13 @@ const NEAR_BEST: f64 = 0.6;
 const MAX_TILT_DEG: f64 = 20.0;
 const TILT_STEP_DEG: f64 = 1.5;
 /// A point is on the lattice when it is within this share of a pitch of a cell centre, per axis.
-pub const INLIER: f64 = 0.3;
+const INLIER: f64 = 0.3;
 /// Acceptance: share of points on the lattice, joint coherence, occupied share of the cells.
 const MIN_INLIERS: f64 = 0.75;
 const MIN_SCORE: f64 = 0.5;
 const MIN_OCCUPIED_SHARE: f64 = 0.4;
 /// Fewest points (candidate plants) and occupied cells a grid is looked for with.
-pub const MIN_POINTS: usize = 6;
+const MIN_POINTS: usize = 6;
 const MIN_OCCUPIED: usize = 4;
 
 /// A lattice in the mask's pixels: rows run along the direction `angle` (radians, clockwise from
@@ -53,11 +53,8 @@ impl Lattice {
     /// The cell a point falls in (`col`, `row`, counted from the grid's first), and how far from
     /// the cell centre it lies, as a share of the pitch, per axis.
     pub fn locate(&self, p: [f64; 2]) -> ((i64, i64), [f64; 2]) {
-        let [u, v] = self.to_frame(p);
-        let fu = (u - self.offset[0]) / self.pitch[0];
-        let fv = (v - self.offset[1]) / self.pitch[1];
-        let (i, j) = (fu.round() as i64, fv.round() as i64);
-        ((i - self.cols.0, j - self.rows.0), [(fu - i as f64).abs(), (fv - j as f64).abs()])
+        let ((i, j), off) = node(self, p);
+        ((i - self.cols.0, j - self.rows.0), off)
     }
 
     pub fn n_cols(&self) -> usize {

@@ -25,7 +25,7 @@ pub mod threshold;
 use demeter_domain::TrustReason;
 use serde::Deserialize;
 
-use blobs::{label, merge_fragments, split_touching, Blob};
+use blobs::{label, median_area, merge_fragments, split_touching, Blob};
 
 /// One plant (or connected component), in mask coordinates.
 #[derive(Debug, Clone, PartialEq)]
@@ -165,8 +165,14 @@ impl Rules {
         v
     }
 
-    fn adaptive(&self) -> bool {
-        self.mask_ratio > 0.0 || self.seed_fraction > 0.0
+    /// The seed follows the photo (else it is `seed_vegetation`, fixed).
+    fn adaptive_seed(&self) -> bool {
+        self.seed_fraction > 0.0
+    }
+
+    /// The mask is Demeter's own threshold of the index (else the model's mask).
+    fn adaptive_mask(&self) -> bool {
+        self.mask_ratio > 0.0
     }
 }
 
@@ -190,12 +196,11 @@ pub struct Found {
     pub cell: Option<(u32, u32)>,
 }
 
-/// The grid, in mask coordinates, with plants per cell (row-major).
+/// The grid, in mask coordinates (its rows and columns are the lattice's), with plants per cell
+/// (row-major).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CellGrid {
     pub lattice: grid::Lattice,
-    pub rows: u32,
-    pub cols: u32,
     pub plants_per_cell: Vec<u32>,
 }
 
@@ -217,22 +222,24 @@ pub fn components(mask: &[bool], width: usize, height: usize, min_area: u64) -> 
         .filter(|b| b.area() as u64 >= min_area)
         .map(|b| b.component(width))
         .collect();
-    sort(&mut out);
+    out.sort_by(largest_first);
     out
 }
 
-fn sort(out: &mut [Component]) {
-    out.sort_by(|a, b| b.area.cmp(&a.area).then(a.bbox.cmp(&b.bbox)));
+/// Largest first; equal areas by box, so the order is the same on every run.
+fn largest_first(a: &Component, b: &Component) -> std::cmp::Ordering {
+    b.area.cmp(&a.area).then(a.bbox.cmp(&b.bbox))
 }
 
 /// Counts the plants in a model's output. `min_area`: the floor in pixels against specks.
 pub fn count(maps: Maps<'_>, min_area: u64, rules: &Rules) -> Count {
     let Maps { width, height, .. } = maps;
-    // The mask and the seed, adaptive when the model gives its index.
+    // The seed and the mask, each adaptive when the rules ask and the model gives its index.
     let (own_mask, seed) = match maps.vegetation {
-        Some(veg) if rules.adaptive() => {
+        Some(veg) if rules.adaptive_seed() || rules.adaptive_mask() => {
             let t = threshold::thresholds(veg, maps.brightness, rules);
-            (Some(threshold::mask(veg, maps.brightness, width, height, &t)), Some(t.seed))
+            let mask = rules.adaptive_mask().then(|| threshold::mask(veg, maps.brightness, width, height, &t));
+            (mask, Some(t.seed))
         }
         _ => (None, rules.seed_vegetation),
     };
@@ -250,7 +257,7 @@ pub fn count(maps: Maps<'_>, min_area: u64, rules: &Rules) -> Count {
 
     let lattice = if rules.grid { find_lattice(&blobs, width) } else { None };
     let mut reasons = Vec::new();
-    let (plants, grid) = match lattice {
+    let (mut plants, grid) = match lattice {
         Some(lattice) => {
             let (plants, grid) = per_cell(blobs, lattice, width, rules);
             let occupied = grid.plants_per_cell.iter().filter(|n| **n > 0).count();
@@ -278,7 +285,8 @@ pub fn count(maps: Maps<'_>, min_area: u64, rules: &Rules) -> Count {
     if rules.canopy_cover > 0.0 {
         let area = match &grid {
             Some(g) => {
-                (g.lattice.pitch[0] * g.lattice.pitch[1] * f64::from(g.rows * g.cols)).min((width * height) as f64)
+                let cells = (g.lattice.n_rows() * g.lattice.n_cols()) as f64;
+                (g.lattice.pitch[0] * g.lattice.pitch[1] * cells).min((width * height) as f64)
             }
             None => (width * height) as f64,
         };
@@ -286,8 +294,7 @@ pub fn count(maps: Maps<'_>, min_area: u64, rules: &Rules) -> Count {
             reasons.push(TrustReason::ClosedCanopy);
         }
     }
-    let mut plants: Vec<Found> = plants;
-    plants.sort_by(|a, b| b.component.area.cmp(&a.component.area).then(a.component.bbox.cmp(&b.component.bbox)));
+    plants.sort_by(|a, b| largest_first(&a.component, &b.component));
     if plants.is_empty() {
         reasons.insert(0, TrustReason::NoPlants);
     }
@@ -312,9 +319,7 @@ const MIN_MEDIAN_SHARE: f64 = 0.05;
 /// plant much larger than a cell, and candidates of comparable size.
 fn find_lattice(blobs: &[Blob], width: usize) -> Option<grid::Lattice> {
     let largest = blobs.iter().map(Blob::area).max().unwrap_or(0) as f64;
-    let mut areas: Vec<usize> = blobs.iter().map(Blob::area).collect();
-    areas.sort_unstable();
-    if (areas.get(areas.len() / 2).copied().unwrap_or(0) as f64) < MIN_MEDIAN_SHARE * largest {
+    if median_area(blobs) < MIN_MEDIAN_SHARE * largest {
         return None;
     }
     let points: Vec<[f64; 2]> = blobs.iter().map(|b| b.centre(width)).collect();
@@ -331,9 +336,7 @@ fn per_cell(blobs: Vec<Blob>, lattice: grid::Lattice, width: usize, rules: &Rule
     };
     // A component much larger than the median candidate that spans cells (rosettes of
     // neighbouring cells grown into each other) is divided between the cells it covers.
-    let mut areas: Vec<usize> = blobs.iter().map(Blob::area).collect();
-    areas.sort_unstable();
-    let median = areas.get(areas.len() / 2).copied().unwrap_or(0) as f64;
+    let median = median_area(&blobs);
     let mut pieces: Vec<Blob> = Vec::with_capacity(blobs.len());
     for b in blobs {
         if rules.split_min_median > 0.0 && b.area() as f64 >= rules.split_min_median * median {
@@ -358,7 +361,7 @@ fn per_cell(blobs: Vec<Blob>, lattice: grid::Lattice, width: usize, rules: &Rule
         let (r, c) = (k / cols, k % cols);
         plants.extend(groups.iter().map(|g| Found { component: g.component(width), cell: Some((r as u32, c as u32)) }));
     }
-    (plants, CellGrid { lattice, rows: rows as u32, cols: cols as u32, plants_per_cell: per_cell })
+    (plants, CellGrid { lattice, plants_per_cell: per_cell })
 }
 
 /// The pieces of `b` in each cell it covers, when at least two are `min_piece` pixels or more;

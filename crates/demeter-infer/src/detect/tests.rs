@@ -185,7 +185,7 @@ fn a_seedlings_cotyledons_are_one_plant_in_its_cell() {
     let c = count_discs(w, h, &seedlings(&centres, 7.0), &builtin());
     assert_eq!(c.plants.len(), 18, "{:?}", c.plants.len());
     let g = c.grid.expect("the tray is found");
-    assert_eq!((g.rows, g.cols), (3, 6));
+    assert_eq!((g.lattice.n_rows(), g.lattice.n_cols()), (3, 6));
     assert!(g.plants_per_cell.iter().all(|n| *n == 1));
     assert!(c.reasons.is_empty(), "{:?}", c.reasons);
 }
@@ -198,7 +198,7 @@ fn a_tilted_tray_with_empty_cells_reports_its_germination() {
         let centres = tray_centres(4, 6, 62.0, deg, w, h, &empty);
         let c = count_discs(w, h, &seedlings(&centres, 6.0), &builtin());
         let g = c.grid.as_ref().unwrap_or_else(|| panic!("tilt {deg}: no grid"));
-        assert_eq!((g.rows, g.cols), (4, 6), "tilt {deg}");
+        assert_eq!((g.lattice.n_rows(), g.lattice.n_cols()), (4, 6), "tilt {deg}");
         assert_eq!(c.plants.len(), 21, "tilt {deg}");
         let empties: Vec<usize> = (0..24).filter(|k| g.plants_per_cell[*k] == 0).collect();
         assert_eq!(empties, vec![1, 11, 15], "tilt {deg}: row-major empty cells");
@@ -220,7 +220,7 @@ fn the_same_tray_turned_or_flipped_counts_the_same() {
     assert_eq!(t.plants.len(), 14);
     assert_eq!(f.plants.len(), 14);
     let tg = t.grid.unwrap();
-    assert_eq!((tg.rows, tg.cols), (5, 3), "rows and columns swap");
+    assert_eq!((tg.lattice.n_rows(), tg.lattice.n_cols()), (5, 3), "rows and columns swap");
 }
 
 #[test]
@@ -289,4 +289,24 @@ fn the_trust_flag_says_why() {
     // Separate plants in a clear tray: trusted.
     let clear = count_discs(512, 384, &seedlings(&tray_centres(3, 4, 100.0, 0.0, 512, 384, &[]), 5.0), &rules);
     assert!(clear.reasons.is_empty(), "{:?}", clear.reasons);
+}
+
+#[test]
+fn the_adaptive_seed_and_mask_are_separate_switches() {
+    let (w, h) = (200, 100);
+    // The model's mask holds one disc; the index is 0.3 on a second, larger disc too.
+    let model_mask = discs(w, h, &[(50.0, 50.0, 12.0)]);
+    let both = discs(w, h, &[(50.0, 50.0, 12.0), (150.0, 50.0, 20.0)]);
+    let veg = index_of(&both, 0.3);
+    let maps = Maps { width: w, height: h, mask: &model_mask, vegetation: Some(&veg), brightness: None };
+    let base = Rules { seed_vegetation: Some(0.25), ..Rules::default() };
+    // Adaptive seed only: the model's mask is kept (one plant), the seed follows the photo.
+    let seed_only = Rules { seed_fraction: 0.4, seed_min: 0.1, ..base };
+    assert_eq!(count(maps, 1, &seed_only).plants.len(), 1);
+    // Adaptive mask only: Demeter's mask (two plants), with the fixed seed 0.25 they both reach.
+    let mask_only = Rules { mask_ratio: 0.65, mask_min: 0.09, ..base };
+    assert_eq!(count(maps, 1, &mask_only).plants.len(), 2);
+    // A fixed seed above the index rejects both, whichever mask is used.
+    let high = Rules { seed_vegetation: Some(0.35), mask_ratio: 0.65, mask_min: 0.09, ..Rules::default() };
+    assert!(count(maps, 1, &high).plants.is_empty());
 }

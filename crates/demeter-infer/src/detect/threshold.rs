@@ -44,9 +44,13 @@ pub fn thresholds(vegetation: &[f32], brightness: Option<&[f32]>, rules: &Rules)
         Some(b) => vegetation.iter().zip(b).filter(|(_, b)| **b > dark).map(|(v, _)| *v).collect(),
         None => vegetation.to_vec(),
     };
-    let strongest = quantile(&mut lit, rules.seed_quantile);
     let max_seed = rules.seed_vegetation.unwrap_or(f32::INFINITY);
-    let seed = ((rules.seed_fraction * f64::from(strongest)) as f32).clamp(rules.seed_min.min(max_seed), max_seed);
+    let seed = if rules.seed_fraction > 0.0 {
+        let strongest = quantile(&mut lit, rules.seed_quantile);
+        ((rules.seed_fraction * f64::from(strongest)) as f32).clamp(rules.seed_min.min(max_seed), max_seed)
+    } else {
+        max_seed
+    };
     let mask = (rules.mask_ratio as f32 * seed).max(rules.mask_min);
     Thresholds { seed, mask, dark }
 }
