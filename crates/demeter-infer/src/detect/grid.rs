@@ -13,14 +13,16 @@
 //! A lattice is accepted only when it explains the plants: most of them near cell centres, at
 //! least two rows and two columns, enough occupied cells, and cells no smaller than half a plant.
 
-/// Periods tried per axis, geometrically spaced from the minimum pitch to the points' span.
-const PERIODS: usize = 400;
+/// Frequencies tried per coherence peak's width, and at most in all, per axis.
+const SAMPLES_PER_PEAK: f64 = 8.0;
+const MAX_STEPS: f64 = 4096.0;
 /// A peak can be the pitch when its coherence is at least this, and this share of the best.
 const MIN_COHERENCE: f64 = 0.5;
 const NEAR_BEST: f64 = 0.6;
-/// Tilts tried, in degrees: −20° to 20° in 1.5° steps. Larger tilts are not looked for.
-const MAX_TILT_DEG: f64 = 20.0;
-const TILT_STEP_DEG: f64 = 1.5;
+/// Tilts tried, in degrees: −21° to 21° in 3° steps, then 1.5° either side of the best.
+/// Larger tilts are not looked for.
+const MAX_TILT_DEG: f64 = 21.0;
+const TILT_STEP_DEG: f64 = 3.0;
 /// A point is on the lattice when it is within this share of a pitch of a cell centre, per axis.
 const INLIER: f64 = 0.3;
 /// Acceptance: share of points on the lattice, joint coherence, occupied share of the cells.
@@ -78,8 +80,22 @@ fn rotate([x, y]: [f64; 2], a: f64) -> [f64; 2] {
     [x * c + y * s, -x * s + y * c]
 }
 
+/// Coherence and phase of `xs` at frequency `f` (cycles per unit).
+fn coherence_at(xs: &[f64], f: f64) -> (f64, f64) {
+    let (c, s) = xs.iter().fold((0.0, 0.0), |(c, s), x| {
+        let (sin, cos) = (std::f64::consts::TAU * x * f).sin_cos();
+        (c + cos, s + sin)
+    });
+    (c.hypot(s) / xs.len() as f64, s.atan2(c))
+}
+
 /// The pitch, coherence and offset of the strongest lattice along one axis, if the points span
-/// at least two periods of `min_pitch`.
+/// at least one `min_pitch`.
+///
+/// Frequencies are spaced evenly, `SAMPLES_PER_PEAK` to a coherence peak (a peak is about
+/// `1 / span` wide in frequency), so each point's phasor advances by one complex multiplication
+/// per step instead of a `sin_cos`; the chosen peak is then refined with exact evaluations. This
+/// runs for every tilt tried, on every photo with a few plants.
 fn axis(xs: &[f64], min_pitch: f64) -> Option<(f64, f64, f64)> {
     let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -87,29 +103,44 @@ fn axis(xs: &[f64], min_pitch: f64) -> Option<(f64, f64, f64)> {
     if span < min_pitch {
         return None;
     }
-    let n = xs.len() as f64;
-    let periods: Vec<f64> =
-        (0..PERIODS).map(|k| min_pitch * (span * 1.05 / min_pitch).powf(k as f64 / (PERIODS - 1) as f64)).collect();
-    let coherence: Vec<(f64, f64)> = periods
-        .iter()
-        .map(|p| {
-            let (c, s) = xs.iter().fold((0.0, 0.0), |(c, s), x| {
-                let (sin, cos) = (std::f64::consts::TAU * x / p).sin_cos();
-                (c + cos, s + sin)
-            });
-            (c.hypot(s) / n, s.atan2(c))
-        })
-        .collect();
-    let best = coherence.iter().map(|c| c.0).fold(0.0, f64::max);
-    // The fundamental: the longest period coherent enough (its harmonics fit as well). That
-    // lands on the long flank of its peak; climb to the top.
-    let floor = MIN_COHERENCE.max(NEAR_BEST * best);
-    let mut k = coherence.iter().rposition(|c| c.0 >= floor)?;
-    while k > 0 && coherence[k - 1].0 >= coherence[k].0 {
-        k -= 1;
+    // Relative to the lowest point, phases stay small; the offset is shifted back at the end.
+    let rel: Vec<f64> = xs.iter().map(|x| x - lo).collect();
+    let (f_lo, f_hi) = (1.0 / (span * 1.05), 1.0 / min_pitch);
+    let steps = ((f_hi - f_lo) * span * SAMPLES_PER_PEAK).ceil().clamp(16.0, MAX_STEPS) as usize;
+    let df = (f_hi - f_lo) / steps as f64;
+    let turn = |x: f64, f: f64| {
+        let (s, c) = (std::f64::consts::TAU * x * f).sin_cos();
+        (c, s)
+    };
+    let mut phasor: Vec<(f64, f64)> = rel.iter().map(|x| turn(*x, f_lo)).collect();
+    let step: Vec<(f64, f64)> = rel.iter().map(|x| turn(*x, df)).collect();
+    let n = rel.len() as f64;
+    // Coherence by frequency, lowest first (the longest period first).
+    let mut coherence = Vec::with_capacity(steps + 1);
+    for _ in 0..=steps {
+        let (mut c, mut s) = (0.0, 0.0);
+        for (z, d) in phasor.iter_mut().zip(&step) {
+            c += z.0;
+            s += z.1;
+            *z = (z.0 * d.0 - z.1 * d.1, z.0 * d.1 + z.1 * d.0);
+        }
+        coherence.push(c.hypot(s) / n);
     }
-    let (p, (r, phase)) = (periods[k], coherence[k]);
-    Some((p, r, (phase / std::f64::consts::TAU * p).rem_euclid(p)))
+    let best = coherence.iter().copied().fold(0.0, f64::max);
+    // The fundamental: the lowest frequency coherent enough (its harmonics fit as well). That
+    // lands on the flank of its peak; climb to the top, then refine between the neighbours.
+    let floor = MIN_COHERENCE.max(NEAR_BEST * best);
+    let mut k = coherence.iter().position(|c| *c >= floor)?;
+    while k < steps && coherence[k + 1] >= coherence[k] {
+        k += 1;
+    }
+    let (f, (r, phase)) = (0..=16)
+        .map(|i| f_lo + df * (k as f64 - 1.0 + i as f64 / 8.0))
+        .filter(|f| *f > 0.0)
+        .map(|f| (f, coherence_at(&rel, f)))
+        .max_by(|a, b| a.1 .0.total_cmp(&b.1 .0))?;
+    let p = 1.0 / f;
+    Some((p, r, (phase / std::f64::consts::TAU * p + lo).rem_euclid(p)))
 }
 
 /// The lattice the points stand on, if there is one. `min_pitch`: the smallest cell to consider,
@@ -121,14 +152,21 @@ pub fn find(points: &[[f64; 2]], min_pitch: f64) -> Option<Lattice> {
     }
     let steps = (MAX_TILT_DEG / TILT_STEP_DEG).round() as i64;
     let mut best: Option<(f64, Lattice)> = None;
-    // From no tilt outwards, so that equal scores keep the smaller tilt.
-    for step in (0..=steps).flat_map(|s| if s == 0 { vec![0] } else { vec![s, -s] }) {
-        let Some((score, lattice)) = fit(points, (step as f64 * TILT_STEP_DEG).to_radians(), min_pitch) else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|(s, _)| score > s + 1e-9) {
-            best = Some((score, lattice));
+    let try_tilt = |deg: f64, best: &mut Option<(f64, Lattice)>| {
+        if let Some((score, lattice)) = fit(points, deg.to_radians(), min_pitch) {
+            if best.as_ref().is_none_or(|(s, _)| score > s + 1e-9) {
+                *best = Some((score, lattice));
+            }
         }
+    };
+    // From no tilt outwards, so that equal scores keep the smaller tilt; then half a step either
+    // side of the best.
+    for step in (0..=steps).flat_map(|s| if s == 0 { vec![0] } else { vec![s, -s] }) {
+        try_tilt(step as f64 * TILT_STEP_DEG, &mut best);
+    }
+    let coarse = best.as_ref()?.1.angle.to_degrees();
+    for deg in [coarse - TILT_STEP_DEG / 2.0, coarse + TILT_STEP_DEG / 2.0] {
+        try_tilt(deg, &mut best);
     }
     best.map(|(_, l)| l)
 }
