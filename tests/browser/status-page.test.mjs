@@ -97,7 +97,43 @@ test('jobs move pending → processing → completed on screen without a reload;
   assert.match(detail, /plant-exg/);
   assert.match(detail, /Attempts1/);
   assert.match(detail, /Location—/, 'a photo at the top of the folder has no location');
+  // The tray's grid: the summary, and a cell table of 4 × 5 with the empty cells marked.
+  assert.match(detail, /Tray4 × 5 cells: \d+ occupied, \d+ empty \(\d+ % germinated\)/);
+  assert.equal(await page.locator('table.cells tbody td').count(), 20);
+  const empties = await page.locator('table.cells td.empty').count();
+  assert.ok(empties >= 1 && empties <= 2, `${empties} empty cells (the tray has one empty pot)`);
+  assert.equal(await page.locator('.banner.trust').count(), 0, 'a clear tray is not flagged');
   await page.screenshot({ path: join(artifacts, 'job-detail.png'), fullPage: true });
+  await page.close();
+});
+
+// 320 × 240 of flat soil-brown: a photo with no plants in it.
+const BARE = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAUAAAADwCAIAAAD+Tyo8AAACDklEQVR42u3TMQ0AQAjAwOfVooAZ6XhgI7mT0KTRlQ+46UsABgYMDBgYDAwYGDAwYGAwMGBgwMBgYMDAgIEBA4OBAQMDBgYMDAYGDAwYGAwMGBgwMGBgMDBgYMDAgIHBwICBAQODgQEDAwYGDAwGBgwMGBgMDBgYMDBgYDAwYGDAwICBwcCAgQEDg4EBAwMGBgwMBgYMDBgYMDAYGDAwYGAwMGBgwMCAgcHAgIEBAwMGBgMDBgYMDAYGDAwYGDAwGBgwMGBgMDBgYMDAgIHBwICBAQMDBgYDAwYGDAwGBgwMGBgwMBgYMDBgYMDAYGDAwICBwcCAgQEDAwYGAwMGBgwMGBgMDBgYMDAYGDAwYGDAwGBgwMCAgcHAgIEBAwMGBgMDBgYMDBgYDAwYGDAwGBgwMGBgwMBgYMDAgIEBA4OBAQMDBgYDAwYGDAwYGAwMGBgwMBgYMDBgYMDAYGDAwICBAQODgQEDAwYGAwMGBgwMGBgMDBgYMDBgYDAwYGDAwGBgwMCAgQEDg4EBAwMGBgwMBgYMDBgYDAwYGDAwYGAwMGBgwMBgYMDAgIEBA4OBAQMDBgYMDAYGDAwYGAwMGBgwMGBgMDBgYMDAgIHBwICBAQODgQEDAwYGDAwGBgwMGBgwMBgYMDBgYDAwYGDAwICBwcCAgQEDg4EBAwMGBgwMBgYMDBgYMDAYGDAwsDddTAM+uIl48wAAAABJRU5ErkJggg==', 'base64');
+
+test('a count that cannot be trusted is marked in the list and explained on the photo', async () => {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  await signIn(page, daemon.url);
+  mkdirSync(join(daemon.watch, 'bare'));
+  writeFileSync(join(daemon.watch, 'bare', 'bare-soil.png'), BARE);
+  const { session, job } = await waitFor('the bare photo processed', async () => {
+    for (const s of (await daemon.api('/api/v1/sessions')).sessions) {
+      const d = await daemon.api(`/api/v1/photos/jobs/status?upload_session_id=${s.upload_session_id}`);
+      const j = d.jobs.find((x) => x.filename === 'bare/bare-soil.png' && x.status === 'completed');
+      if (j) return { session: s.upload_session_id, job: j };
+    }
+    return null;
+  });
+  assert.deepEqual(job.result.trust, { trusted: false, reasons: ['no_plants'] });
+  await page.goto(`${daemon.url}/#/session/${session}`);
+  const row = page.locator('tr', { hasText: 'bare/bare-soil.png' });
+  await row.locator('.badge.uncertain').waitFor();
+  assert.match(await row.locator('.badge.uncertain').getAttribute('title'), /no plants found/);
+  await page.click('text=bare/bare-soil.png');
+  await page.waitForSelector('.banner.trust');
+  assert.match(await page.textContent('.banner.trust'), /^Count uncertain: no plants found in this photo\.$/);
+  assert.match(await page.textContent('main'), /Trayno grid of cells found/);
+  assert.equal(await page.locator('table.cells').count(), 0);
+  await page.screenshot({ path: join(artifacts, 'job-uncertain.png'), fullPage: true });
   await page.close();
 });
 

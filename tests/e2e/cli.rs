@@ -137,7 +137,17 @@ fn a_user_model_folder_loads_through_the_model_flag() {
     fs::write(model.join("manifest.toml"), m).unwrap();
     let (code, _, stderr) = demeter(&["process", &photo, "--model", model.to_str().unwrap()]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("\"plants\"") && stderr.contains("outputs [mask, vegetation]"), "{stderr}");
+    assert!(stderr.contains("\"plants\"") && stderr.contains("outputs [mask, vegetation, brightness]"), "{stderr}");
+
+    // So is one naming a brightness output the graph does not have (it would fail every photo).
+    let m = fs::read_to_string(model.join("manifest.toml"))
+        .unwrap()
+        .replace("name = \"plants\"", "name = \"mask\"")
+        .replace("name = \"brightness\"", "name = \"luminance\"");
+    fs::write(model.join("manifest.toml"), m).unwrap();
+    let (code, _, stderr) = demeter(&["process", &photo, "--model", model.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("outputs [\"luminance\"]"), "{stderr}");
 }
 
 #[test]
@@ -285,6 +295,43 @@ fn eval_judges_counts_against_the_manifest_and_gates_on_the_error() {
 
     let (code, _, err) = demeter(&["eval", dev, "--sizes", "big"]);
     assert_eq!(code, 2, "a bad size is a usage error: {err}");
+
+    // Camera variants: each judged photo turned and compressed, kept for a look, with the
+    // per-kind table; an unknown variant is a usage error naming it.
+    let single = tmp.path().join("single.json");
+    std::fs::write(
+        &single,
+        r#"{"images": [{"file": "05_pcv-workshop__3_wt_891.JPG", "ground_truth": {"plant_count": 1}}]}"#,
+    )
+    .unwrap();
+    let kept = tmp.path().join("variants");
+    let (code, out, err) = demeter(&[
+        "eval",
+        dev,
+        "--manifest",
+        single.to_str().unwrap(),
+        "--variants",
+        "rotate90,jpeg35",
+        "--keep-variants",
+        kept.to_str().unwrap(),
+        "--max-error",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("KIND") && out.contains("orientation") && out.contains("jpeg"), "{out}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let sizes: Vec<&str> = report["photos"].as_array().unwrap().iter().map(|p| p["size"].as_str().unwrap()).collect();
+    assert_eq!(sizes, ["full", "rotate90", "jpeg35"]);
+    assert_eq!(report["kinds"].as_array().unwrap().len(), 3, "original, orientation, jpeg");
+    let mut files: Vec<String> =
+        fs::read_dir(&kept).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    files.sort();
+    assert_eq!(files, ["05_pcv-workshop__3_wt_891.jpeg35.jpg", "05_pcv-workshop__3_wt_891.rotate90.jpg"]);
+    let (code, _, err) = demeter(&["eval", dev, "--variants", "sepia"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--variants: unknown variant \"sepia\""), "{err}");
 }
 
 #[test]

@@ -71,17 +71,23 @@ impl Analyzer {
         let at = model.dir.clone().unwrap_or_else(|| "<built-in>".into());
         let (session, provider, warning) = build_session(runtime, &model, intra_threads.max(1))?
             .map_err(|e| InferError::Model { path: at.clone(), reason: e.to_string() })?;
+        // Every output Demeter reads must exist: the mask, and the index and brightness when the
+        // manifest names them (a missing one would otherwise fail every photo at run time).
         let has_input = session.inputs().iter().any(|i| i.name() == model.manifest.input.name);
-        let has_mask = session.outputs().iter().any(|o| o.name() == model.mask_output());
-        if !has_input || !has_mask {
+        let missing: Vec<&str> = [Some(model.mask_output()), model.vegetation_output(), model.brightness_output()]
+            .into_iter()
+            .flatten()
+            .filter(|want| !session.outputs().iter().any(|o| o.name() == *want))
+            .collect();
+        if !has_input || !missing.is_empty() {
             return Err(InferError::Model {
                 path: at,
                 reason: format!(
-                    "model.onnx has inputs [{}] and outputs [{}]; the manifest expects input {:?} and output {:?}",
+                    "model.onnx has inputs [{}] and outputs [{}]; the manifest expects input {:?} and outputs {:?}",
                     session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>().join(", "),
                     session.outputs().iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
                     model.manifest.input.name,
-                    model.mask_output()
+                    missing
                 ),
             });
         }

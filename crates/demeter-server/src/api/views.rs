@@ -15,6 +15,8 @@ pub struct JobResultView {
     pub session_id: uuid::Uuid,
     pub total_detected: u32,
     pub storage_location_id: Option<String>,
+    /// Whether the count can be trusted (the list marks the ones that cannot).
+    pub trust: demeter_domain::Trust,
 }
 
 /// One entry of `jobs[]`: the seed's fields, plus the stage and the ETA.
@@ -52,6 +54,7 @@ impl JobView {
                 session_id: r.session_id,
                 total_detected: r.total_detected,
                 storage_location_id: r.storage_location_id.clone(),
+                trust: r.trust.clone(),
             }),
             stage: match &j.state {
                 demeter_domain::JobState::Processing { stage, .. } => Some(*stage),
