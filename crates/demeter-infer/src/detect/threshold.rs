@@ -216,7 +216,7 @@ mod tests {
         let m: Vec<bool> = (0..w * h)
             .map(|_| {
                 state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                (state >> 16) % 3 != 0
+                !(state >> 16).is_multiple_of(3)
             })
             .collect();
         // The square, by definition: neighbours inside the image only.
