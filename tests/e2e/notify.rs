@@ -72,7 +72,8 @@ fn a_finished_session_is_posted_once_and_retried_when_the_receiver_fails() {
     // Once per session: nothing more arrives, also not after a restart.
     d.restart();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(got.lock().unwrap().len(), 2);
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 2, "posts: {got:?}\ndaemon log:\n{}", d.log());
 }
 
 #[test]
