@@ -361,6 +361,7 @@ default = "cold"
 [[locations.list]]
 id = "B1"
 name = "Bench 1"
+tray = { rows = 5, cols = 5 }
 [[locations.list]]
 id = "B2"
 name = "Bench 2"
@@ -399,6 +400,16 @@ name = "Cold room"
     assert_eq!(located("B3_0001.jpg"), ("B3".into(), "filename_pattern".into()));
     assert_eq!(located("IMG_7.jpg"), ("cold".into(), "default".into()));
 
+    // Bench 1's tray is configured as 5 × 5: the 4 × 5 plants the photo shows are counted in it,
+    // with the row the photo leaves out (below the tray's plants) as five empty cells.
+    let plain = find("plain.jpg");
+    assert_eq!((plain["grid"]["rows"].as_u64(), plain["grid"]["cols"].as_u64()), (Some(5), Some(5)), "{plain}");
+    assert_eq!(plain["total_detected"], 19);
+    let per_cell: Vec<u64> =
+        plain["grid"]["plants_per_cell"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    assert_eq!(per_cell[20..], [0; 5], "the added row is the last: {per_cell:?}");
+    assert_eq!(per_cell.iter().filter(|n| **n == 0).count(), 6);
+
     // Provenance: the model, its hashes and the numbers the count depends on.
     let model = &find("plain.jpg")["model"];
     assert_eq!(model["name"], "plant-exg");
@@ -406,6 +417,12 @@ name = "Cold room"
     assert_eq!(model["onnx_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(model["thresholds"]["thresholds.exg"], 0.15);
     assert_eq!(model["thresholds"]["detection.merge_gap"], 0.35);
+
+    // A tray without cells stops start-up naming the key and the location.
+    fs::write(&config, "[[locations.list]]\nid = \"B1\"\nname = \"Bench 1\"\ntray = { rows = 0, cols = 5 }\n").unwrap();
+    let (code, _, err) = demeter(&["process", photos.to_str().unwrap(), "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("locations.list.tray") && err.contains("\"B1\""), "{err}");
 
     // A pattern without the named group stops start-up naming the key.
     fs::write(&config, "[locations]\nfilename_pattern = \"B\\\\d+\"\n").unwrap();

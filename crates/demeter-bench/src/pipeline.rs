@@ -135,7 +135,7 @@ fn stage_costs(photos: &[PathBuf], runtime: &Runtime, out: &Path) -> Result<Vec<
         lap(2);
         let segmentation = analyzer.segment(&prepared)?;
         lap(3);
-        std::hint::black_box(analyzer.detect(&segmentation, &prepared));
+        std::hint::black_box(analyzer.detect(&segmentation, &prepared, None));
         lap(4);
         let jpeg = demeter_infer::thumbnail::thumbnail_jpeg(&prepared.rgb)?;
         let (part, path) = (out.join(format!("{i}.part")), out.join(format!("{i}.jpg")));

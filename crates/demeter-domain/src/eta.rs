@@ -191,10 +191,10 @@ mod tests {
         j.advance(Stage::Segment, t(0)).unwrap();
         let e = estimate(&j, &s, t(500), None, &[0.0; 4]);
         assert_eq!(e.progress_percent, 40 + 14, "half of 40→70");
-        assert_eq!(e.eta_seconds, Some(0.5 + 3.0), "half a stage plus detect, locate, save");
+        assert_eq!(e.eta_seconds, Some(0.5 + 2.0), "half a stage plus detect and save");
         let late = estimate(&j, &s, t(60_000), None, &[0.0; 4]);
         assert_eq!(late.progress_percent, 69, "never 70 before the stage ends");
-        assert_eq!(late.eta_seconds, Some(3.0), "an overrunning stage counts as done, no negative time");
+        assert_eq!(late.eta_seconds, Some(2.0), "an overrunning stage counts as done, no negative time");
     }
 
     #[test]

@@ -33,27 +33,28 @@ pub enum Stage {
     Read,
     /// Decoding, applying EXIF orientation and resizing to the model's input.
     Decode,
+    /// Matching the photo to a storage location (before counting: a location may say which
+    /// tray the photo shows).
+    Locate,
     /// Running the segmentation model (ONNX Runtime).
     Segment,
     /// Turning the mask into plant instances and a count.
     Detect,
-    /// Matching the photo to a storage location.
-    Locate,
     /// Writing the thumbnail and the result.
     Save,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [Stage::Read, Stage::Decode, Stage::Segment, Stage::Detect, Stage::Locate, Stage::Save];
+    pub const ALL: [Stage; 6] = [Stage::Read, Stage::Decode, Stage::Locate, Stage::Segment, Stage::Detect, Stage::Save];
 
     /// Progress shown while this stage runs (percent).
     pub fn milestone(self) -> u8 {
         match self {
             Stage::Read => 5,
             Stage::Decode => 15,
+            Stage::Locate => 25,
             Stage::Segment => 40,
             Stage::Detect => 70,
-            Stage::Locate => 85,
             Stage::Save => 95,
         }
     }

@@ -34,6 +34,26 @@ impl Default for LocationsConfig {
 pub struct Location {
     pub id: String,
     pub name: String,
+    /// The tray its photos show, when the grower knows it (`tray = { rows = 4, cols = 5 }`): the
+    /// count then uses exactly these cells, as PlantCV's multi-plant workflow does, instead of
+    /// the grid found in the photo (which leaves out an entirely empty edge row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tray: Option<TrayLayout>,
+}
+
+/// Rows and columns of cells or pots, as the grower sees the tray in the photo (the count accepts
+/// the photo turned by 90°, too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrayLayout {
+    pub rows: u32,
+    pub cols: u32,
+}
+
+impl TrayLayout {
+    /// The most rows or columns a tray may have (a 2,048-cell flat is already far beyond any
+    /// plug tray sold).
+    pub const MAX_SIDE: u32 = 64;
 }
 
 /// Which rule found a photo's location.
@@ -54,6 +74,8 @@ pub struct LocationMatch {
     /// The configured name, when the id is a listed location.
     pub name: Option<String>,
     pub rule: LocationRule,
+    /// The listed location's tray, when configured.
+    pub tray: Option<TrayLayout>,
 }
 
 /// The rules, ready to use (the pattern compiled once).
@@ -62,6 +84,9 @@ pub struct Locator {
     config: LocationsConfig,
     pattern: Option<regex::Regex>,
 }
+
+/// A location's id, its name when listed, and its tray when configured.
+type Resolved = (String, Option<String>, Option<TrayLayout>);
 
 /// Folder of photos uploaded from the page; it is not a location.
 const UPLOADS: &str = crate::session::UPLOADS_DIR;
@@ -78,6 +103,21 @@ impl Locator {
             }
             if !seen.insert(l.id.to_lowercase()) {
                 return Err(invalid("locations.list", format!("the id {:?} appears twice", l.id)));
+            }
+            if let Some(t) = l.tray {
+                let side = 1..=TrayLayout::MAX_SIDE;
+                if !side.contains(&t.rows) || !side.contains(&t.cols) || t.rows * t.cols < 2 {
+                    return Err(invalid(
+                        "locations.list.tray",
+                        format!(
+                            "location {:?} has a {} x {} tray; rows and cols must be 1 to {} and make at least 2 cells",
+                            l.id,
+                            t.rows,
+                            t.cols,
+                            TrayLayout::MAX_SIDE
+                        ),
+                    ));
+                }
             }
         }
         let pattern = match &config.filename_pattern {
@@ -107,25 +147,25 @@ impl Locator {
     }
 
     /// A listed location named by `text` (its id or name, any case); with no list, the text.
-    fn resolve(&self, text: &str) -> Option<(String, Option<String>)> {
+    fn resolve(&self, text: &str) -> Option<Resolved> {
         let text = text.trim();
         if text.is_empty() {
             return None;
         }
         if self.config.list.is_empty() {
-            return Some((text.to_owned(), None));
+            return Some((text.to_owned(), None, None));
         }
         self.config
             .list
             .iter()
             .find(|l| l.id.eq_ignore_ascii_case(text) || l.name.eq_ignore_ascii_case(text))
-            .map(|l| (l.id.clone(), Some(l.name.clone())))
+            .map(|l| (l.id.clone(), Some(l.name.clone()), l.tray))
     }
 
     /// Applies the rules in order. `qr_texts`: what the QR codes in the photo say;
     /// `rel_path`: the photo's path below the watched folder, `/`-separated.
     pub fn locate(&self, qr_texts: &[String], rel_path: &str) -> Option<LocationMatch> {
-        let found = |(id, name): (String, Option<String>), rule| LocationMatch { id, name, rule };
+        let found = |(id, name, tray): Resolved, rule| LocationMatch { id, name, rule, tray };
         if self.wants_qr() {
             if let Some(hit) = qr_texts.iter().find_map(|t| self.resolve(t)) {
                 return Some(found(hit, LocationRule::QrCode));
@@ -146,8 +186,11 @@ impl Locator {
             }
         }
         let default = self.config.default.as_ref()?;
-        let name = self.config.list.iter().find(|l| l.id == *default).map(|l| l.name.clone());
-        Some(found((default.clone(), name), LocationRule::Default))
+        let listed = self.config.list.iter().find(|l| l.id == *default);
+        Some(found(
+            (default.clone(), listed.map(|l| l.name.clone()), listed.and_then(|l| l.tray)),
+            LocationRule::Default,
+        ))
     }
 }
 
@@ -158,9 +201,9 @@ mod tests {
     fn benches() -> LocationsConfig {
         LocationsConfig {
             list: vec![
-                Location { id: "B1".into(), name: "Bench 1".into() },
-                Location { id: "B2".into(), name: "Bench 2".into() },
-                Location { id: "cold".into(), name: "Cold room".into() },
+                Location { id: "B1".into(), name: "Bench 1".into(), tray: Some(TrayLayout { rows: 4, cols: 5 }) },
+                Location { id: "B2".into(), name: "Bench 2".into(), tray: None },
+                Location { id: "cold".into(), name: "Cold room".into(), tray: None },
             ],
             filename_pattern: Some(r"^(?P<location>B\d+)_".into()),
             default: Some("cold".into()),
@@ -176,6 +219,7 @@ mod tests {
         assert_eq!((m.id.as_str(), m.name.as_deref(), m.rule), ("B2", Some("Bench 2"), LocationRule::QrCode));
         let m = l.locate(&[], "B1/B2_0001.jpg").unwrap();
         assert_eq!((m.id.as_str(), m.rule), ("B1", LocationRule::Subfolder));
+        assert_eq!(m.tray, Some(TrayLayout { rows: 4, cols: 5 }), "the listed location's tray comes with it");
         let m = l.locate(&[], "unknown-folder/B2_0001.jpg").unwrap();
         assert_eq!(
             (m.id.as_str(), m.rule),
@@ -210,7 +254,23 @@ mod tests {
         c.default = Some("attic".into());
         assert!(Locator::new(&c).unwrap_err().to_string().contains("locations.default"));
         let mut c = benches();
-        c.list.push(Location { id: "b1".into(), name: "again".into() });
+        c.list.push(Location { id: "b1".into(), name: "again".into(), tray: None });
         assert!(Locator::new(&c).unwrap_err().to_string().contains("appears twice"));
+        for (rows, cols) in [(0, 5), (4, 65), (1, 1)] {
+            let mut c = benches();
+            c.list[1].tray = Some(TrayLayout { rows, cols });
+            let e = Locator::new(&c).unwrap_err().to_string();
+            assert!(e.contains("locations.list.tray") && e.contains("\"B2\""), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_tray_reads_from_toml() {
+        let c: LocationsConfig =
+            toml::from_str("[[list]]\nid = \"B1\"\nname = \"Bench 1\"\ntray = { rows = 4, cols = 5 }\n").unwrap();
+        assert_eq!(c.list[0].tray, Some(TrayLayout { rows: 4, cols: 5 }));
+        assert!(
+            toml::from_str::<LocationsConfig>("[[list]]\nid = \"B1\"\nname = \"x\"\ntray = { rows = 4 }\n").is_err()
+        );
     }
 }

@@ -1,4 +1,4 @@
-//! One photo through every stage: read → decode → segment → detect → locate → save.
+//! One photo through every stage: read → decode → locate → segment → detect → save.
 //! Shared by the daemon's workers and `demeter process`, so both behave the same.
 
 use std::{collections::BTreeMap, path::Path, time::Instant};
@@ -79,7 +79,12 @@ pub fn run(
     let qr_image = wants_qr.then(|| demeter_infer::qr::search_image(&decoded.image));
     let prepared = analyzer.prepare_decoded(decoded);
 
-    stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Decode))?;
+    // The location first: a tray configured for it decides the cells the plants are counted in.
+    stage(Stage::Locate, &mut timings, &mut t, Some(Stage::Decode))?;
+    let qr_texts = qr_image.as_ref().map(demeter_infer::qr::read).unwrap_or_default();
+    let location = input.locator.locate(&qr_texts, input.rel_path);
+
+    stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Locate))?;
     crate::faults::before_segment(input.faults, input.rel_path)?;
     let segmentation = analyzer.segment(&prepared).map_err(|e| match e {
         demeter_infer::InferError::InputShape { .. } => Interrupt::Failed(JobError::permanent(e.to_string())),
@@ -87,13 +92,9 @@ pub fn run(
     })?;
 
     stage(Stage::Detect, &mut timings, &mut t, Some(Stage::Segment))?;
-    let detection = analyzer.detect(&segmentation, &prepared);
+    let detection = analyzer.detect(&segmentation, &prepared, location.as_ref().and_then(|l| l.tray));
 
-    stage(Stage::Locate, &mut timings, &mut t, Some(Stage::Detect))?;
-    let qr_texts = qr_image.as_ref().map(demeter_infer::qr::read).unwrap_or_default();
-    let location = input.locator.locate(&qr_texts, input.rel_path);
-
-    stage(Stage::Save, &mut timings, &mut t, Some(Stage::Locate))?;
+    stage(Stage::Save, &mut timings, &mut t, Some(Stage::Detect))?;
     if let Some(path) = input.thumbnail {
         let jpeg = thumbnail::thumbnail_jpeg(&prepared.rgb)
             .map_err(|e| JobError::transient(format!("cannot make the thumbnail: {e}")))?;

@@ -43,6 +43,8 @@ pub struct Analyzer {
     /// The graph input's declared dimensions (negative: free), checked before every run so a
     /// photo the model cannot take fails as the photo's problem, not as a device error.
     input_dims: Vec<i64>,
+    /// The input's scale, mean and std folded into one table per channel (index: the byte).
+    input_lut: Box<[[f32; 256]; 3]>,
 }
 
 fn build_session(
@@ -108,7 +110,14 @@ impl Analyzer {
                 ),
             });
         }
-        Ok(Self { session, model, provider, warning, input_dims })
+        let spec = &model.manifest.input;
+        let mut input_lut = Box::new([[0f32; 256]; 3]);
+        for (c, table) in input_lut.iter_mut().enumerate() {
+            for (byte, v) in table.iter_mut().enumerate() {
+                *v = (byte as f32 * spec.scale - spec.mean[c]) / spec.std[c];
+            }
+        }
+        Ok(Self { session, model, provider, warning, input_dims, input_lut })
     }
 
     pub fn model(&self) -> &Model {
@@ -141,7 +150,9 @@ impl Analyzer {
     /// How large a photo must be decoded for this model ([`crate::decode::decode_for`]): twice
     /// the model's input side, so the final shrink still averages several pixels into one as it
     /// does from a full decode. Decoding at just the input side (1/4 instead of 1/2 scale for a
-    /// 5 MP photo) changed a count on the dev set (`make eval`: 1 plant read as 6), this does not.
+    /// 5 MP photo) would save about a tenth of a photo's time but loses the smallest seedlings:
+    /// with plant-exg 1.1.0 one plant read as 6, with 2.0.0 the warm variant of the 4 × 5 tray
+    /// read 17 for 19 (`make eval`); at twice the side every variant is within one.
     pub fn decode_long_side(&self) -> u32 {
         self.model.manifest.input.long_side.saturating_mul(2)
     }
@@ -159,10 +170,13 @@ impl Analyzer {
         let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
         let plane = w * h;
         let mut data = vec![0f32; 3 * plane];
-        for (i, px) in p.rgb.pixels().enumerate() {
-            for c in 0..3 {
-                data[c * plane + i] = (f32::from(px.0[c]) * spec.scale - spec.mean[c]) / spec.std[c];
-            }
+        let (r, gb) = data.split_at_mut(plane);
+        let (g, b) = gb.split_at_mut(plane);
+        let [lr, lg, lb] = &*self.input_lut;
+        for (((px, r), g), b) in p.rgb.as_raw().chunks_exact(3).zip(r).zip(g).zip(b) {
+            *r = lr[usize::from(px[0])];
+            *g = lg[usize::from(px[1])];
+            *b = lb[usize::from(px[2])];
         }
         let dims = [1, 3, h as i64, w as i64];
         if self.input_dims.iter().zip(dims).any(|(&want, got)| want >= 0 && want != got) {
@@ -172,31 +186,30 @@ impl Analyzer {
             .map_err(|e| InferError::Run(e.to_string()))?;
         let outputs =
             self.session.run(ort::inputs![spec.name.as_str() => input]).map_err(|e| InferError::Run(e.to_string()))?;
-        let (shape, mask) = outputs[self.model.mask_output()]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| InferError::Run(format!("output {:?}: {e}", self.model.mask_output())))?;
-        if mask.len() != plane {
-            return Err(InferError::Run(format!("mask has shape {shape:?}, expected [1, 1, {h}, {w}]")));
-        }
-        let mask = mask.iter().map(|v| *v > 0.5).collect();
-        let map = |name: Option<&str>| -> Result<Option<Vec<f32>>, InferError> {
-            let Some(name) = name else { return Ok(None) };
+        let map = |name: &str| -> Result<&[f32], InferError> {
             let (shape, v) = outputs[name]
                 .try_extract_tensor::<f32>()
                 .map_err(|e| InferError::Run(format!("output {name:?}: {e}")))?;
             if v.len() != plane {
                 return Err(InferError::Run(format!("{name} has shape {shape:?}, expected [1, 1, {h}, {w}]")));
             }
-            Ok(Some(v.to_vec()))
+            Ok(v)
         };
-        let vegetation = map(self.model.vegetation_output())?;
-        let brightness = map(self.model.brightness_output())?;
+        let mask = map(self.model.mask_output())?.iter().map(|v| *v > 0.5).collect();
+        let vegetation = self.model.vegetation_output().map(map).transpose()?.map(<[f32]>::to_vec);
+        let brightness = self.model.brightness_output().map(map).transpose()?.map(<[f32]>::to_vec);
         Ok(Segmentation { mask, vegetation, brightness })
     }
 
     /// Turns the model's output into plants, the tray's grid and the trust flag, in the original
-    /// photo's coordinates.
-    pub fn detect(&self, seg: &Segmentation, p: &Prepared) -> Detection {
+    /// photo's coordinates. `tray`: the rows and columns configured for the photo's location, if
+    /// any (else the grid is the one found in the photo, if any).
+    pub fn detect(
+        &self,
+        seg: &Segmentation,
+        p: &Prepared,
+        tray: Option<demeter_domain::location::TrayLayout>,
+    ) -> Detection {
         let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
         let min_area = (self.model.manifest.thresholds.min_area_fraction * (w * h) as f64).ceil().max(1.0) as u64;
         let sx = f64::from(p.orig_width) / w as f64;
@@ -208,7 +221,8 @@ impl Analyzer {
             vegetation: seg.vegetation.as_deref(),
             brightness: seg.brightness.as_deref(),
         };
-        let count = detect::count(maps, min_area, &self.model.manifest.detection);
+        let layout = tray.map(|t| detect::grid::Layout { rows: t.rows as usize, cols: t.cols as usize });
+        let count = detect::count(maps, min_area, &self.model.manifest.detection, layout);
         let plants = count
             .plants
             .into_iter()

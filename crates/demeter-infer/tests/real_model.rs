@@ -30,7 +30,7 @@ fn default_model_counts_plants_on_real_photos() {
         let img = decode(bytes, limits).unwrap();
         let p = a.prepare(&img);
         let seg = a.segment(&p).unwrap();
-        (a.detect(&seg, &p), img.width(), img.height())
+        (a.detect(&seg, &p, None), img.width(), img.height())
     };
 
     // A tray of 20 pot positions, 19 with plants per the source (2 of them tiny seedlings):
@@ -105,7 +105,7 @@ fn default_model_counts_plants_on_real_photos() {
         assert_eq!(joined.iter().filter(|c| c.area > 100).count(), 4, "the pair touches (overlap {overlap})");
         let maps =
             demeter_infer::detect::Maps { width: cw, height: ch, mask: &canvas, vegetation: None, brightness: None };
-        let counted = demeter_infer::detect::count(maps, 1, &rules);
+        let counted = demeter_infer::detect::count(maps, 1, &rules, None);
         assert_eq!(counted.plants.len(), 5, "touching rosettes split (overlap {overlap}): {counted:?}");
         assert!(counted.reasons.contains(&demeter_domain::TrustReason::TouchingPlants));
     }
@@ -114,7 +114,7 @@ fn default_model_counts_plants_on_real_photos() {
     let grey = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(640, 480, image::Rgb([128, 128, 128])));
     let p = a.prepare(&grey);
     let seg = a.segment(&p).unwrap();
-    let none = a.detect(&seg, &p);
+    let none = a.detect(&seg, &p, None);
     assert!(none.plants.is_empty());
     assert_eq!(none.trust.reasons, vec![demeter_domain::TrustReason::NoPlants]);
 }

@@ -75,6 +75,79 @@ impl Lattice {
     }
 }
 
+/// Rows and columns of the tray as the grower configured them for a storage location.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Lattice {
+    /// This lattice cut or extended to exactly `layout`'s rows and columns (or columns and rows,
+    /// when the photo shows the tray turned by 90°: whichever needs fewer changes). A missing row
+    /// or column (an entirely empty edge row leaves none of its plants to find) is added on the
+    /// side that keeps the cells inside the `width × height` image, else towards the image's
+    /// centre; extra ones are dropped from the side with fewer `points`.
+    pub fn fitted(mut self, layout: Layout, points: &[[f64; 2]], width: f64, height: f64) -> Lattice {
+        let (n_rows, n_cols) = (self.n_rows() as i64, self.n_cols() as i64);
+        let (r, c) = (layout.rows as i64, layout.cols as i64);
+        let (rows, cols) = if (n_rows - c).abs() + (n_cols - r).abs() < (n_rows - r).abs() + (n_cols - c).abs() {
+            (c, r)
+        } else {
+            (r, c)
+        };
+        let nodes: Vec<(i64, i64)> = points.iter().map(|p| node(&self, *p).0).collect();
+        // Windows that contain the found block or lie inside it, per axis.
+        let starts = |(a0, a1): (i64, i64), n: i64| if a1 - a0 < n { (a1 - n + 1)..=a0 } else { a0..=(a1 - n + 1) };
+        // (points held, cells in the image, −distance from the centre) and the window's start.
+        type Scored = ((usize, usize, i64), (i64, i64));
+        let mut best: Option<Scored> = None;
+        for c0 in starts(self.cols, cols) {
+            for r0 in starts(self.rows, rows) {
+                let inside_window = |(i, j): &(i64, i64)| (c0..c0 + cols).contains(i) && (r0..r0 + rows).contains(j);
+                let held = nodes.iter().filter(|n| inside_window(n)).count();
+                let probe = Lattice { cols: (c0, c0 + cols - 1), rows: (r0, r0 + rows - 1), ..self };
+                let mut in_image = 0;
+                for j in 0..rows {
+                    for i in 0..cols {
+                        let [x, y] = probe.centre(i, j);
+                        in_image += usize::from((0.0..width).contains(&x) && (0.0..height).contains(&y));
+                    }
+                }
+                let [cx, cy] = probe.centre(cols - 1, rows - 1);
+                let [ox, oy] = probe.centre(0, 0);
+                let off_centre = ((cx + ox) / 2.0 - width / 2.0).hypot((cy + oy) / 2.0 - height / 2.0);
+                // Most points held, then most cells in the image, then nearest the centre
+                // (rounded to a pixel so float noise cannot decide).
+                let score = (held, in_image, -(off_centre.round() as i64));
+                if best.is_none_or(|(b, _)| score > b) {
+                    best = Some((score, (c0, r0)));
+                }
+            }
+        }
+        if let Some((_, (c0, r0))) = best {
+            self.cols = (c0, c0 + cols - 1);
+            self.rows = (r0, r0 + rows - 1);
+        }
+        self
+    }
+}
+
+/// `layout` laid evenly over `extent` (`[x0, y0, x1, y1]`, the candidates' bounds), as
+/// PlantCV's `auto_grid` does: for a configured tray when no lattice stands out in the photo (too
+/// few plants yet). `None` when the extent is too small to hold a pixel per cell.
+pub fn spread(layout: Layout, extent: [f64; 4]) -> Option<Lattice> {
+    let [x0, y0, x1, y1] = extent;
+    let pitch = [(x1 - x0) / layout.cols as f64, (y1 - y0) / layout.rows as f64];
+    (pitch[0] >= 1.0 && pitch[1] >= 1.0).then(|| Lattice {
+        angle: 0.0,
+        pitch,
+        offset: [x0 + pitch[0] / 2.0, y0 + pitch[1] / 2.0],
+        cols: (0, layout.cols as i64 - 1),
+        rows: (0, layout.rows as i64 - 1),
+    })
+}
+
 fn rotate([x, y]: [f64; 2], a: f64) -> [f64; 2] {
     let (s, c) = a.sin_cos();
     [x * c + y * s, -x * s + y * c]
@@ -318,5 +391,38 @@ pub(crate) mod tests {
             let [x, y] = l.centre(c, r);
             assert!((x - p[0]).abs() < 3.0 && (y - p[1]).abs() < 3.0, "{p:?} vs {x},{y}");
         }
+    }
+
+    #[test]
+    fn a_configured_layout_restores_an_empty_edge_row_and_drops_a_stray_one() {
+        // A 4 × 5 tray whose bottom row is entirely empty: the photo shows 3 rows of plants.
+        let empty_row: Vec<(i64, i64)> = (0..5).map(|c| (3, c)).collect();
+        let pts = tray(4, 5, 80.0, 0.0, 0.05, &empty_row);
+        let found = find(&pts, 20.0).unwrap();
+        assert_eq!((found.n_rows(), found.n_cols()), (3, 5));
+        // The tray sits near the image's top: the missing row goes below, where there is room.
+        let l = found.fitted(Layout { rows: 4, cols: 5 }, &pts, 700.0, 700.0);
+        assert_eq!((l.n_rows(), l.n_cols()), (4, 5));
+        let cells: std::collections::BTreeSet<_> = pts.iter().map(|p| l.locate(*p).0).collect();
+        assert!(cells.iter().all(|(_, r)| *r <= 2), "the plants keep rows 0-2: {cells:?}");
+        // The same layout, given as the grower sees it, for the photo turned by 90°.
+        let turned: Vec<[f64; 2]> = pts.iter().map(|[x, y]| [700.0 - y, *x]).collect();
+        let l = find(&turned, 20.0).unwrap().fitted(Layout { rows: 4, cols: 5 }, &turned, 700.0, 700.0);
+        assert_eq!((l.n_rows(), l.n_cols()), (5, 4));
+        // Told 2 × 5, the lattice keeps the two rows that hold the most plants.
+        let pts = tray(3, 5, 80.0, 0.0, 0.0, &[(0, 1), (0, 2), (0, 3)]);
+        let l = find(&pts, 20.0).unwrap().fitted(Layout { rows: 2, cols: 5 }, &pts, 700.0, 700.0);
+        assert_eq!((l.n_rows(), l.n_cols()), (2, 5));
+        let kept = pts.iter().filter(|p| l.locate(**p).0 .1 >= 0 && l.locate(**p).0 .1 < 2).count();
+        assert_eq!(kept, 10, "rows 1 and 2 (5 plants each), not row 0 (2 plants)");
+    }
+
+    #[test]
+    fn a_layout_spreads_over_the_plants_when_no_lattice_is_found() {
+        let l = spread(Layout { rows: 2, cols: 3 }, [0.0, 0.0, 300.0, 100.0]).unwrap();
+        assert_eq!((l.n_rows(), l.n_cols()), (2, 3));
+        assert_eq!(l.centre(0, 0), [50.0, 25.0]);
+        assert_eq!(l.locate([250.0, 90.0]).0, (2, 1));
+        assert!(spread(Layout { rows: 2, cols: 3 }, [0.0, 0.0, 2.0, 100.0]).is_none(), "cells under a pixel");
     }
 }

@@ -232,7 +232,7 @@ fn largest_first(a: &Component, b: &Component) -> std::cmp::Ordering {
 }
 
 /// Counts the plants in a model's output. `min_area`: the floor in pixels against specks.
-pub fn count(maps: Maps<'_>, min_area: u64, rules: &Rules) -> Count {
+pub fn count(maps: Maps<'_>, min_area: u64, rules: &Rules, layout: Option<grid::Layout>) -> Count {
     let Maps { width, height, .. } = maps;
     // The seed and the mask, each adaptive when the rules ask and the model gives its index.
     let (own_mask, seed) = match maps.vegetation {
@@ -255,7 +255,19 @@ pub fn count(maps: Maps<'_>, min_area: u64, rules: &Rules) -> Count {
         blobs = merge_fragments(blobs, width, rules.merge_gap, rules.merge_max_ratio);
     }
 
-    let lattice = if rules.grid { find_lattice(&blobs, width) } else { None };
+    // A tray the grower configured for the location: the lattice found, cut or extended to its
+    // rows and columns, or its cells spread over the plants when none stands out.
+    let lattice = match layout {
+        Some(layout) => {
+            let points: Vec<[f64; 2]> = blobs.iter().map(|b| b.centre(width)).collect();
+            match find_lattice(&blobs, width) {
+                Some(l) => Some(l.fitted(layout, &points, width as f64, height as f64)),
+                None => extent(&blobs).and_then(|e| grid::spread(layout, e)),
+            }
+        }
+        None if rules.grid => find_lattice(&blobs, width),
+        None => None,
+    };
     let mut reasons = Vec::new();
     let (mut plants, grid) = match lattice {
         Some(lattice) => {
@@ -299,6 +311,20 @@ pub fn count(maps: Maps<'_>, min_area: u64, rules: &Rules) -> Count {
         reasons.insert(0, TrustReason::NoPlants);
     }
     Count { plants, grid, reasons, plant_pixels }
+}
+
+/// The bounds of all candidates together (`[x0, y0, x1, y1]`, to the far edge of the last
+/// pixel), when there are at least two.
+fn extent(blobs: &[Blob]) -> Option<[f64; 4]> {
+    if blobs.len() < 2 {
+        return None;
+    }
+    let mut e = [f64::INFINITY, f64::INFINITY, f64::NEG_INFINITY, f64::NEG_INFINITY];
+    for b in blobs {
+        let [x0, y0, x1, y1] = b.bounds.map(|v| v as f64);
+        e = [e[0].min(x0), e[1].min(y0), e[2].max(x1 + 1.0), e[3].max(y1 + 1.0)];
+    }
+    Some(e)
 }
 
 fn retain_relative(blobs: &mut Vec<Blob>, share: f64) {

@@ -59,7 +59,7 @@ fn fixed() -> Rules {
 /// Plants in a mask, largest first, as components.
 fn plants(m: &[bool], veg: Option<&[f32]>, w: usize, h: usize, min_area: u64, rules: &Rules) -> Vec<Component> {
     let maps = Maps { width: w, height: h, mask: m, vegetation: veg, brightness: None };
-    count(maps, min_area, rules).plants.into_iter().map(|f| f.component).collect()
+    count(maps, min_area, rules, None).plants.into_iter().map(|f| f.component).collect()
 }
 
 #[test]
@@ -139,10 +139,14 @@ fn index_of(m: &[bool], v: f32) -> Vec<f32> {
 }
 
 fn count_discs(w: usize, h: usize, d: &[(f64, f64, f64)], rules: &Rules) -> Count {
+    count_discs_in(w, h, d, rules, None)
+}
+
+fn count_discs_in(w: usize, h: usize, d: &[(f64, f64, f64)], rules: &Rules, layout: Option<grid::Layout>) -> Count {
     let m = discs(w, h, d);
     let veg = index_of(&m, 0.45);
     let maps = Maps { width: w, height: h, mask: &m, vegetation: Some(&veg), brightness: None };
-    count(maps, 1, rules)
+    count(maps, 1, rules, layout)
 }
 
 /// A seedling of two cotyledons (two discs side by side with a gap for the hidden stem) at each
@@ -224,6 +228,46 @@ fn the_same_tray_turned_or_flipped_counts_the_same() {
 }
 
 #[test]
+fn a_configured_tray_counts_its_empty_edge_row_as_empty_cells() {
+    let (w, h) = (512, 384);
+    // A 4 × 6 tray whose last row has not germinated: the photo alone shows 3 × 6.
+    let empty: Vec<(usize, usize)> = (0..6).map(|k| (3, k)).collect();
+    let d = seedlings(&tray_centres(4, 6, 62.0, 5.0, w, h, &empty), 6.0);
+    let found = count_discs(w, h, &d, &builtin());
+    assert_eq!(found.grid.as_ref().map(|g| (g.lattice.n_rows(), g.lattice.n_cols())), Some((3, 6)));
+    let layout = grid::Layout { rows: 4, cols: 6 };
+    let told = count_discs_in(w, h, &d, &builtin(), Some(layout));
+    let g = told.grid.as_ref().expect("the configured tray");
+    assert_eq!((g.lattice.n_rows(), g.lattice.n_cols()), (4, 6));
+    assert_eq!(told.plants.len(), 18, "the same plants");
+    assert_eq!(g.plants_per_cell.iter().filter(|n| **n == 0).count(), 6, "germination 18 of 24");
+    // The same tray given as 6 × 4 (the grower holds the camera the other way): same cells.
+    let swapped = count_discs_in(w, h, &d, &builtin(), Some(grid::Layout { rows: 6, cols: 4 }));
+    assert_eq!(swapped.grid.as_ref().unwrap().plants_per_cell.len(), 24);
+    assert_eq!(swapped.plants.len(), 18);
+    // A configured grid still keeps a label off the tray out of the count.
+    let mut with_label = d.clone();
+    with_label.push((30.0, 370.0, 9.0));
+    assert_eq!(count_discs_in(w, h, &with_label, &builtin(), Some(layout)).plants.len(), 18);
+}
+
+#[test]
+fn a_configured_tray_with_too_few_plants_for_a_lattice_is_spread_over_them() {
+    // Three seedlings of a 2 × 3 tray (too few to find a lattice): the cells span their extent.
+    let (w, h) = (512, 384);
+    let d = seedlings(&[(100.0, 100.0), (400.0, 100.0), (250.0, 300.0)], 8.0);
+    assert!(count_discs(w, h, &d, &builtin()).grid.is_none());
+    let c = count_discs_in(w, h, &d, &builtin(), Some(grid::Layout { rows: 2, cols: 3 }));
+    let g = c.grid.as_ref().expect("spread grid");
+    assert_eq!((g.lattice.n_rows(), g.lattice.n_cols()), (2, 3));
+    assert_eq!(c.plants.len(), 3);
+    let cells: Vec<_> = c.plants.iter().map(|p| p.cell.unwrap()).collect();
+    for cell in [(0, 0), (0, 2), (1, 1)] {
+        assert!(cells.contains(&cell), "{cells:?}");
+    }
+}
+
+#[test]
 fn a_label_outside_the_tray_is_not_a_plant() {
     let (w, h) = (512, 384);
     let centres = tray_centres(3, 5, 60.0, 0.0, w, 300, &[]);
@@ -302,11 +346,11 @@ fn the_adaptive_seed_and_mask_are_separate_switches() {
     let base = Rules { seed_vegetation: Some(0.25), ..Rules::default() };
     // Adaptive seed only: the model's mask is kept (one plant), the seed follows the photo.
     let seed_only = Rules { seed_fraction: 0.4, seed_min: 0.1, ..base };
-    assert_eq!(count(maps, 1, &seed_only).plants.len(), 1);
+    assert_eq!(count(maps, 1, &seed_only, None).plants.len(), 1);
     // Adaptive mask only: Demeter's mask (two plants), with the fixed seed 0.25 they both reach.
     let mask_only = Rules { mask_ratio: 0.65, mask_min: 0.09, ..base };
-    assert_eq!(count(maps, 1, &mask_only).plants.len(), 2);
+    assert_eq!(count(maps, 1, &mask_only, None).plants.len(), 2);
     // A fixed seed above the index rejects both, whichever mask is used.
     let high = Rules { seed_vegetation: Some(0.35), mask_ratio: 0.65, mask_min: 0.09, ..Rules::default() };
-    assert!(count(maps, 1, &high).plants.is_empty());
+    assert!(count(maps, 1, &high, None).plants.is_empty());
 }

@@ -30,18 +30,21 @@ const BINS: usize = 4096;
 struct Histogram {
     lo: f32,
     width: f32,
+    /// `1 / width`: a multiply per value instead of a divide.
+    per_unit: f32,
     counts: Vec<u32>,
     n: u64,
 }
 
 impl Histogram {
     fn new(lo: f32, hi: f32) -> Self {
-        Self { lo, width: (hi - lo) / BINS as f32, counts: vec![0; BINS], n: 0 }
+        let width = (hi - lo) / BINS as f32;
+        Self { lo, width, per_unit: 1.0 / width, counts: vec![0; BINS], n: 0 }
     }
 
     /// Counts `v`; values outside the range count in the first or last bin.
     fn add(&mut self, v: f32) {
-        let i = ((v - self.lo) / self.width).clamp(0.0, (BINS - 1) as f32) as usize;
+        let i = ((v - self.lo) * self.per_unit).clamp(0.0, (BINS - 1) as f32) as usize;
         self.counts[i] += 1;
         self.n += 1;
     }
