@@ -93,7 +93,18 @@ function lostMessage(retry) {
 function sessionState(s) {
   const m = s.summary;
   if (m.pending + m.processing > 0) return m.processing > 0 ? 'processing' : 'pending';
+  if (s.waiting_for_more_photos) return 'waiting';
   return m.failed > 0 ? 'failed' : 'completed';
+}
+
+// Every photo so far is done, but the batch stays open for photos still arriving (the
+// session gap): it is announced when that closes.
+const WAITING_TEXT = 'waiting for more photos';
+
+function stateBadge(state) {
+  return state === 'waiting'
+    ? el('span', { class: 'badge waiting', title: 'Every photo so far is done; the batch is announced when no more arrive', text: WAITING_TEXT })
+    : badge(state);
 }
 
 function sourceLabel(src) {
@@ -111,7 +122,7 @@ async function showSessions() {
         el('strong', { text: new Date(s.created_at).toLocaleString() }),
         el('span', { class: 'muted', text: sourceLabel(s.source) }),
         el('span', { text: `${m.completed + m.failed} of ${m.total_jobs} processed` }),
-        badge(sessionState(s)))));
+        stateBadge(sessionState(s)))));
     }
     main.replaceChildren(el('h1', { text: 'Recent sessions' }),
       d.sessions.length ? list : el('p', { text: 'No sessions yet: drop photos into the watched folder or send some below.' }));
@@ -167,13 +178,14 @@ function retryButton(id) {
   } } }, 'Retry failed photos');
 }
 
-function overall(summary, etaSeconds) {
+function overall(summary, etaSeconds, waiting) {
   const done = summary.completed + summary.failed;
   const pct = summary.overall_progress_percent;
   const badges = el('div');
   for (const k of ['processing', 'pending', 'completed', 'failed']) {
     if (summary[k] > 0) badges.append(el('span', { class: `badge ${k}`, text: `${summary[k]} ${k}` }), ' ');
   }
+  if (waiting) badges.append(stateBadge('waiting'));
   return el('div', { class: 'overall', id: 'overall' },
     el('div', { id: 'overall-text', text: `${done} of ${summary.total_jobs} photos processed (${pct.toFixed(1)} %)` }),
     bar(pct, done === summary.total_jobs && summary.total_jobs > 0 ? 'completed' : 'processing', 'session progress'),
@@ -200,7 +212,7 @@ async function showSession(id) {
       el('p', {}, el('a', { href: '#/', text: '← All sessions' })),
       el('h1', { text: 'Session' }),
       banner(state.summary, id) || '',
-      overall(state.summary, state.eta_seconds),
+      overall(state.summary, state.eta_seconds, state.waiting_for_more_photos),
       failedAnchor,
       el('table', {},
         el('thead', {}, el('tr', {}, ...['', 'Photo', 'Status', 'Progress', 'ETA', 'Plants', 'Location', 'Error']

@@ -234,9 +234,9 @@ impl<R: Runtime> Controller<R> {
     pub fn set_paused(&self, paused: bool) {
         let inner = self.lock();
         let Some(host) = &inner.host else { return };
-        match host.engine().store().set_paused(paused) {
-            Ok(()) => info!(paused, "processing {}", if paused { "paused" } else { "resumed" }),
-            Err(e) => warn!(error = %e, "cannot change pause"),
+        // A command to the engine, which stores it, wakes the workers and announces it.
+        if let Err(e) = host.engine().commands().execute(demeter_domain::command::Command::SetPaused(paused)) {
+            warn!(error = %e, "cannot change pause");
         }
     }
 
@@ -324,7 +324,12 @@ async fn follow_progress<R: Runtime>(
     mut rx: tokio::sync::broadcast::Receiver<demeter_engine::EngineEvent>,
 ) {
     use tokio::sync::broadcast::error::RecvError;
-    let mut tracker = progress::Tracker::resume(&store);
+    // Store reads block: they run on the blocking pool, never on the runtime that serves HTTP.
+    let resumed = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || progress::Tracker::resume(&store)).await
+    };
+    let Ok(mut tracker) = resumed else { return };
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         tokio::select! {
@@ -339,7 +344,17 @@ async fn follow_progress<R: Runtime>(
         while let Ok(e) = rx.try_recv() {
             tracker.observe(&e);
         }
-        match tracker.overview(&store, workers, chrono::Utc::now()) {
+        let read = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || {
+                let overview = tracker.overview(&store, workers, chrono::Utc::now());
+                (tracker, overview)
+            })
+            .await
+        };
+        let Ok((back, overview)) = read else { return };
+        tracker = back;
+        match overview {
             Ok(o) => tray::show_progress(&app, &progress::TrayText::new(&o, &tracker.last), o.paused),
             Err(e) => warn!(error = %e, "cannot read progress for the tray"),
         }

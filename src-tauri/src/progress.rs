@@ -149,6 +149,8 @@ impl Tracker {
                 self.last.push(report.clone());
                 true
             }
+            // The tray says "paused" beside the progress.
+            EngineEvent::Paused(_) => true,
             EngineEvent::Session(_) => false,
         }
     }

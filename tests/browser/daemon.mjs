@@ -37,7 +37,7 @@ export async function waitFor(what, fn, timeoutMs = 60000) {
   }
 }
 
-export async function startDaemon() {
+export async function startDaemon(env = {}) {
   const root = mkdtempSync(join(tmpdir(), 'demeter-browser-'));
   const watch = join(root, 'photos');
   mkdirSync(watch);
@@ -46,7 +46,7 @@ export async function startDaemon() {
   const bin = process.env.DEMETER_BIN || join(repo, 'target/debug/demeter');
   const log = openSync(join(root, 'daemon.log'), 'a');
   const child = spawn(bin, ['run', '--watch', watch, '--data', join(root, 'data'), '--listen', `127.0.0.1:${port}`], {
-    env: { ...process.env, DEMETER_CONFIG: join(root, 'empty.toml'), DEMETER_STABILITY_WINDOW_MS: '400', DEMETER_ADMIN_TOKEN: ADMIN_TOKEN, DEMETER_RESCAN_INTERVAL_SECS: '2' },
+    env: { ...process.env, DEMETER_CONFIG: join(root, 'empty.toml'), DEMETER_STABILITY_WINDOW_MS: '400', DEMETER_ADMIN_TOKEN: ADMIN_TOKEN, DEMETER_RESCAN_INTERVAL_SECS: '2', ...env },
     stdio: ['ignore', log, log],
   });
   const url = `http://127.0.0.1:${port}`;

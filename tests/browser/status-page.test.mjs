@@ -243,3 +243,28 @@ test('an admin shows a QR code; its link signs a phone in once, as an uploader',
   await phoneContext.close();
   await admin.close();
 });
+
+test('a batch whose photos are done waits for more photos until the session gap closes', async () => {
+  // A daemon of its own with a 12 s gap: long enough to see the wait, short enough to see it end.
+  const own = await startDaemon({ DEMETER_SESSION_GAP_SECS: '12' });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1000, height: 700 } });
+    await signIn(page, own.url);
+    writeFileSync(join(own.watch, 'one.jpg'), readFileSync(photo(1)));
+    const id = await waitFor('the session', async () => (await own.api('/api/v1/sessions')).sessions[0]?.upload_session_id);
+    await page.goto(`${own.url}/#/session/${id}`);
+    await page.waitForSelector('tr[data-status="completed"]', { timeout: 60000 });
+    const poll = await own.api(`/api/v1/photos/jobs/status?upload_session_id=${id}`);
+    assert.equal(poll.waiting_for_more_photos, true, 'the API says so too');
+    await page.waitForSelector('#overall .badge.waiting:has-text("waiting for more photos")');
+    await page.goto(`${own.url}/#/`);
+    await page.waitForSelector('ul.sessions .badge.waiting');
+    await page.screenshot({ path: join(artifacts, 'session-waiting.png'), fullPage: true });
+    // When no photo has come for the gap, the batch is finished.
+    await page.waitForSelector('ul.sessions .badge.completed', { timeout: 30000 });
+    assert.equal(await page.locator('.badge.waiting').count(), 0);
+  } finally {
+    own.stop();
+  }
+});
+

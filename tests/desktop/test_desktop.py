@@ -243,6 +243,8 @@ def app_env(home):
         "XDG_CONFIG_HOME": os.path.join(home, ".config"),
         "XDG_DATA_HOME": os.path.join(home, ".local/share"),
         "DEMETER_LOG": "info,ort=warn,demeter_server=debug",
+        # A batch is announced when no photo has joined it for the session gap (default 30 s).
+        "DEMETER_SESSION_GAP_SECS": "3",
         # Software rendering in Xvfb.
         "WEBKIT_DISABLE_COMPOSITING_MODE": "1",
         "WEBKIT_DISABLE_DMABUF_RENDERER": "1",

@@ -111,7 +111,7 @@ fn a_user_model_folder_loads_through_the_model_flag() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("my-model");
     fs::create_dir(&model).unwrap();
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/plant-exg");
+    let src = demeter_tests::package_dir().join("../models/plant-exg");
     let manifest =
         fs::read_to_string(src.join("manifest.toml")).unwrap().replace("name = \"plant-exg\"", "name = \"my-model\"");
     fs::write(model.join("manifest.toml"), manifest).unwrap();

@@ -148,7 +148,7 @@ fn write_corpus(dir: &Path) -> usize {
     put("one-pixel.jpg".into(), &encode(&DynamicImage::ImageRgb8(scene(1, 1)), ImageFormat::Jpeg));
     put("tray.tiff".into(), &encode(&DynamicImage::ImageRgb8(scene(320, 240)), ImageFormat::Tiff));
     put("huge-exif.jpg".into(), &jpeg_with_huge_exif(30));
-    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    let fixtures = demeter_tests::package_dir().join("corpus");
     for f in ["cmyk.jpg", "progressive.jpg", "animated.webp", "animated.gif"] {
         put(f.into(), &fs::read(fixtures.join(f)).unwrap());
     }

@@ -252,7 +252,7 @@ fn repeated_device_errors_pause_processing_until_the_device_recovers() {
 fn a_photo_the_model_cannot_take_fails_once_without_retries_or_blaming_the_device() {
     // The default graph exported with a fixed 224 × 224 input (models/build.py); photos are
     // resized to a 512-pixel long side, so none fits.
-    let model = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/plant-exg-fixed-224");
+    let model = demeter_tests::package_dir().join("models/plant-exg-fixed-224");
     let config = demeter_tests::config_file(&format!(
         "[model]\ndir = {:?}\n[workers]\nbreaker_threshold = 2\n",
         model.to_str().unwrap()

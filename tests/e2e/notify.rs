@@ -48,7 +48,8 @@ fn receiver() -> (String, Received) {
 #[test]
 fn a_finished_session_is_posted_once_and_retried_when_the_receiver_fails() {
     let (url, got) = receiver();
-    let mut d = Daemon::start_with(&[("DEMETER_NOTIFY_WEBHOOK", &url)]);
+    // A batch is announced when no photo has joined it for the session gap.
+    let mut d = Daemon::start_with(&[("DEMETER_NOTIFY_WEBHOOK", &url), ("DEMETER_SESSION_GAP_SECS", "3")]);
     let photos = real_photos();
     std::fs::copy(&photos[1], d.watch_dir().join("a.jpg")).unwrap();
     std::fs::copy(&photos[3], d.watch_dir().join("b.jpg")).unwrap();
@@ -74,6 +75,75 @@ fn a_finished_session_is_posted_once_and_retried_when_the_receiver_fails() {
     std::thread::sleep(Duration::from_secs(3));
     let got = got.lock().unwrap();
     assert_eq!(got.len(), 2, "posts: {got:?}\ndaemon log:\n{}", d.log());
+}
+
+/// A receiver that answers 200 to everything, keeping the bodies.
+fn accepting_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
+#[test]
+fn photos_trickling_in_within_the_gap_are_one_batch_announced_once() {
+    // Six photos copied 5 s apart (each processed before the next comes), then two more after
+    // the gap: two batches, two posts, each after its last photo's gap closed.
+    let (url, got) = accepting_receiver();
+    let gap = Duration::from_secs(8);
+    let d = Daemon::start_with(&[("DEMETER_NOTIFY_WEBHOOK", &url), ("DEMETER_SESSION_GAP_SECS", "8")]);
+    let photos = real_photos();
+    let copy = |k: usize, name: &str| {
+        // Appended bytes make each copy a photo of its own (no deduplication).
+        let mut bytes = std::fs::read(&photos[k % 2]).unwrap();
+        bytes.extend_from_slice(name.as_bytes());
+        let tmp = d.watch_dir().join(format!(".{name}.part"));
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(tmp, d.watch_dir().join(name)).unwrap();
+    };
+    for k in 0..6 {
+        copy(k, &format!("first-{k}.jpg"));
+        std::thread::sleep(Duration::from_secs(5));
+        assert!(got.lock().unwrap().is_empty(), "announced while photos still arrive: {:?}", got.lock().unwrap());
+    }
+    let first =
+        wait_for("the first batch's post", gap + Duration::from_secs(30), || got.lock().unwrap().first().cloned());
+    assert_eq!(first["total"], 6, "{first}");
+    assert_eq!(first["update"], false);
+    std::thread::sleep(Duration::from_secs(2));
+    for k in 0..2 {
+        copy(k, &format!("second-{k}.jpg"));
+    }
+    wait_for("the second batch's post", gap + Duration::from_secs(60), || {
+        (got.lock().unwrap().len() >= 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let posts = got.lock().unwrap().clone();
+    assert_eq!(posts.len(), 2, "posts: {posts:?}\ndaemon log:\n{}", d.log());
+    assert_eq!(posts[1]["total"], 2);
+    assert_ne!(posts[0]["upload_session_id"], posts[1]["upload_session_id"]);
+    assert_eq!(d.sessions().len(), 2);
 }
 
 #[test]

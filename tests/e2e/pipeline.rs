@@ -331,7 +331,7 @@ fn a_session_reprocessed_with_another_installed_model_gets_new_results_with_thei
     let models = tempfile::tempdir().unwrap();
     let strict = models.path().join("strict");
     fs::create_dir_all(&strict).unwrap();
-    let repo_models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/plant-exg");
+    let repo_models = demeter_tests::package_dir().join("../models/plant-exg");
     fs::copy(repo_models.join("model.onnx"), strict.join("model.onnx")).unwrap();
     let manifest = fs::read_to_string(repo_models.join("manifest.toml")).unwrap();
     let manifest = manifest

@@ -10,9 +10,18 @@ use std::{
 
 use serde_json::Value;
 
+/// This package's folder (`tests/`), read when the test runs: cargo sets `CARGO_MANIFEST_DIR`
+/// for test processes. The compile-time value can be stale: rustc's incremental cache reuses a
+/// module compiled in another checkout sharing the target dir, path and all.
+pub fn package_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The shared real photo set, beside the repository.
 pub fn real_photos_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/real")
+    package_dir().join("../../shared/data/real")
 }
 
 /// Every photo of the real set (JPEG and PNG files named in its manifest).

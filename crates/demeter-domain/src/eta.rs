@@ -215,7 +215,7 @@ mod tests {
         let s = stats(500);
         let mut a = job();
         a.claim(0, t(0)).unwrap();
-        for stage in [Stage::Decode, Stage::Segment] {
+        for stage in [Stage::Decode, Stage::Locate] {
             a.advance(stage, t(0)).unwrap();
         }
         let mut b = job();

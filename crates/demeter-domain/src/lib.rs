@@ -1,6 +1,7 @@
 //! Demeter's vocabulary, shared by every other crate and free of I/O.
 //!
 //! This crate owns:
+//! - [`command`]: what the server and desktop may ask the engine, the only writer, to change;
 //! - [`job`]: a photo's job, its stages with their progress milestones, and the job state machine
 //!   (`pending → processing → completed | failed`, `processing → pending` when reclaimed);
 //! - [`session`]: upload sessions (photos that arrived together) and how photos are grouped into them;
@@ -15,6 +16,7 @@
 //! Anything that touches disk, network or ONNX Runtime lives elsewhere.
 
 pub mod clock;
+pub mod command;
 pub mod config;
 pub mod eta;
 pub mod health;

@@ -32,9 +32,17 @@ pub struct SessionReport {
     pub plants: u64,
     /// One line for a person, e.g. "Processed 50 photos — 912 plants counted".
     pub message: String,
+    /// The session had been announced before and finished again (a retry or a reprocess).
+    #[serde(default)]
+    pub update: bool,
 }
 
 impl SessionReport {
+    /// The same report for a session announced before: worded as an update.
+    pub fn as_update(self) -> Self {
+        Self { message: format!("Updated: {}", self.message), update: true, ..self }
+    }
+
     /// `None` while any job is still pending or processing (or there are none).
     pub fn from_jobs(session: SessionId, jobs: &[Job]) -> Option<Self> {
         if jobs.is_empty() || jobs.iter().any(|j| !j.is_terminal()) {
@@ -52,6 +60,7 @@ impl SessionReport {
             failed: t.failed,
             plants,
             message: t.message(),
+            update: false,
         })
     }
 }

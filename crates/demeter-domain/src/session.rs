@@ -48,6 +48,14 @@ pub struct UploadSession {
     pub source: SessionSource,
 }
 
+/// Whether a session is done with every photo it has but still open for more: its newest photo
+/// arrived at most `gap` (`session_gap_secs`) before `now`, so the next one would join it. The
+/// batch is announced when this ends (the engine's completion tracker applies the same rule).
+pub fn waiting_for_more_photos(jobs: &[crate::Job], now: DateTime<Utc>, gap: Duration) -> bool {
+    let last = jobs.iter().map(|j| j.created_at).max();
+    last.is_some_and(|last| jobs.iter().all(crate::Job::is_terminal) && now - last < gap)
+}
+
 /// Counts of a session's jobs by status, as the seed's `summary`.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -30,6 +30,8 @@ pub enum EngineEvent {
     Job(Box<Job>),
     /// Every photo of an upload session is finished (again, after a retry): one per session.
     SessionFinished(SessionReport),
+    /// Claiming was paused (`true`) or resumed.
+    Paused(bool),
 }
 
 /// How to start an engine.
@@ -66,6 +68,9 @@ pub(crate) struct Shared {
     pub config: Config,
     pub clock: Arc<dyn Clock>,
     pub events: broadcast::Sender<EngineEvent>,
+    /// Every event also goes to the completion tracker, which must see all of them (a
+    /// broadcast receiver may lag and lose some) and sleeps until one comes or a gap closes.
+    pub completion: mpsc::Sender<completion::Message>,
     pub stop: AtomicBool,
     pub work: WorkSignal,
     pub busy: AtomicUsize,
@@ -86,7 +91,9 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn publish(&self, e: EngineEvent) {
-        // No subscribers is normal (no browser open); a send error only means that.
+        // The tracker gone means the engine is stopping; no subscribers is normal (no browser
+        // open). A send error only means that.
+        let _ = self.completion.send(completion::Message::Event(e.clone()));
         let _ = self.events.send(e);
     }
 
@@ -103,9 +110,28 @@ impl Shared {
     }
 }
 
+/// The engine's side effects of a command: announce on its stream, wake its workers, sweep.
+struct EngineEffects(Arc<Shared>);
+
+impl crate::commands::Effects for EngineEffects {
+    fn publish(&self, event: EngineEvent) {
+        self.0.publish(event);
+    }
+
+    fn wake_workers(&self) {
+        self.0.work.notify();
+    }
+
+    fn sweep(&self) -> (usize, usize) {
+        sweeper::sweep(&self.0)
+    }
+}
+
 /// A running engine: watcher, ingest, workers and sweeper. Stop it with [`Engine::shutdown`].
 pub struct Engine {
     shared: Arc<Shared>,
+    /// Where the server and the desktop send their changes ([`Engine::commands`]).
+    commands: Arc<dyn demeter_domain::command::Commands>,
     watcher: Option<FolderWatcher>,
     threads: Vec<JoinHandle<()>>,
     /// The default model first, then the installed ones.
@@ -150,11 +176,13 @@ impl Engine {
         }
 
         let (events, _) = broadcast::channel(1024);
+        let (completion_tx, completion_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             store,
             config: config.clone(),
             clock,
             events,
+            completion: completion_tx,
             stop: AtomicBool::new(false),
             work: WorkSignal::default(),
             busy: AtomicUsize::new(0),
@@ -173,6 +201,8 @@ impl Engine {
                 Duration::from_secs(config.workers.breaker_cooldown_secs),
             )),
         });
+        // The tracker first, so it sees the reclaimed jobs' events too.
+        let completion = completion::spawn(shared.clone(), completion_rx);
         for job in reclaimed {
             shared.publish(EngineEvent::Job(Box::new(job)));
         }
@@ -189,7 +219,7 @@ impl Engine {
             threads.push(watchdog::spawn(shared.clone()));
         }
         threads.push(sweeper::spawn(shared.clone()));
-        threads.push(completion::spawn(shared.clone()));
+        threads.push(completion);
 
         let (tx, rx) = mpsc::channel();
         let watch = WatchOptions {
@@ -206,7 +236,18 @@ impl Engine {
         threads.push(ingest::spawn(rx, shared.clone()));
 
         info!(workers = config.workers.count, provider, model = %models[0].manifest.name, installed = models.len() - 1, "engine started");
-        Ok(Self { shared, watcher: Some(watcher), threads, models, provider, warnings, intra_threads })
+        let commands = Arc::new(crate::commands::Executor::new(
+            shared.store.clone(),
+            shared.clock.clone(),
+            models.iter().map(|m| m.manifest.name.clone()).collect(),
+            EngineEffects(shared.clone()),
+        ));
+        Ok(Self { shared, commands, watcher: Some(watcher), threads, models, provider, warnings, intra_threads })
+    }
+
+    /// The command port: the only way to change job and session state from outside.
+    pub fn commands(&self) -> Arc<dyn demeter_domain::command::Commands> {
+        self.commands.clone()
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -312,6 +353,7 @@ impl Engine {
         }
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.work.notify();
+        let _ = self.shared.completion.send(completion::Message::Wake);
         for t in self.threads.drain(..) {
             if t.join().is_err() {
                 warn!("an engine thread panicked while stopping");

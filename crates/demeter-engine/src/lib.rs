@@ -4,7 +4,13 @@
 //! demeter-watch ──ReadyFile──▶ ingest ──enqueue──▶ demeter-store ◀──claim/advance/complete── workers ×N
 //!                               │ (dedup, sessions)      │                                  │ (demeter-infer)
 //!                               └──────── EngineEvent broadcast (after each durable write) ◀┘
+//!                                                        ▲
+//!   server, desktop ──Command──▶ commands (retry, cancel, reprocess, pause, upload session,
+//!                                 cleanup: stored, then announced on the same stream)
 //! ```
+//!
+//! The engine is the only writer of job and session state: the server and the desktop read the
+//! store and send [`demeter_domain::command::Command`]s through [`Engine::commands`].
 //!
 //! This crate owns: ingest (dedup by path+size+mtime then content hash, grouping into upload
 //! sessions), the worker threads (one ONNX session each, inference never on the async runtime),
@@ -13,6 +19,7 @@
 //! processing for `demeter process`.
 
 mod breaker;
+pub mod commands;
 mod completion;
 mod engine;
 mod error;

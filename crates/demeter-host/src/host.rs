@@ -100,10 +100,7 @@ impl Host {
                 let engine = engine.clone();
                 Arc::new(move || engine.metrics())
             },
-            cleanup: {
-                let engine = engine.clone();
-                Arc::new(move || engine.sweep_now())
-            },
+            commands: engine.commands(),
             config: Arc::new(config.clone()),
             thumbnails: engine.thumbnails_dir(),
             overlay: {
@@ -287,7 +284,7 @@ async fn forward_events(mut rx: broadcast::Receiver<EngineEvent>, state: AppStat
                         events::publish_jobs(&state, &std::mem::take(&mut jobs))?;
                         events::publish_session(&state, &session);
                     }
-                    EngineEvent::SessionFinished(_) => {}
+                    EngineEvent::SessionFinished(_) | EngineEvent::Paused(_) => {}
                 }
             }
             events::publish_jobs(&state, &jobs)?;

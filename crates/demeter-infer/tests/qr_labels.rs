@@ -6,7 +6,8 @@ use demeter_infer::{decode, qr, DecodeLimits};
 use image::{DynamicImage, GenericImage, Luma};
 
 fn real(name: &str) -> DynamicImage {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/real");
+    let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("../../../shared/data/real");
     let bytes = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     decode(&bytes, DecodeLimits { max_pixels: 100_000_000 }).unwrap()
 }

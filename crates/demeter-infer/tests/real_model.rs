@@ -12,7 +12,8 @@ fn runtime() -> Runtime {
 }
 
 fn real(name: &str) -> Vec<u8> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/real");
+    let dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo test"))
+        .join("../../../shared/data/real");
     std::fs::read(dir.join(name))
         .unwrap_or_else(|e| panic!("{name}: {e} (the shared photo set must sit beside the repo)"))
 }

@@ -54,6 +54,18 @@ impl From<demeter_store::StoreError> for AppError {
     }
 }
 
+impl From<demeter_domain::command::CommandError> for AppError {
+    fn from(e: demeter_domain::command::CommandError) -> Self {
+        use demeter_domain::command::CommandError as E;
+        match e {
+            E::NotFound(m) => AppError::NotFound(m),
+            E::Conflict(m) => AppError::Conflict(m),
+            E::Invalid(m) => AppError::BadRequest(m),
+            e @ E::Store(_) => AppError::Internal(Box::new(e)),
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for AppError {
     fn from(e: tokio::task::JoinError) -> Self {
         AppError::Internal(Box::new(e))

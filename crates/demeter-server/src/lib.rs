@@ -2,9 +2,11 @@
 //! the status page.
 //!
 //! This crate owns routes, their JSON shapes and error mapping ([`error::AppError`]: one
-//! `IntoResponse`, internal errors logged and never leaked). It reads the store and a health
-//! snapshot and knows nothing of watchers, workers or ONNX Runtime; [`app`] builds the router
-//! so tests can drive it with `oneshot` and no socket.
+//! `IntoResponse`, internal errors logged and never leaked). It reads the store's read model and
+//! a health snapshot, and changes nothing itself: every change is a
+//! [`demeter_domain::command::Command`] sent to the engine ([`AppState::commands`]). It knows
+//! nothing of watchers, workers or ONNX Runtime; [`app`] builds the router so tests can drive it
+//! with `oneshot` and no socket.
 
 pub mod api;
 pub mod auth;
@@ -44,8 +46,10 @@ pub struct AppState {
     pub health: Arc<dyn Fn() -> Health + Send + Sync>,
     /// Engine counters and histograms for `/metrics`.
     pub metrics: Arc<dyn Fn() -> demeter_domain::metrics::EngineMetrics + Send + Sync>,
-    /// Runs the TTL sweep now; returns (sessions, jobs) removed.
-    pub cleanup: Arc<dyn Fn() -> (usize, usize) + Send + Sync>,
+    /// The engine's command port: every change to jobs, sessions and the queue goes through it
+    /// (the engine stores it and announces it on its event stream). Blocking: call it from
+    /// `spawn_blocking`.
+    pub commands: Arc<dyn demeter_domain::command::Commands>,
     /// The running configuration: worker count (pending ETAs), watched folder (uploads), TTLs.
     pub config: Arc<demeter_domain::config::Config>,
     /// Where `<job_id>.jpg` thumbnails are.

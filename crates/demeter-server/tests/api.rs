@@ -30,6 +30,18 @@ struct Fixture {
     auth: Arc<demeter_server::auth::Auth>,
 }
 
+/// The engine's effects of a command, not run here: the router tests check the stored change
+/// and the answer; the daemon's e2e tests check what the engine announces.
+struct NoEffects;
+
+impl demeter_engine::commands::Effects for NoEffects {
+    fn publish(&self, _: demeter_engine::EngineEvent) {}
+    fn wake_workers(&self) {}
+    fn sweep(&self) -> (usize, usize) {
+        (0, 0)
+    }
+}
+
 /// The admin token every request of these tests carries unless a test says otherwise.
 const ADMIN: &str = "test-admin-token-0123456789abcdef0123456789";
 
@@ -75,7 +87,12 @@ impl Fixture {
                 watcher: WatcherHealth::default(),
                 inference: Default::default(),
             }),
-            cleanup: Arc::new(|| (0, 0)),
+            commands: Arc::new(demeter_engine::commands::Executor::new(
+                self.store.clone(),
+                Arc::new(self.clock.clone()),
+                vec!["m".into(), "plant-unet".into()],
+                NoEffects,
+            )),
             metrics: Arc::new(Default::default),
             config: Arc::new(demeter_domain::config::Config {
                 watch: demeter_domain::config::WatchConfig {
@@ -182,7 +199,10 @@ async fn poll_returns_the_seed_shape_with_every_state() {
     let (code, body) = get(f.app(), &format!("/api/v1/photos/jobs/status?upload_session_id={s}")).await;
     assert_eq!(code, StatusCode::OK);
     let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
-    assert_eq!(keys, ["eta_seconds", "jobs", "last_updated", "summary", "upload_session_id"]);
+    assert_eq!(
+        keys,
+        ["eta_seconds", "jobs", "last_updated", "summary", "upload_session_id", "waiting_for_more_photos"]
+    );
     assert!(body["eta_seconds"].is_null(), "no stage durations learned yet: no ETA");
     assert_eq!(body["upload_session_id"], s.to_string());
     let jobs = body["jobs"].as_array().unwrap();
@@ -254,8 +274,12 @@ async fn cached_poll_answers_follow_every_stored_change_and_expiry() {
     let (_, running) = get(app.clone(), &uri).await;
     assert_eq!(status(&running), "processing", "a stored change is never hidden by the cache");
     f.store.update(a, |j| j.complete(JobResult::default(), t0())).unwrap();
+    let (_, waiting) = get(app.clone(), &uri).await;
+    assert_eq!((status(&waiting), &waiting["waiting_for_more_photos"]), ("completed".into(), &Value::Bool(true)));
+    // Once the session gap (30 s) has closed, the session is finished by the clock alone.
+    f.clock.advance(Duration::seconds(30));
     let (_, done) = get(app.clone(), &uri).await;
-    assert_eq!(status(&done), "completed");
+    assert_eq!(done["waiting_for_more_photos"], false, "a waiting answer is not kept past the gap");
     f.clock.advance(Duration::minutes(5));
     let (_, again) = get(app.clone(), &uri).await;
     assert_eq!(again, done, "a finished session's answer is reused");
@@ -283,6 +307,25 @@ async fn expired_sessions_are_gone_before_and_after_the_sweep() {
     assert_eq!(report.sessions, 1);
     assert!(report.jobs.is_empty(), "jobs live 48 h");
     assert_eq!(get(f.app(), &uri).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_drained_session_waits_for_more_photos_until_its_gap_closes() {
+    let f = Fixture::new();
+    let s = f.session(t0());
+    let a = f.job(s, "a.jpg");
+    let poll = format!("/api/v1/photos/jobs/status?upload_session_id={s}");
+    let waiting = |body: &Value| body["waiting_for_more_photos"].as_bool().unwrap();
+    let listed = |body: &Value| body["sessions"][0]["waiting_for_more_photos"].as_bool().unwrap();
+    assert!(!waiting(&get(f.app(), &poll).await.1), "a pending photo: processing, not waiting");
+    f.store.update(a, |j| j.claim(0, t0())).unwrap();
+    f.store.update(a, |j| j.fail(demeter_domain::JobError::permanent("bad"), t0())).unwrap();
+    f.clock.advance(Duration::seconds(29));
+    assert!(waiting(&get(f.app(), &poll).await.1));
+    assert!(listed(&get(f.app(), "/api/v1/sessions").await.1));
+    f.clock.advance(Duration::seconds(1));
+    assert!(!waiting(&get(f.app(), &poll).await.1), "30 s after the last photo: finished");
+    assert!(!listed(&get(f.app(), "/api/v1/sessions").await.1));
 }
 
 #[tokio::test]
@@ -348,7 +391,7 @@ async fn eta_and_progress_come_from_learned_stage_durations() {
     let job = &body["jobs"][0];
     assert_eq!(job["stage"], "segment");
     assert_eq!(job["progress_percent"], 54, "half-way from 40 towards 70");
-    assert_eq!(job["eta_seconds"], 3.5);
+    assert_eq!(job["eta_seconds"], 2.5, "half of segment, then detect and save (locate came before)");
     // Five pending jobs, four workers: the fifth waits a second round.
     assert_eq!(body["jobs"][1]["eta_seconds"], 6.0);
     assert_eq!(body["jobs"][5]["eta_seconds"], 12.0);

@@ -64,8 +64,9 @@ async fn world() -> World {
     let tokens = TokenStore::open(dir.path()).unwrap();
     let made =
         [Role::Viewer, Role::Uploader, Role::Admin].map(|r| (r, tokens.create(&format!("{r}-1"), r, t0).unwrap()));
+    let store = Arc::new(Store::open(dir.path(), 4 << 20).unwrap());
     let state = AppState {
-        store: Arc::new(Store::open(dir.path(), 4 << 20).unwrap()),
+        store: store.clone(),
         clock: Arc::new(ManualClock::new(t0)),
         health: Arc::new(|| {
             serde_json::from_value(serde_json::json!({
@@ -78,7 +79,12 @@ async fn world() -> World {
             .unwrap()
         }),
         metrics: Arc::new(Default::default),
-        cleanup: Arc::new(|| (0, 0)),
+        commands: Arc::new(demeter_engine::commands::Executor::new(
+            store.clone(),
+            Arc::new(demeter_domain::SystemClock),
+            vec!["m".into()],
+            NoEffects,
+        )),
         config: Default::default(),
         thumbnails: dir.path().into(),
         overlay: Arc::new(|_| Ok(None)),
@@ -157,5 +163,16 @@ proptest! {
             }
             Ok(())
         })?;
+    }
+}
+
+/// The engine's effects of a command, not run: only who may send it is tested here.
+struct NoEffects;
+
+impl demeter_engine::commands::Effects for NoEffects {
+    fn publish(&self, _: demeter_engine::EngineEvent) {}
+    fn wake_workers(&self) {}
+    fn sweep(&self) -> (usize, usize) {
+        (0, 0)
     }
 }

@@ -1,5 +1,6 @@
-//! State-changing actions. Idempotent where that makes sense (retrying a session with no failed
-//! jobs, pausing a paused queue); impossible transitions answer 409.
+//! State-changing actions, each a command to the engine, which stores the change and announces
+//! it. Idempotent where that makes sense (retrying a session with no failed jobs, pausing a
+//! paused queue); impossible transitions answer 409.
 
 use axum::{
     extract::{Path, State},
@@ -7,7 +8,9 @@ use axum::{
 };
 use serde::Serialize;
 
-use super::{jobs::parse_job, poll::parse_session, poll::session_gone, views::SessionSnapshot};
+use demeter_domain::command::{Command, Outcome};
+
+use super::{jobs::parse_job, poll::parse_session};
 use crate::{
     error::{AppError, ErrorBody},
     AppState,
@@ -27,19 +30,22 @@ pub(crate) async fn retry_session(
     Path(raw): Path<String>,
 ) -> Result<Json<RetryResponse>, AppError> {
     let id = parse_session(&raw)?;
-    let requeued = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
-        let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
-        let now = state.clock.now();
-        let mut n = 0;
-        for job in snap.jobs.iter().filter(|j| j.error().is_some()) {
-            let stored = state.store.update(job.id, |j| j.retry(now))?;
-            crate::events::publish_job(&state, &stored)?;
-            n += 1;
-        }
-        Ok(n)
-    })
-    .await??;
+    let requeued = match execute(&state, Command::RetrySession(id)).await? {
+        Outcome::Requeued { jobs, .. } => jobs,
+        other => return Err(unexpected(other)),
+    };
     Ok(Json(RetryResponse { upload_session_id: id.to_string(), requeued }))
+}
+
+/// Sends `command` to the engine from a blocking thread (it writes the store durably).
+pub(crate) async fn execute(state: &AppState, command: Command) -> Result<Outcome, AppError> {
+    let commands = state.commands.clone();
+    Ok(tokio::task::spawn_blocking(move || commands.execute(command)).await??)
+}
+
+/// An outcome the command cannot have: a bug, answered as an internal error.
+fn unexpected(outcome: Outcome) -> AppError {
+    AppError::Internal(format!("unexpected outcome {outcome:?}").into())
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -69,37 +75,13 @@ pub(crate) async fn reprocess_session(
     body: Option<Json<ReprocessRequest>>,
 ) -> Result<Json<ReprocessResponse>, AppError> {
     let id = parse_session(&raw)?;
-    let wanted = body.and_then(|b| b.0.model);
-    let response = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
-        let installed = (state.health)().installed_models;
-        let default = installed.first().map(|m| m.name.clone()).unwrap_or_default();
-        let model = match &wanted {
-            Some(name) if installed.iter().any(|m| m.name == *name) => name.clone(),
-            Some(name) => {
-                let names: Vec<&str> = installed.iter().map(|m| m.name.as_str()).collect();
-                return Err(AppError::BadRequest(format!(
-                    "model {name:?} is not installed; installed: {}",
-                    names.join(", ")
-                )));
-            }
-            None => default.clone(),
-        };
-        let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
-        if snap.jobs.iter().any(|j| !j.is_terminal()) {
-            return Err(AppError::Conflict("the session is still processing; reprocess it when it is done".into()));
+    let model = body.and_then(|b| b.0.model);
+    match execute(&state, Command::Reprocess { session: id, model }).await? {
+        Outcome::Requeued { jobs, model: Some(model) } => {
+            Ok(Json(ReprocessResponse { upload_session_id: id.to_string(), model, requeued: jobs }))
         }
-        let now = state.clock.now();
-        // The default model runs jobs with no model set, so results say what they always said.
-        let job_model = (model != default).then(|| model.clone());
-        for job in &snap.jobs {
-            let stored = state.store.update(job.id, |j| j.reprocess(job_model.clone(), now))?;
-            crate::events::publish_job(&state, &stored)?;
-        }
-        tracing::info!(session = %id, model = %model, jobs = snap.jobs.len(), "session reprocessing");
-        Ok(ReprocessResponse { upload_session_id: id.to_string(), model, requeued: snap.jobs.len() })
-    })
-    .await??;
-    Ok(Json(response))
+        other => Err(unexpected(other)),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -117,16 +99,10 @@ pub(crate) async fn cancel_job(
     Path(raw): Path<String>,
 ) -> Result<Json<CancelResponse>, AppError> {
     let id = parse_job(&raw)?;
-    tokio::task::spawn_blocking(move || -> Result<_, AppError> {
-        let job = super::jobs::load_live_job(&state, &who, id)?;
-        if job.error().map(|e| e.kind) == Some(demeter_domain::ErrorKind::Cancelled) {
-            return Ok(());
-        }
-        let stored = state.store.update(id, |j| j.cancel(state.clock.now()))?;
-        crate::events::publish_job(&state, &stored)?;
-        Ok(())
-    })
-    .await??;
+    // Only a job this caller may see (an uploader's own) may be cancelled.
+    let st = state.clone();
+    tokio::task::spawn_blocking(move || super::jobs::load_live_job(&st, &who, id)).await??;
+    execute(&state, Command::CancelJob(id)).await?;
     Ok(Json(CancelResponse { job_id: id.to_string(), status: "failed" }))
 }
 
@@ -148,13 +124,17 @@ pub(crate) async fn resume(State(state): State<AppState>) -> Result<Json<QueueSt
 }
 
 async fn set_paused(state: AppState, paused: bool) -> Result<Json<QueueState>, AppError> {
-    tokio::task::spawn_blocking(move || state.store.set_paused(paused)).await??;
+    execute(&state, Command::SetPaused(paused)).await?;
     Ok(Json(QueueState { paused }))
 }
 
 /// `POST /admin/cleanup-sessions`: runs the TTL sweep now.
 #[utoipa::path(post, path = "/admin/cleanup-sessions", tag = "actions", responses((status = 200, description = "Counts of removed sessions and jobs")))]
 pub(crate) async fn cleanup(State(state): State<AppState>) -> Result<Json<serde_json::Value>, AppError> {
-    let (sessions, jobs) = tokio::task::spawn_blocking(move || (state.cleanup)()).await?;
-    Ok(Json(serde_json::json!({ "removed_sessions": sessions, "removed_jobs": jobs })))
+    match execute(&state, Command::Cleanup).await? {
+        Outcome::Cleaned { sessions, jobs } => {
+            Ok(Json(serde_json::json!({ "removed_sessions": sessions, "removed_jobs": jobs })))
+        }
+        other => Err(unexpected(other)),
+    }
 }

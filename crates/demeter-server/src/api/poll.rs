@@ -31,6 +31,9 @@ pub struct PollResponse {
     pub summary: SessionSummary,
     /// Seconds until the whole session is done; `null` until stage durations are known.
     pub eta_seconds: Option<f64>,
+    /// Every photo so far is done, but one arriving now would still join this batch (the
+    /// session gap): the batch is announced when the gap closes.
+    pub waiting_for_more_photos: bool,
     pub last_updated: DateTime<Utc>,
 }
 
@@ -66,22 +69,31 @@ pub(crate) async fn poll_status(
         let snap = SessionSnapshot::load(&state, id)?.ok_or_else(session_gone)?;
         crate::auth::check_access(&who, &snap.session)?;
         let summary = snap.summary();
+        let now = state.clock.now();
+        let waiting = demeter_domain::session::waiting_for_more_photos(&snap.jobs, now, session_gap(&state));
         let finished = summary.pending == 0 && summary.processing == 0;
         let response = PollResponse {
             upload_session_id: id.to_string(),
             summary,
             eta_seconds: snap.eta_seconds(),
+            waiting_for_more_photos: waiting,
             jobs: snap.job_views(),
             last_updated: state.clock.now(),
         };
         let body = Bytes::from(serde_json::to_vec(&response).map_err(|e| AppError::Internal(Box::new(e)))?);
-        if state.store.session_generation(id) == generation {
+        // A waiting answer turns stale by the clock alone, when the gap closes: not kept.
+        if state.store.session_generation(id) == generation && !waiting {
             state.polls.put(id, generation, finished, snap.session, body.clone());
         }
         Ok(body)
     })
     .await??;
     Ok(json_body(body))
+}
+
+/// `session_gap_secs`: how long a drained session stays open for more photos.
+fn session_gap(state: &AppState) -> chrono::Duration {
+    chrono::Duration::seconds(state.config.watch.session_gap_secs as i64)
 }
 
 fn json_body(body: Bytes) -> Response {
@@ -95,6 +107,8 @@ pub struct SessionView {
     pub expires_at: DateTime<Utc>,
     pub source: demeter_domain::SessionSource,
     pub summary: SessionSummary,
+    /// As in the poll answer: done so far, still open for more photos.
+    pub waiting_for_more_photos: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -125,6 +139,11 @@ pub(crate) async fn list_sessions(
                 expires_at: s.expires_at,
                 source: s.source,
                 summary: SessionSummary::from_jobs(&jobs),
+                waiting_for_more_photos: demeter_domain::session::waiting_for_more_photos(
+                    &jobs,
+                    now,
+                    session_gap(&state),
+                ),
             });
         }
         Ok(out)

@@ -88,10 +88,7 @@ pub(crate) async fn upload(
                 expires_at: Store::expires(now, state.config.store.session_ttl_hours),
                 source: SessionSource::Upload { files: 0, owner: Some(who.name.clone()) },
             };
-            let st = state.clone();
-            let s2 = session.clone();
-            tokio::task::spawn_blocking(move || st.store.insert_session(&s2)).await??;
-            crate::events::publish_session(&state, &session);
+            super::actions::execute(&state, demeter_domain::command::Command::CreateUploadSession(session)).await?;
             tokio::fs::create_dir_all(&dir).await.map_err(|e| AppError::Internal(Box::new(e)))?;
             session_created = true;
         }

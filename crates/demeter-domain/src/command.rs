@@ -1,0 +1,69 @@
+//! What the server and the desktop may ask the engine to change. The engine is the only writer
+//! of job and session state: it carries out each [`Command`], stores the change, and announces
+//! it on its one event stream (SSE, the completion tracker, the webhook, notifications and the
+//! tray all listen there). Callers read through the store's read model and write through
+//! [`Commands`] alone.
+
+use crate::{JobId, SessionId, UploadSession};
+
+/// A change asked of the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Put the session's failed photos back in the queue.
+    RetrySession(SessionId),
+    /// Put one failed photo back in the queue.
+    RetryJob(JobId),
+    /// Fail a pending photo as "cancelled by user" (a no-op when it already is).
+    CancelJob(JobId),
+    /// Run every photo of a finished session again, with an installed model (`None`: the
+    /// default), keeping each current result until the new one is stored.
+    Reprocess { session: SessionId, model: Option<String> },
+    /// Stop or restart claiming photos (workers finish what they hold).
+    SetPaused(bool),
+    /// Open a session for photos uploaded from the page.
+    CreateUploadSession(UploadSession),
+    /// Run the TTL sweep now.
+    Cleanup,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Photos put back in the queue (a retry or a reprocess), and the model they run with.
+    Requeued {
+        jobs: usize,
+        model: Option<String>,
+    },
+    /// The photo is cancelled (now or already).
+    Cancelled,
+    Paused(bool),
+    SessionCreated,
+    /// Sessions and jobs the sweep removed.
+    Cleaned {
+        sessions: usize,
+        jobs: usize,
+    },
+}
+
+/// Why a command was refused or failed; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// No such job or session (or it expired).
+    #[error("{0}")]
+    NotFound(String),
+    /// Not in a state that allows it (a running photo cancelled, a busy session reprocessed).
+    #[error("{0}")]
+    Conflict(String),
+    /// The command itself is wrong (a model that is not installed).
+    #[error("{0}")]
+    Invalid(String),
+    /// The store failed; nothing was announced.
+    #[error("the job store failed: {0}")]
+    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The engine's command port. Blocking (each command is a durable write): call it from a
+/// blocking thread, never on an async runtime's workers.
+pub trait Commands: Send + Sync {
+    fn execute(&self, command: Command) -> Result<Outcome, CommandError>;
+}
