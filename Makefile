@@ -20,7 +20,7 @@ EVAL_PKGS ?= -p demeter-daemon
 # Photos with ground truth (manifest.json) that the counting goal is judged on.
 DEV_SET ?= ../shared/data/real
 
-.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop eval soak bench bench-deps clean help
+.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop contract-test eval soak bench bench-deps clean help
 
 help:
 	@echo "make run    install what is missing, build (release), run the daemon on ./photos"
@@ -81,6 +81,13 @@ browser-test: ort browser-deps
 	$(CARGO) build --locked $(BROWSER_TEST_PKGS)
 	cd tests/browser && DEMETER_BIN="$(abspath $(TARGET_DIR))/debug/demeter" ARTIFACTS="$(abspath target/browser-artifacts)" \
 	  node --test --test-concurrency=1 .
+
+# The API contract: schemathesis (pinned, PyPI, venv under ~/.cache/demeter) against the real
+# daemon from its own OpenAPI document, every check, zero failures (target/contract-artifacts).
+CONTRACT_TEST_PKGS ?= -p demeter-daemon
+contract-test: ort
+	$(CARGO) build --locked $(CONTRACT_TEST_PKGS)
+	tests/contract/run.sh "$(abspath $(TARGET_DIR))/debug/demeter" "$(abspath target/contract-artifacts)"
 
 # What the desktop app builds against (WebKitGTK, appindicator) and what its test drives it
 # with (Xvfb, a private D-Bus, dunst, dbus-next, ImageMagick's import for the screenshot).
@@ -144,6 +151,7 @@ test: ort model-check fmt browser-deps desktop-deps
 	$(MAKE) --no-print-directory eval EVAL_PKGS="$(ALL_BIN_PKGS)"
 	$(MAKE) --no-print-directory browser-test BROWSER_TEST_PKGS="$(ALL_BIN_PKGS)"
 	$(MAKE) --no-print-directory desktop-test DESKTOP_TEST_PKGS="$(ALL_BIN_PKGS)"
+	$(MAKE) --no-print-directory contract-test CONTRACT_TEST_PKGS="$(ALL_BIN_PKGS)"
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 clean:

@@ -55,36 +55,55 @@ async function getJson(url, options) {
   return body;
 }
 
-// Retries `load` on network failure with 2, 4, 8, 16, 32 s back-off, then offers a button.
+// Retries `load` on network failure with 2, 4, 8, 16, 32 s back-off, then offers a button. One
+// schedule decides when the next request goes: while a retry is scheduled or the connection is
+// lost, the views' regular polls (`run`) send nothing, so back-off really slows the requests,
+// and there is never more than one "Connection lost" banner.
 function withBackoff(load, onLost) {
   let attempt = 0;
   let timer = null;
   let stopped = false;
-  const run = async () => {
+  let failing = false;
+  let busy = false;
+  const attemptNow = async () => {
+    timer = null;
+    if (busy || stopped) return;
+    busy = true;
     try {
       await load();
       attempt = 0;
+      failing = false;
       setConn('', false);
+      clearLost();
     } catch (e) {
       if (stopped) return;
       if (e instanceof HttpError && e.status === 401) { showSignIn('Your sign-in has ended; sign in again.'); return; }
       if (e instanceof HttpError) throw e;
+      failing = true;
       if (attempt < BACKOFF.length) {
         const wait = BACKOFF[attempt++];
         setConn(`reconnecting in ${wait} s…`, false);
-        timer = setTimeout(run, wait * 1000);
+        timer = setTimeout(attemptNow, wait * 1000);
       } else {
         setConn('connection lost', true);
-        onLost(() => { attempt = 0; run(); });
+        onLost(() => { attempt = 0; attemptNow(); });
       }
+    } finally {
+      busy = false;
     }
   };
+  const run = () => (failing ? Promise.resolve() : attemptNow());
   return { run, stop: () => { stopped = true; clearTimeout(timer); } };
 }
 
+function clearLost() {
+  document.getElementById('lost')?.remove();
+}
+
 function lostMessage(retry) {
-  const box = el('div', { class: 'banner allfailed', role: 'alert' }, 'Connection lost. ',
-    el('button', { type: 'button', on: { click: () => { box.remove(); retry(); } } }, 'Retry'));
+  clearLost();
+  const box = el('div', { class: 'banner allfailed', role: 'alert', id: 'lost' }, 'Connection lost. ',
+    el('button', { type: 'button', on: { click: () => { clearLost(); retry(); } } }, 'Retry'));
   main.prepend(box);
 }
 
@@ -154,7 +173,7 @@ function jobRow(j) {
     el('td', { 'data-label': 'Error', class: 'err', text: j.error_message || '' }));
 }
 
-function banner(summary, id) {
+function banner(summary, id, onReview) {
   const { total_jobs: total, completed, failed, pending, processing } = summary;
   if (total === 0 || pending + processing > 0) return null;
   if (failed === 0) {
@@ -166,7 +185,9 @@ function banner(summary, id) {
       `All ${total} photos failed — probably a system problem (model, GPU or disk). `, retryButton(id));
   }
   return el('div', { class: 'banner partial', role: 'status' },
-    `Completed ${completed}, failed ${failed}. `, el('a', { href: '#failed', text: 'Review errors' }), ' ', retryButton(id));
+    `Completed ${completed}, failed ${failed}. `,
+    el('button', { type: 'button', class: 'link', id: 'review-errors', on: { click: onReview } }, 'Review errors'), ' ',
+    retryButton(id));
 }
 
 function retryButton(id) {
@@ -199,25 +220,82 @@ function notFound() {
     el('p', {}, el('a', { href: '#/', text: 'Back to recent sessions' })));
 }
 
+// A session's title: where its photos came from and when it started.
+function sessionTitle(d) {
+  const from = d.source ? sourceLabel(d.source) : 'Session';
+  const when = d.created_at ? new Date(d.created_at).toLocaleString() : '';
+  return when ? `${from[0].toUpperCase()}${from.slice(1)}, ${when}` : from;
+}
+
 async function showSession(id) {
-  let state = null; // last poll body
+  let state = null; // last poll body, patched by events
   let source = null;
   let pollTimer = null;
+  let onlyFailed = false;
+  const rowOf = new Map(); // job id → its <tr>
+  const indexOf = new Map(); // job id → its place in state.jobs
+  const dirty = new Set(); // job ids whose rows need redrawing
+  let frame = 0;
+  let head = null;
+  let tbody = null;
+  let filterNote = null;
 
-  const draw = () => {
-    const rows = el('tbody');
-    for (const j of state.jobs) rows.append(jobRow(j));
-    const failedAnchor = el('span', { id: 'failed' });
+  const showRow = (tr) => { tr.hidden = onlyFailed && tr.dataset.status !== 'failed'; };
+  const setFilter = (failedOnly) => {
+    onlyFailed = failedOnly;
+    for (const tr of rowOf.values()) showRow(tr);
+    filterNote.hidden = !onlyFailed;
+    if (onlyFailed) {
+      const first = tbody.querySelector('tr[data-status="failed"]');
+      (first || tbody).scrollIntoView({ block: 'start' });
+      first?.querySelector('a')?.focus({ preventScroll: true });
+    }
+  };
+  const drawHead = () => {
+    head.replaceChildren(banner(state.summary, id, () => setFilter(true)) || '',
+      overall(state.summary, state.eta_seconds, state.waiting_for_more_photos));
+  };
+  // The whole view, once per load; events then patch single rows.
+  const drawAll = () => {
+    rowOf.clear();
+    indexOf.clear();
+    tbody = el('tbody');
+    state.jobs.forEach((j, i) => {
+      const tr = jobRow(j);
+      showRow(tr);
+      rowOf.set(j.job_id, tr);
+      indexOf.set(j.job_id, i);
+      tbody.append(tr);
+    });
+    head = el('div', { id: 'session-head' });
+    filterNote = el('p', { id: 'failed-only', class: 'filter', hidden: !onlyFailed },
+      'Showing the failed photos only. ',
+      el('button', { type: 'button', class: 'link', on: { click: () => setFilter(false) } }, 'Show all photos'));
+    const title = sessionTitle(state);
+    document.title = `${title} — Demeter`;
+    drawHead();
     main.replaceChildren(
       el('p', {}, el('a', { href: '#/', text: '← All sessions' })),
-      el('h1', { text: 'Session' }),
-      banner(state.summary, id) || '',
-      overall(state.summary, state.eta_seconds, state.waiting_for_more_photos),
-      failedAnchor,
-      el('table', {},
+      el('h1', { text: title }),
+      head,
+      filterNote,
+      el('table', { id: 'jobs' },
         el('thead', {}, el('tr', {}, ...['', 'Photo', 'Status', 'Progress', 'ETA', 'Plants', 'Location', 'Error']
           .map((h) => el('th', { scope: 'col', text: h })))),
-        rows));
+        tbody));
+  };
+  // Redraws only the rows events changed, at most once per animation frame.
+  const flush = () => {
+    frame = 0;
+    for (const jobId of dirty) {
+      const tr = jobRow(state.jobs[indexOf.get(jobId)]);
+      showRow(tr);
+      const old = rowOf.get(jobId);
+      if (old) old.replaceWith(tr); else tbody.append(tr);
+      rowOf.set(jobId, tr);
+    }
+    dirty.clear();
+    drawHead();
   };
 
   const load = async () => {
@@ -227,9 +305,17 @@ async function showSession(id) {
       if (e instanceof HttpError && (e.status === 404 || e.status === 400)) { stopAll(); notFound(); return; }
       throw e;
     }
-    draw();
+    if (frame) { cancelAnimationFrame(frame); frame = 0; }
+    dirty.clear();
+    drawAll();
+    followWaiting();
+  };
+  // Done with every photo so far, the batch stays open for the session gap; its end is a
+  // matter of time, not an event, so the view polls until it comes.
+  const followWaiting = () => {
     const m = state.summary;
-    if (m.total_jobs > 0 && m.pending + m.processing === 0) stopPolling();
+    if (state.waiting_for_more_photos) startPolling();
+    else if (m.total_jobs > 0 && m.pending + m.processing === 0) stopPolling();
   };
 
   const poller = withBackoff(load, lostMessage);
@@ -238,17 +324,24 @@ async function showSession(id) {
     pollTimer = setInterval(() => poller.run(), 2000);
   };
   const stopPolling = () => { clearInterval(pollTimer); pollTimer = null; };
-  const stopAll = () => { stopPolling(); poller.stop(); if (source) source.close(); };
+  const stopAll = () => {
+    stopPolling(); poller.stop(); if (source) source.close();
+    if (frame) cancelAnimationFrame(frame);
+    document.title = 'Demeter';
+  };
 
   const apply = (ev) => {
     if (!state) return;
     const d = JSON.parse(ev.data);
     if (d.upload_session_id !== id) return;
-    const idx = state.jobs.findIndex((j) => j.job_id === d.job.job_id);
-    if (idx >= 0) state.jobs[idx] = d.job; else state.jobs.push(d.job);
+    const i = indexOf.get(d.job.job_id);
+    if (i === undefined) { indexOf.set(d.job.job_id, state.jobs.length); state.jobs.push(d.job); } else state.jobs[i] = d.job;
     state.summary = d.summary;
     state.eta_seconds = d.eta_seconds;
-    draw();
+    state.waiting_for_more_photos = d.waiting_for_more_photos;
+    followWaiting();
+    dirty.add(d.job.job_id);
+    if (!frame) frame = requestAnimationFrame(flush);
   };
 
   await poller.run();
@@ -358,6 +451,8 @@ const uploadSection = document.getElementById('upload');
 function showSignIn(message) {
   if (view) view();
   view = null;
+  clearInterval(healthTimer);
+  warningsBox.hidden = true;
   user.replaceChildren();
   uploadSection.hidden = true;
   const input = el('input', { id: 'token', type: 'password', autocomplete: 'current-password', required: true });
@@ -377,6 +472,40 @@ function showSignIn(message) {
   el('p', { class: 'muted', text: 'Ask the appliance administrator for a token (demeter token create).' }), status);
   main.replaceChildren(el('h1', { text: 'Sign in' }), form);
   input.focus();
+}
+
+// ---- the appliance's own warnings ------------------------------------------------------------
+
+const warningsBox = document.getElementById('warnings');
+let healthTimer = null;
+
+// What `/health` warns of, on every view: a CPU fallback (the GPU could not be used), a corrupt
+// store rebuilt, and processing paused because the inference device keeps failing.
+function showWarnings(h) {
+  const lines = [];
+  const inf = h.inference || {};
+  if (inf.state === 'open' || inf.state === 'probing') {
+    const next = inf.retry_in_secs ? ` Next try in ${inf.retry_in_secs} s.` : '';
+    lines.push(el('p', { class: 'warning', role: 'alert',
+      text: `Processing is paused: the inference device keeps failing (${inf.reason || 'unknown error'}).${next}` }));
+  }
+  for (const w of h.warnings || []) lines.push(el('p', { class: 'note', role: 'status', text: w }));
+  warningsBox.replaceChildren(...lines);
+  warningsBox.hidden = lines.length === 0;
+}
+
+function followHealth() {
+  // `/health` answers 503 while processing is paused, with the same body: read it either way.
+  const check = async () => {
+    try {
+      const r = await fetch('/health');
+      if (r.status === 401) return;
+      showWarnings(await r.json());
+    } catch (_) { /* the views report lost connections */ }
+  };
+  clearInterval(healthTimer);
+  healthTimer = setInterval(check, 10000);
+  return check();
 }
 
 async function whoAmI() {
@@ -449,6 +578,7 @@ async function route() {
   let me;
   try { me = await whoAmI(); } catch (_) { me = undefined; }
   if (me === null) { showSignIn(); return; }
+  followHealth();
   const [, kind, id] = (location.hash || '#/').split('/');
   if (kind === 'pair-phone') { await showPairing(); main.focus({ preventScroll: true }); return; }
   if (kind === 'session' && id) view = await showSession(id);

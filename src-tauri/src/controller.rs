@@ -145,7 +145,11 @@ impl<R: Runtime> Controller<R> {
                 info!(url = %host.local_url(), lan = ?host.lan_url(), "engine started");
                 let handle = host.handle();
                 let store = host.engine().store();
-                handle.spawn(follow_progress(self.app.clone(), store, config.workers.count, host.subscribe()));
+                let health: Health = {
+                    let engine = host.engine().clone();
+                    Arc::new(move || engine.health())
+                };
+                handle.spawn(follow_progress(self.app.clone(), store, health, config.workers.count, host.subscribe()));
                 handle.spawn(notifications::forward(self.app.clone(), host.subscribe()));
                 let open = {
                     let mut inner = self.lock();
@@ -317,9 +321,13 @@ impl<R: Runtime> Controller<R> {
 
 /// Keeps the tray's text and icon current while this engine runs: on every durable change,
 /// and every few seconds while photos are in progress so the ETA counts down.
+/// The engine's `/health` snapshot, for the tray's warnings.
+type Health = Arc<dyn Fn() -> demeter_domain::health::Health + Send + Sync>;
+
 async fn follow_progress<R: Runtime>(
     app: AppHandle<R>,
     store: Arc<demeter_store::Store>,
+    health: Health,
     workers: usize,
     mut rx: tokio::sync::broadcast::Receiver<demeter_engine::EngineEvent>,
 ) {
@@ -345,9 +353,12 @@ async fn follow_progress<R: Runtime>(
             tracker.observe(&e);
         }
         let read = {
-            let store = store.clone();
+            let (store, health) = (store.clone(), health.clone());
             tokio::task::spawn_blocking(move || {
-                let overview = tracker.overview(&store, workers, chrono::Utc::now());
+                let overview = tracker.overview(&store, workers, chrono::Utc::now()).map(|mut o| {
+                    o.alerts = progress::Alerts::of(&health());
+                    o
+                });
                 (tracker, overview)
             })
             .await

@@ -30,6 +30,28 @@ pub struct Overview {
     /// Until the slowest active session is done; `None` while nothing has been measured yet.
     pub eta_seconds: Option<f64>,
     pub paused: bool,
+    /// What the appliance warns of (`/health`): processing paused after repeated device errors,
+    /// a CPU fallback, a rebuilt store.
+    pub alerts: Alerts,
+}
+
+/// The appliance's warnings, as `/health` gives them, for the tray.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Alerts {
+    /// The device error that paused processing, while the inference breaker is open.
+    pub breaker: Option<String>,
+    /// Warnings of start-up that stay true while it runs (the CPU used instead of the GPU).
+    pub warnings: Vec<String>,
+}
+
+impl Alerts {
+    pub fn of(h: &demeter_domain::health::Health) -> Self {
+        let open = h.inference.state != "closed";
+        Self {
+            breaker: open.then(|| h.inference.reason.clone().unwrap_or_else(|| "unknown error".into())),
+            warnings: h.warnings.clone(),
+        }
+    }
 }
 
 /// The tray's menu text, title and icon for an overview and the sessions that finished since
@@ -41,45 +63,55 @@ pub struct TrayText {
     /// Next to the icon where the desktop shows it (`12/50`), empty when idle.
     pub title: String,
     pub icon: IconState,
+    /// The icon's tooltip: the status and every warning.
+    pub tooltip: String,
 }
 
 impl TrayText {
     pub fn new(o: &Overview, last: &[SessionReport]) -> Self {
+        let (status, title, icon) = Self::progress(o, last);
+        let mut t = Self { tooltip: format!("Demeter — {status}"), status, title, icon };
+        if let Some(reason) = &o.alerts.breaker {
+            t.status = "Processing paused: the inference device keeps failing".to_owned();
+            t.icon = IconState::SomeFailed;
+            t.tooltip = format!("Demeter — {}\n{reason}", t.status);
+        }
+        // Start-up warnings (the CPU instead of the GPU) are true all the time: the tooltip.
+        for w in &o.alerts.warnings {
+            t.tooltip.push_str(&format!("\n⚠ {w}"));
+        }
+        t
+    }
+
+    /// Status, title and icon from the photos' progress alone.
+    fn progress(o: &Overview, last: &[SessionReport]) -> (String, String, IconState) {
         let working = o.total > o.done;
         if working && o.paused {
             let waiting = o.total - o.done;
             let photos = if waiting == 1 { "1 photo".to_owned() } else { format!("{waiting} photos") };
-            return Self {
-                status: format!("Paused — {photos} waiting"),
-                title: format!("{}/{}", o.done, o.total),
-                icon: IconState::Processing,
-            };
+            return (format!("Paused — {photos} waiting"), format!("{}/{}", o.done, o.total), IconState::Processing);
         }
         if working {
             let left = match o.eta_seconds {
                 Some(s) => time_left(s),
                 None => "estimating time left".to_owned(),
             };
-            return Self {
-                status: format!("Processing {} of {} — {left}", o.done, o.total),
-                title: format!("{}/{}", o.done, o.total),
-                icon: IconState::Processing,
-            };
+            return (
+                format!("Processing {} of {} — {left}", o.done, o.total),
+                format!("{}/{}", o.done, o.total),
+                IconState::Processing,
+            );
         }
         if last.is_empty() {
-            return Self {
-                status: "Idle — waiting for photos".to_owned(),
-                title: String::new(),
-                icon: IconState::Idle,
-            };
+            return ("Idle — waiting for photos".to_owned(), String::new(), IconState::Idle);
         }
         let totals = Totals::of(last);
         let which = if last.len() == 1 { "last batch".to_owned() } else { format!("last {} batches", last.len()) };
-        Self {
-            status: format!("Idle — {which}: {}", totals.message()),
-            title: String::new(),
-            icon: if totals.outcome == Outcome::Success { IconState::Idle } else { IconState::SomeFailed },
-        }
+        (
+            format!("Idle — {which}: {}", totals.message()),
+            String::new(),
+            if totals.outcome == Outcome::Success { IconState::Idle } else { IconState::SomeFailed },
+        )
     }
 }
 
@@ -195,7 +227,14 @@ mod tests {
 
     #[test]
     fn menu_text_follows_the_batch() {
-        let o = Overview { done: 12, total: 50, failed: 0, eta_seconds: Some(230.0), paused: false };
+        let o = Overview {
+            done: 12,
+            total: 50,
+            failed: 0,
+            eta_seconds: Some(230.0),
+            paused: false,
+            alerts: Alerts::default(),
+        };
         let t = TrayText::new(&o, &[]);
         assert_eq!(t.status, "Processing 12 of 50 — about 4 min left");
         assert_eq!((t.title.as_str(), t.icon), ("12/50", IconState::Processing));
@@ -205,6 +244,22 @@ mod tests {
         assert_eq!(TrayText::new(&o, &[]).status, "Paused — 38 photos waiting");
         let idle = Overview::default();
         assert_eq!(TrayText::new(&idle, &[]).status, "Idle — waiting for photos");
+        // The appliance's warnings: a CPU fallback is noted, an open breaker replaces the status.
+        let cpu = Overview {
+            alerts: Alerts { breaker: None, warnings: vec!["CUDA is not available; running on the CPU".into()] },
+            ..o.clone()
+        };
+        let t = TrayText::new(&cpu, &[]);
+        assert_eq!(t.status, "Paused — 38 photos waiting");
+        assert!(t.tooltip.ends_with("\n⚠ CUDA is not available; running on the CPU"), "{}", t.tooltip);
+        let broken =
+            Overview { alerts: Alerts { breaker: Some("CUDA error 700".into()), warnings: vec![] }, ..o.clone() };
+        let t = TrayText::new(&broken, &[]);
+        assert_eq!(
+            (t.status.as_str(), t.icon),
+            ("Processing paused: the inference device keeps failing", IconState::SomeFailed)
+        );
+        assert!(t.tooltip.contains("CUDA error 700"));
         let partial = report(3, 2, 6);
         let t = TrayText::new(&idle, std::slice::from_ref(&partial));
         assert_eq!((t.status.as_str(), t.icon), ("Idle — last batch: Completed 2, failed 1", IconState::SomeFailed));

@@ -125,7 +125,7 @@ pub fn show_progress<R: Runtime>(app: &AppHandle<R>, text: &TrayText, paused: bo
     let _ = t.pause.set_enabled(true);
     let _ = t.tray.set_icon(Some(icon(text.icon)));
     let _ = t.tray.set_title(if text.title.is_empty() { None } else { Some(text.title.as_str()) });
-    let _ = t.tray.set_tooltip(Some(format!("Demeter — {}", text.status)));
+    let _ = t.tray.set_tooltip(Some(text.tooltip.as_str()));
 }
 
 /// Shows the engine's phase when it is not simply running (starting, failed, stopping), and

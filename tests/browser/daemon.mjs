@@ -37,11 +37,11 @@ export async function waitFor(what, fn, timeoutMs = 60000) {
   }
 }
 
-export async function startDaemon(env = {}) {
+export async function startDaemon(env = {}, config = '') {
   const root = mkdtempSync(join(tmpdir(), 'demeter-browser-'));
   const watch = join(root, 'photos');
   mkdirSync(watch);
-  writeFileSync(join(root, 'empty.toml'), '');
+  writeFileSync(join(root, 'empty.toml'), config);
   const port = await freePort();
   const bin = process.env.DEMETER_BIN || join(repo, 'target/debug/demeter');
   const log = openSync(join(root, 'daemon.log'), 'a');

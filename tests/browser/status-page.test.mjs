@@ -2,7 +2,7 @@
 // processing real photos. Screenshots go to $ARTIFACTS (default target/browser-artifacts).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFileSync, writeFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, writeFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 import { startDaemon, photo, waitFor, repo, ADMIN_TOKEN } from './daemon.mjs';
@@ -158,9 +158,31 @@ test('a photo sent from the upload form at phone width is processed', async () =
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `no sideways scrolling at phone width (overflow ${overflow}px)`);
   await page.screenshot({ path: join(artifacts, 'phone-upload.png'), fullPage: true });
-  // Keyboard: the upload control and links are reachable with Tab.
-  await page.keyboard.press('Tab');
-  assert.ok(await page.evaluate(() => document.activeElement && document.activeElement !== document.body));
+  // Keyboard: Tab reaches the links, the session's photo, the file picker and the Upload button,
+  // in reading order, each visibly focused.
+  const reached = [];
+  for (let i = 0; i < 25; i++) {
+    await page.keyboard.press('Tab');
+    const f = await page.evaluate(() => {
+      const e = document.activeElement;
+      if (!e || e === document.body) return null;
+      const style = getComputedStyle(e);
+      return { id: e.id, text: (e.textContent || '').trim(), tag: e.tagName,
+        ring: style.outlineStyle !== 'none' || style.boxShadow !== 'none' };
+    });
+    if (f) reached.push(f);
+  }
+  const order = (pred, what) => {
+    const i = reached.findIndex(pred);
+    assert.ok(i >= 0, `${what} is reached by Tab: ${JSON.stringify(reached.map((r) => r.id || r.text))}`);
+    assert.ok(reached[i].ring, `${what} shows its focus`);
+    return i;
+  };
+  const back = order((f) => f.text === '← All sessions', 'the way back');
+  const row = order((f) => f.tag === 'A' && /\.jpe?g$/i.test(f.text), "the photo's link");
+  const picker = order((f) => f.id === 'upload-files', 'the file picker');
+  const send = order((f) => f.text === 'Upload', 'the Upload button');
+  assert.ok(back < row && row < picker && picker < send, 'in reading order');
   await page.close();
 });
 
@@ -178,22 +200,79 @@ test('when every photo of a large batch fails the page calls it a system problem
   await page.close();
 });
 
-test('losing the server is noticed and retried with back-off', async () => {
+test('losing the server is noticed and retried with back-off: one schedule, one banner', async () => {
   const own = await startDaemon();
   const page = await browser.newPage();
+  // The page's timers run on a clock the test moves, so a minute of back-off takes a second.
+  await page.clock.install();
   try {
     await signIn(page, own.url);
     writeFileSync(join(own.watch, 'one.jpg'), readFileSync(photo(1)));
     const id = await waitFor('a session', async () => (await own.api('/api/v1/sessions')).sessions[0]?.upload_session_id);
     await page.goto(`${own.url}/#/session/${id}`);
     await page.waitForSelector('tr[id^="job-"]');
+    let polls = 0;
+    page.on('request', (r) => { if (r.url().includes('/api/v1/photos/jobs/status')) polls++; });
     own.stop();
+    await page.waitForSelector('#conn:has-text("interrupted")', { timeout: 20000 });
+    await page.clock.runFor(2000);
     await page.waitForSelector('#conn:has-text("reconnecting in 2 s")', { timeout: 20000 });
     await page.screenshot({ path: join(artifacts, 'reconnecting.png') });
+    // 80 s of page time in 2 s steps, letting each failed request settle.
+    for (let i = 0; i < 40; i++) {
+      await page.clock.runFor(2000);
+      await page.waitForTimeout(30);
+    }
+    await page.waitForSelector('#lost', { timeout: 20000 });
+    assert.equal(await page.locator('#lost').count(), 1, 'one banner');
+    assert.match(await page.locator('#conn').textContent(), /connection lost/);
+    // The first poll, then one retry each 2, 4, 8, 16 and 32 s: not one every 2 s beside them.
+    assert.ok(polls <= 7, `${polls} polls in 80 s while the server was down`);
+    const before = polls;
+    for (let i = 0; i < 10; i++) await page.clock.runFor(2000);
+    assert.equal(polls, before, 'nothing more until the person asks');
+    await page.click('#lost button');
+    await page.waitForTimeout(200);
+    assert.ok(polls > before, 'Retry tries at once');
+    await page.clock.runFor(1000);
+    assert.ok(await page.locator('#lost').count() <= 1, 'never two banners');
   } finally {
     own.stop();
     await page.close();
   }
+});
+
+test('a session page is titled by its source and time; Review errors shows the failed photos; events patch rows', async () => {
+  const id = await sessionWith(7);
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  await signIn(page, daemon.url);
+  await page.goto(`${daemon.url}/#/session/${id}`);
+  await page.waitForSelector('.banner.partial');
+  const title = await page.locator('main h1').textContent();
+  assert.match(title, /^Photo folder, /, title);
+  assert.equal(await page.title(), `${title} — Demeter`);
+  // Review errors: the failed photo alone, scrolled to, and the route stays on the session.
+  await page.click('#review-errors');
+  assert.equal(new URL(page.url()).hash, `#/session/${id}`, 'the link does not leave the session');
+  await page.waitForSelector('#failed-only:not([hidden])');
+  const visible = await page.locator('#jobs tbody tr:not([hidden])').evaluateAll((rows) => rows.map((r) => r.dataset.status));
+  assert.deepEqual(visible, ['failed']);
+  assert.ok(await page.locator('#jobs tbody tr[data-status="failed"]').isVisible());
+  await page.screenshot({ path: join(artifacts, 'session-review-errors.png'), fullPage: true });
+  await page.click('#failed-only button');
+  assert.equal(await page.locator('#jobs tbody tr:not([hidden])').count(), 7);
+  // An event redraws its own row only: the other rows stay the same elements.
+  await page.evaluate(() => {
+    window.__rows = [...document.querySelectorAll('#jobs tbody tr')];
+  });
+  const failedId = await page.locator('#jobs tbody tr[data-status="failed"]').getAttribute('id');
+  await daemon.api(`/api/v1/sessions/${id}/retry`, { method: 'POST' });
+  await page.waitForFunction((rid) => document.getElementById(rid)?.dataset.status !== 'failed'
+    || !window.__rows.includes(document.getElementById(rid)), failedId, { timeout: 30000 });
+  const kept = await page.evaluate((rid) => window.__rows
+    .filter((r) => r.id !== rid).every((r) => r.isConnected), failedId);
+  assert.ok(kept, 'rows of other photos were not rebuilt');
+  await page.close();
 });
 
 test('the page asks for a token, refuses a wrong one, and signs out', async () => {
@@ -265,6 +344,29 @@ test('a batch whose photos are done waits for more photos until the session gap 
     assert.equal(await page.locator('.badge.waiting').count(), 0);
   } finally {
     own.stop();
+  }
+});
+
+test('processing paused by a failing device shows on every view until the device recovers', async () => {
+  const root = join(artifacts, `breaker-${Date.now()}`);
+  mkdirSync(root, { recursive: true });
+  const broken = join(root, 'gpu-broken');
+  writeFileSync(broken, '');
+  const own = await startDaemon({}, [
+    '[workers]', 'breaker_threshold = 2', 'breaker_cooldown_secs = 2',
+    '[runtime.faults]', `device_broken_while = ${JSON.stringify(broken)}`,
+  ].join('\n'));
+  const page = await browser.newPage();
+  try {
+    await signIn(page, own.url);
+    for (let i = 0; i < 3; i++) writeFileSync(join(own.watch, `p${i}.jpg`), Buffer.concat([readFileSync(photo(1)), Buffer.from([i])]));
+    await page.waitForSelector('#warnings:not([hidden]) p.warning:has-text("Processing is paused")', { timeout: 60000 });
+    await page.screenshot({ path: join(artifacts, 'breaker-open.png') });
+    rmSync(broken);
+    await page.waitForSelector('#warnings p.warning', { state: 'detached', timeout: 60000 });
+  } finally {
+    own.stop();
+    await page.close();
   }
 });
 

@@ -128,6 +128,36 @@ fn sigterm_with_jobs_in_flight_puts_them_back_without_using_an_attempt() {
 }
 
 #[test]
+fn stopping_ten_times_with_four_photos_in_flight_never_spends_an_attempt() {
+    // The stop is a signal to the engine, whoever holds it: every time, the four workers put
+    // their photos back without using an attempt, and nothing counts as crashed next start.
+    let config = demeter_tests::config_file("[runtime.faults]\nlatency_ms = 1500\n");
+    let env = [("DEMETER_CONFIG", config.path.as_str()), ("DEMETER_WORKERS", "4")];
+    let mut d = Daemon::start_with(&env);
+    let photos = real_photos();
+    let names: Vec<String> = (0..8).map(|i| format!("q{i}.jpg")).collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut bytes = fs::read(&photos[i % 2]).unwrap();
+        bytes.push(i as u8);
+        fs::write(d.watch_dir().join(name), bytes).unwrap();
+    }
+    for round in 0..10 {
+        wait_for("four photos in flight", Duration::from_secs(60), || {
+            let (_, h) = d.get("/health");
+            (h["queue"]["processing"].as_u64() == Some(4)).then_some(())
+        });
+        assert_eq!(d.terminate(), Some(0), "round {round}: {}", d.log());
+        assert!(!d.log().contains("reclaimed jobs left in processing"), "round {round}: {}", d.log());
+        d.restart();
+    }
+    for name in &names {
+        let job = finished(&d, name, Duration::from_secs(120));
+        assert_eq!(job["status"], "completed", "{job}");
+        assert_eq!(job["attempts"], 1, "ten interrupted runs spent nothing: {job}");
+    }
+}
+
+#[test]
 fn a_poison_photo_among_healthy_ones_in_flight_is_caught_and_only_it_fails() {
     // Four workers: the first crash takes healthy photos down with the poisonous one.
     let config = demeter_tests::config_file("[runtime.faults]\nabort_on = \"poison\"\nlatency_ms = 300\n");

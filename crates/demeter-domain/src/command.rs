@@ -48,15 +48,12 @@ pub enum Outcome {
 /// Why a command was refused or failed; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    /// No such job or session (or it expired).
+    /// No such job, session (or it expired) or installed model.
     #[error("{0}")]
     NotFound(String),
     /// Not in a state that allows it (a running photo cancelled, a busy session reprocessed).
     #[error("{0}")]
     Conflict(String),
-    /// The command itself is wrong (a model that is not installed).
-    #[error("{0}")]
-    Invalid(String),
     /// The store failed; nothing was announced.
     #[error("the job store failed: {0}")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),

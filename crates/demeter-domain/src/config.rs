@@ -209,6 +209,9 @@ pub struct ServerConfig {
     pub header_timeout_secs: u64,
     /// At most this many live event streams at once; more get 503 with `Retry-After`.
     pub max_event_streams: usize,
+    /// Wrong tokens one address may present in a row before it waits (one more every 6 s; 429
+    /// with `Retry-After` meanwhile). Raise it where many people share one address.
+    pub failed_auth_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -218,6 +221,7 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             header_timeout_secs: 10,
             max_event_streams: 64,
+            failed_auth_burst: 10,
         }
     }
 }
@@ -321,6 +325,9 @@ impl Config {
                 }
                 "DEMETER_MAX_EVENT_STREAMS" => {
                     self.server.max_event_streams = parse_env("DEMETER_MAX_EVENT_STREAMS", value)?
+                }
+                "DEMETER_FAILED_AUTH_BURST" => {
+                    self.server.failed_auth_burst = parse_env("DEMETER_FAILED_AUTH_BURST", value)?
                 }
                 _ => {}
             }

@@ -90,7 +90,7 @@ impl<E: Effects> Commands for Executor<E> {
                 let model = match model {
                     Some(name) if self.models.contains(&name) => name,
                     Some(name) => {
-                        return Err(CommandError::Invalid(format!(
+                        return Err(CommandError::NotFound(format!(
                             "model {name:?} is not installed; installed: {}",
                             self.models.join(", ")
                         )))
@@ -243,7 +243,7 @@ mod tests {
         store.update(a, |j| j.complete(JobResult::default(), t0())).unwrap();
         assert!(matches!(
             exec.execute(Command::Reprocess { session: s, model: Some("nope".into()) }),
-            Err(CommandError::Invalid(m)) if m.contains("installed: plant-exg, other")
+            Err(CommandError::NotFound(m)) if m.contains("installed: plant-exg, other")
         ));
         assert!(matches!(exec.execute(Command::RetrySession(SessionId::new_v7())), Err(CommandError::NotFound(_))));
         assert!(matches!(exec.execute(Command::CancelJob(JobId::new_v7())), Err(CommandError::NotFound(_))));

@@ -132,8 +132,9 @@ pub struct Engine {
     shared: Arc<Shared>,
     /// Where the server and the desktop send their changes ([`Engine::commands`]).
     commands: Arc<dyn demeter_domain::command::Commands>,
-    watcher: Option<FolderWatcher>,
-    threads: Vec<JoinHandle<()>>,
+    /// Taken by the first [`Engine::shutdown`]: a second call has nothing left to stop.
+    watcher: Mutex<Option<FolderWatcher>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// The default model first, then the installed ones.
     models: Vec<Arc<Model>>,
     provider: &'static str,
@@ -242,7 +243,16 @@ impl Engine {
             models.iter().map(|m| m.manifest.name.clone()).collect(),
             EngineEffects(shared.clone()),
         ));
-        Ok(Self { shared, commands, watcher: Some(watcher), threads, models, provider, warnings, intra_threads })
+        Ok(Self {
+            shared,
+            commands,
+            watcher: Mutex::new(Some(watcher)),
+            threads: Mutex::new(threads),
+            models,
+            provider,
+            warnings,
+            intra_threads,
+        })
     }
 
     /// The command port: the only way to change job and session state from outside.
@@ -284,13 +294,15 @@ impl Engine {
     /// The snapshot served on `/health`.
     pub fn health(&self) -> Health {
         let inference = self.shared.breaker().status(std::time::Instant::now());
-        let watcher = self.watcher.as_ref().map(|w| w.status()).map(|s| WatcherHealth {
-            dir: s.dir.display().to_string(),
-            mode: s.mode.to_owned(),
-            mode_reason: s.mode_reason,
-            last_scan_at: s.last_scan_at,
-            files_seen: s.files_reported,
-            last_error: s.last_error,
+        let watcher = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.status()).map(|s| {
+            WatcherHealth {
+                dir: s.dir.display().to_string(),
+                mode: s.mode.to_owned(),
+                mode_reason: s.mode_reason,
+                last_scan_at: s.last_scan_at,
+                files_seen: s.files_reported,
+                last_error: s.last_error,
+            }
         });
         Health {
             ready: !self.shared.stopping() && inference.state == "closed",
@@ -336,7 +348,7 @@ impl Engine {
             m.inference_pauses = breaker.trips;
         }
         m.execution_provider = self.provider.to_owned();
-        if let Some(w) = self.watcher.as_ref().map(|w| w.status()) {
+        if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.status()) {
             m.watcher_events = w.events;
             m.watcher_rescans = w.rescans;
             m.watcher_files_ready = w.files_reported;
@@ -345,16 +357,20 @@ impl Engine {
     }
 
     /// Stops watching, lets workers put in-flight jobs back in the queue (without using an
-    /// attempt) at their next stage boundary, and waits for every thread.
-    pub fn shutdown(mut self) {
+    /// attempt) at their next stage boundary, and waits for every thread. A signal, not a
+    /// drop: it works whoever else still holds the engine (the server's state, the tray), and a
+    /// second call returns at once.
+    pub fn shutdown(&self) {
+        let Some(watcher) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return;
+        };
         info!("engine stopping");
-        if let Some(w) = self.watcher.take() {
-            w.stop();
-        }
+        watcher.stop();
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.work.notify();
         let _ = self.shared.completion.send(completion::Message::Wake);
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
             if t.join().is_err() {
                 warn!("an engine thread panicked while stopping");
             }
@@ -372,6 +388,13 @@ impl Engine {
             }
         }
         info!("engine stopped");
+    }
+}
+
+impl Drop for Engine {
+    /// An engine dropped without [`Engine::shutdown`] still releases its jobs and threads.
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }
 

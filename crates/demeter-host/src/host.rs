@@ -82,7 +82,8 @@ impl Host {
         };
         let new_admin_token = tokens.ensure_admin(configured.as_deref().map(str::trim), chrono::Utc::now())?;
         let token_file = tokens.path().to_owned();
-        let auth = Auth::new(Arc::new(tokens), allowed_hosts(&config));
+        let auth =
+            Auth::new(Arc::new(tokens), allowed_hosts(&config)).with_failure_burst(config.server.failed_auth_burst);
 
         let engine = Arc::new(Engine::start(EngineOptions {
             config: config.clone(),
@@ -239,10 +240,8 @@ impl Host {
         // The server's state and the tasks on the runtime hold engine references; drop them first.
         drop(state);
         runtime.shutdown_timeout(Duration::from_secs(2));
-        match Arc::try_unwrap(engine) {
-            Ok(engine) => engine.shutdown(),
-            Err(_) => warn!("engine still referenced at exit; jobs in flight are reclaimed at next start"),
-        }
+        // Whoever still holds the engine, it stops now: its workers put their jobs back.
+        engine.shutdown();
     }
 }
 

@@ -52,31 +52,43 @@ impl Auth {
             limiter: FailureLimiter::default(),
         }
     }
+
+    /// [`Auth::new`] allowing `burst` wrong tokens in a row per address (`server.failed_auth_burst`).
+    pub fn with_failure_burst(mut self, burst: u32) -> Self {
+        self.limiter.burst = f64::from(burst.max(1));
+        self
+    }
 }
 
-/// Failed authentication attempts per client address: a burst of [`BURST`], refilled one per
-/// [`REFILL`]; past that, 429 with `Retry-After` until a token has refilled. No bans.
-#[derive(Default)]
+/// Failed authentication attempts per client address: a burst (default [`BURST`]), refilled one
+/// per [`REFILL`]; past that, 429 with `Retry-After` until a token has refilled. No bans.
 pub struct FailureLimiter {
+    burst: f64,
     buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
 }
 
-/// Wrong tokens a client may present in a row.
+impl Default for FailureLimiter {
+    fn default() -> Self {
+        Self { burst: BURST, buckets: Mutex::default() }
+    }
+}
+
+/// Wrong tokens a client may present in a row, unless configured otherwise.
 pub const BURST: f64 = 10.0;
 /// One more attempt per this long.
 pub const REFILL: Duration = Duration::from_secs(6);
 
 impl FailureLimiter {
-    fn level(entry: &mut (f64, Instant), now: Instant) {
+    fn level(&self, entry: &mut (f64, Instant), now: Instant) {
         let refill = now.duration_since(entry.1).as_secs_f64() / REFILL.as_secs_f64();
-        *entry = ((entry.0 + refill).min(BURST), now);
+        *entry = ((entry.0 + refill).min(self.burst), now);
     }
 
     /// `Some(seconds)` to wait when this address has used up its attempts.
     pub fn blocked(&self, ip: IpAddr) -> Option<u64> {
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let entry = map.get_mut(&ip)?;
-        Self::level(entry, Instant::now());
+        self.level(entry, Instant::now());
         (entry.0 < 1.0).then(|| ((1.0 - entry.0) * REFILL.as_secs_f64()).ceil() as u64)
     }
 
@@ -86,12 +98,12 @@ impl FailureLimiter {
         if map.len() > 10_000 {
             // Forget addresses that have fully recovered, so the map cannot grow without bound.
             map.retain(|_, e| {
-                Self::level(e, now);
-                e.0 < BURST
+                self.level(e, now);
+                e.0 < self.burst
             });
         }
-        let entry = map.entry(ip).or_insert((BURST, now));
-        Self::level(entry, now);
+        let entry = map.entry(ip).or_insert((self.burst, now));
+        self.level(entry, now);
         entry.0 = (entry.0 - 1.0).max(0.0);
     }
 }
@@ -278,8 +290,9 @@ pub(crate) fn check_access(who: &Identity, session: &UploadSession) -> Result<()
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Login {
+    /// An access token (`dmt_…`).
     token: String,
 }
 
@@ -289,7 +302,7 @@ fn session_cookie(value: &str, max_age: i64) -> HeaderValue {
 }
 
 /// `POST /auth/login {"token": …}`: exchanges a token for an HttpOnly, SameSite=Strict cookie.
-#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body(content = String, description = "{\"token\": \"dmt_…\"}", content_type = "application/json"), responses((status = 200, description = "Signed in; sets the HttpOnly SameSite=Strict cookie"), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = Login, responses((status = 200, description = "Signed in; sets the HttpOnly SameSite=Strict cookie"), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn login(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
@@ -360,14 +373,15 @@ pub(crate) async fn pair(
     })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Redeem {
+    /// The pairing code from the link or QR code.
     code: String,
 }
 
 /// `POST /auth/pair/redeem {"code": …}`: makes a token for this phone and signs it in. Codes
 /// work once; unknown, used and expired codes all answer 401 and count as failed attempts.
-#[utoipa::path(post, path = "/auth/pair/redeem", tag = "auth", responses((status = 200, description = "Paired and signed in"), (status = 401, body = ErrorBody)))]
+#[utoipa::path(post, path = "/auth/pair/redeem", tag = "auth", request_body = Redeem, responses((status = 200, description = "Paired and signed in"), (status = 401, body = ErrorBody)))]
 pub(crate) async fn redeem(
     State(state): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,

@@ -60,7 +60,6 @@ impl From<demeter_domain::command::CommandError> for AppError {
         match e {
             E::NotFound(m) => AppError::NotFound(m),
             E::Conflict(m) => AppError::Conflict(m),
-            E::Invalid(m) => AppError::BadRequest(m),
             e @ E::Store(_) => AppError::Internal(Box::new(e)),
         }
     }
@@ -98,6 +97,58 @@ impl IntoResponse for AppError {
         }
         res
     }
+}
+
+/// The machine code of an error status, as [`AppError`] gives it.
+fn code_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::CONFLICT => "conflict",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::MISDIRECTED_REQUEST => "misdirected",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "busy",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+/// Longest error text kept from a response that is not yet in the JSON shape.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Every error leaves in the JSON error shape: axum's own answers (an extractor's rejection of a
+/// body, path or query, a body over the limit, a wrong media type, 405) are plain text, and are
+/// rewritten here with their status, text and headers (`Allow`, `Retry-After`) kept. Answers that
+/// are already JSON, and successes, pass untouched.
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_owned();
+    let detail = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_owned() } else { text };
+    let mut out = (status, Json(ErrorBody { error: code_for(status), detail })).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }
 
 pub(crate) async fn not_found(uri: Uri) -> AppError {

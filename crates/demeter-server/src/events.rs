@@ -148,6 +148,8 @@ pub fn publish_jobs(state: &AppState, jobs: &[Job]) -> Result<(), AppError> {
         let session = run[0].upload_session_id;
         let Some(snap) = SessionSnapshot::load(state, session)? else { continue };
         let (summary, eta) = (snap.summary(), snap.eta_seconds());
+        let gap = chrono::Duration::seconds(state.config.watch.session_gap_secs as i64);
+        let waiting = demeter_domain::session::waiting_for_more_photos(&snap.jobs, now, gap);
         let owner = owner_of(&snap.session);
         for (job, estimate) in run.iter().zip(estimates(state, run, &stats, now)?) {
             state.hub.publish(
@@ -160,6 +162,7 @@ pub fn publish_jobs(state: &AppState, jobs: &[Job]) -> Result<(), AppError> {
                     "job": JobView::new(job, estimate),
                     "summary": summary,
                     "eta_seconds": eta,
+                    "waiting_for_more_photos": waiting,
                 }),
             );
         }
@@ -201,7 +204,7 @@ fn resync_event(reason: &str) -> Event {
 }
 
 /// `GET /api/v1/events[?upload_session_id=…]`.
-#[utoipa::path(get, path = "/api/v1/events", tag = "status", params(("upload_session_id" = Option<String>, Query), ("Last-Event-ID" = Option<u64>, Header)), responses((status = 200, description = "Server-Sent Events: job, session, resync", content_type = "text/event-stream")))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "status", params(("upload_session_id" = Option<uuid::Uuid>, Query), ("Last-Event-ID" = Option<u64>, Header)), responses((status = 200, description = "Server-Sent Events: job, session, resync", content_type = "text/event-stream")))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,

@@ -86,6 +86,8 @@ pub fn app(state: AppState) -> Router {
         .nest("/api/v1", api::routes())
         .fallback(error::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
+        // Outermost: whatever answers with an error, axum's extractors included, answers JSON.
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
 

@@ -201,7 +201,16 @@ async fn poll_returns_the_seed_shape_with_every_state() {
     let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
     assert_eq!(
         keys,
-        ["eta_seconds", "jobs", "last_updated", "summary", "upload_session_id", "waiting_for_more_photos"]
+        [
+            "created_at",
+            "eta_seconds",
+            "jobs",
+            "last_updated",
+            "source",
+            "summary",
+            "upload_session_id",
+            "waiting_for_more_photos"
+        ]
     );
     assert!(body["eta_seconds"].is_null(), "no stage durations learned yet: no ETA");
     assert_eq!(body["upload_session_id"], s.to_string());
@@ -346,12 +355,24 @@ async fn sessions_are_listed_newest_first_with_summaries() {
 }
 
 #[tokio::test]
-async fn health_reports_the_snapshot() {
+async fn health_tells_the_public_only_readiness_and_answers_503_when_not_ready() {
     let f = Fixture::new();
     let (code, body) = get(f.app(), "/health").await;
     assert_eq!(code, StatusCode::OK);
-    assert_eq!(body["execution_provider"], "CPU");
-    assert_eq!(body["workers"]["count"], 4);
+    assert_eq!((body["ready"].as_bool(), body["workers"]["count"].as_u64()), (Some(true), Some(4)), "{body}");
+    // Without a token: readiness and nothing else (no model, paths or warnings for strangers).
+    let res = f.app().oneshot(Request::get("/health").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let public: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(public, serde_json::json!({ "ready": true }));
+    // Not ready (the engine still starting, say): 503, to tokens and strangers alike.
+    let mut state = f.state();
+    let full = (state.health)();
+    state.health = Arc::new(move || Health { ready: false, ..full.clone() });
+    let (code, body) = get(app(state.clone()), "/health").await;
+    assert_eq!((code, body["ready"].as_bool()), (StatusCode::SERVICE_UNAVAILABLE, Some(false)));
+    let res = app(state).oneshot(Request::get("/health").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
 
 async fn send(app: Router, method: &str, uri: &str) -> (StatusCode, Value) {
@@ -369,6 +390,69 @@ async fn send(app: Router, method: &str, uri: &str) -> (StatusCode, Value) {
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// A request with a body; the answer's status, content type and JSON body (`Null` if not JSON).
+async fn send_body(
+    app: Router,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: &str,
+) -> (StatusCode, String, Value) {
+    let mut req = Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {ADMIN}"));
+    if !content_type.is_empty() {
+        req = req.header("content-type", content_type);
+    }
+    let res = app.oneshot(req.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+    let status = res.status();
+    let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, ct, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn extractor_rejections_answer_in_the_json_error_shape() {
+    let f = Fixture::new();
+    let s = f.session(t0());
+    let uri = format!("/api/v1/sessions/{s}/reprocess");
+    let json = "application/json";
+    for (what, ct, body, status, code) in [
+        ("malformed JSON", json, "{\"model\": ", StatusCode::BAD_REQUEST, "bad_request"),
+        ("a field of the wrong type", json, "{\"model\": 5}", StatusCode::UNPROCESSABLE_ENTITY, "unprocessable"),
+        (
+            "a body that is not JSON",
+            "text/plain",
+            "model=m",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+    ] {
+        let (got, content_type, body) = send_body(f.app(), "POST", &uri, ct, body).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert!(content_type.starts_with("application/json"), "{what}: {content_type}");
+        assert_eq!(body["error"], code, "{what}: {body}");
+        assert!(!body["detail"].as_str().unwrap().is_empty(), "{what}: {body}");
+    }
+    // A login body that is not JSON at all, and a method a route does not have (with Allow).
+    let (got, _, body) = send_body(f.app(), "POST", "/auth/login", json, "not json").await;
+    assert_eq!((got, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    let res = f
+        .app()
+        .oneshot(
+            Request::builder()
+                .method("DELETE")
+                .uri("/api/v1/sessions")
+                .header("authorization", format!("Bearer {ADMIN}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(res.headers().contains_key("allow"), "the Allow header is kept");
+    let body: Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["error"], "method_not_allowed");
 }
 
 fn timings(ms: u64) -> std::collections::BTreeMap<Stage, u64> {
@@ -1075,7 +1159,7 @@ async fn reprocessing_a_session_with_another_model_keeps_old_results_until_new_o
     let (code, _) = json(f.app().oneshot(post(&uploader, r#"{"model":"plant-unet"}"#)).await.unwrap()).await;
     assert_eq!(code, StatusCode::FORBIDDEN, "admins only");
     let (code, body) = json(f.app().oneshot(post(ADMIN, r#"{"model":"nope"}"#)).await.unwrap()).await;
-    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_eq!(code, StatusCode::NOT_FOUND, "no such model installed");
     assert!(body["error"]["message"].as_str().unwrap_or(&body.to_string()).contains("m, plant-unet"), "{body}");
 
     let (code, body) = json(f.app().oneshot(post(ADMIN, r#"{"model":"plant-unet"}"#)).await.unwrap()).await;

@@ -24,7 +24,7 @@ pub struct RetryResponse {
 }
 
 /// `POST /api/v1/sessions/{id}/retry`: re-queues the session's failed jobs.
-#[utoipa::path(post, path = "/api/v1/sessions/{id}/retry", tag = "actions", params(("id" = String, Path)), responses((status = 200, body = RetryResponse), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/retry", tag = "actions", params(("id" = uuid::Uuid, Path)), responses((status = 200, body = RetryResponse), (status = 404, body = ErrorBody)))]
 pub(crate) async fn retry_session(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -67,8 +67,8 @@ pub struct ReprocessResponse {
 /// `POST /api/v1/sessions/{id}/reprocess` (admin): runs every photo of a finished session again
 /// with another installed model. Each job keeps its current result as `previous_result` (job
 /// detail) until the new one is stored; a failed re-run keeps it. 409 while any photo of the
-/// session is still pending or processing; 400 for a model that is not installed.
-#[utoipa::path(post, path = "/api/v1/sessions/{id}/reprocess", tag = "actions", params(("id" = String, Path)), request_body = ReprocessRequest, responses((status = 200, body = ReprocessResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+/// session is still pending or processing; 404 for a model that is not installed.
+#[utoipa::path(post, path = "/api/v1/sessions/{id}/reprocess", tag = "actions", params(("id" = uuid::Uuid, Path)), request_body = ReprocessRequest, responses((status = 200, body = ReprocessResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn reprocess_session(
     State(state): State<AppState>,
     Path(raw): Path<String>,
@@ -92,7 +92,7 @@ pub struct CancelResponse {
 
 /// `POST /api/v1/jobs/{id}/cancel`: a pending job fails as "cancelled by user". Cancelling a
 /// cancelled job is a no-op; cancelling a running or finished one is 409.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "actions", params(("id" = String, Path)), responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody), (status = 409, description = "Running or finished", body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "actions", params(("id" = uuid::Uuid, Path)), responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody), (status = 409, description = "Running or finished", body = ErrorBody)))]
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     Extension(who): Extension<demeter_auth::Identity>,

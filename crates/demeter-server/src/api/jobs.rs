@@ -32,7 +32,7 @@ pub(crate) fn load_live_job(state: &AppState, who: &Identity, id: JobId) -> Resu
 }
 
 /// `GET /api/v1/jobs/{id}`.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)), responses((status = 200, body = JobDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = uuid::Uuid, Path)), responses((status = 200, body = JobDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(crate) async fn job_detail(
     State(state): State<AppState>,
     Extension(who): Extension<demeter_auth::Identity>,
@@ -62,7 +62,7 @@ pub(crate) async fn job_detail(
 
 /// `GET /api/v1/jobs/{id}/thumbnail`: the 256-px JPEG, cacheable (it shows the photo, which a
 /// job keeps whatever model it is run with).
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/thumbnail", tag = "jobs", params(("id" = String, Path)), responses((status = 200, description = "256-px JPEG", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/thumbnail", tag = "jobs", params(("id" = uuid::Uuid, Path)), responses((status = 200, description = "256-px JPEG", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn thumbnail(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,
@@ -107,7 +107,7 @@ pub(crate) struct OverlayQuery {
 
 /// `GET /api/v1/jobs/{id}/overlay`: the photo (at most 1024 px on its long side) with each plant
 /// boxed and numbered, drawn on first request. `ETag` is the result's id.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/overlay", tag = "jobs", params(("id" = String, Path), ("v" = Option<String>, Query, description = "The result id from `overlay_url`")), responses((status = 200, description = "The photo with plants boxed and numbered", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/overlay", tag = "jobs", params(("id" = uuid::Uuid, Path), ("v" = Option<String>, Query, description = "The result id from `overlay_url`")), responses((status = 200, description = "The photo with plants boxed and numbered", content_type = "image/jpeg"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn overlay(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,

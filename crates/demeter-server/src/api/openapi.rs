@@ -33,9 +33,63 @@ use utoipa::OpenApi;
         crate::auth::pair,
         crate::auth::redeem,
     ),
-    components(schemas(crate::error::ErrorBody))
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&ErrorAnswers)
 )]
 pub struct ApiDoc;
+
+/// Adds to every operation the error answers it can give besides its own, each with the
+/// [`ErrorBody`](crate::error::ErrorBody) schema, so the document lists every status a client can
+/// see: the guard's (401, 403, 421, 429), the server's (500, 503), malformed parameters (400),
+/// and a body's rejections (400, 413, 415, 422; see `error::json_errors`).
+struct ErrorAnswers;
+
+impl utoipa::Modify for ErrorAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{path::Operation, ContentBuilder, Ref, ResponseBuilder};
+        let answer = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        let add = |op: &mut Operation| {
+            let mut statuses = vec![
+                ("401", "No or unknown credentials"),
+                ("403", "Not allowed for this role, or a cross-site change"),
+                ("421", "Not a name of this appliance"),
+                ("429", "Too many failed sign-ins from this address"),
+                ("500", "Internal error (logged)"),
+                ("503", "At capacity; retry later"),
+            ];
+            if op.parameters.as_ref().is_some_and(|p| !p.is_empty()) {
+                statuses.push(("400", "A malformed parameter"));
+            }
+            if op.request_body.is_some() {
+                statuses.extend([
+                    ("400", "A malformed body"),
+                    ("408", "The body stalled"),
+                    ("413", "The body is over the limit"),
+                    ("415", "The body is not of the declared media type"),
+                    ("422", "The body does not fit the schema"),
+                ]);
+            }
+            for (status, what) in statuses {
+                op.responses.responses.entry(status.to_owned()).or_insert_with(|| answer(what).into());
+            }
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in
+                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch].into_iter().flatten()
+            {
+                add(op);
+            }
+        }
+    }
+}
 
 pub(crate) async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())

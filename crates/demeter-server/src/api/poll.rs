@@ -27,6 +27,9 @@ pub struct PollParams {
 #[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct PollResponse {
     pub upload_session_id: String,
+    /// When the session started and where its photos come from (the page's title).
+    pub created_at: DateTime<Utc>,
+    pub source: demeter_domain::SessionSource,
     pub jobs: Vec<JobView>,
     pub summary: SessionSummary,
     /// Seconds until the whole session is done; `null` until stage durations are known.
@@ -47,7 +50,7 @@ pub(crate) fn session_gone() -> AppError {
 }
 
 /// `GET /api/v1/photos/jobs/status?upload_session_id=…`. Reads only this session's jobs.
-#[utoipa::path(get, path = "/api/v1/photos/jobs/status", tag = "status", params(("upload_session_id" = String, Query, description = "The upload session")), responses((status = 200, description = "The session's jobs, summary and ETA", body = PollResponse), (status = 400, description = "Missing or malformed id", body = ErrorBody), (status = 404, description = "Unknown or expired (24 h)", body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/photos/jobs/status", tag = "status", params(("upload_session_id" = uuid::Uuid, Query, description = "The upload session")), responses((status = 200, description = "The session's jobs, summary and ETA", body = PollResponse), (status = 400, description = "Missing or malformed id", body = ErrorBody), (status = 404, description = "Unknown or expired (24 h)", body = ErrorBody)))]
 pub(crate) async fn poll_status(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,
@@ -74,6 +77,8 @@ pub(crate) async fn poll_status(
         let finished = summary.pending == 0 && summary.processing == 0;
         let response = PollResponse {
             upload_session_id: id.to_string(),
+            created_at: snap.session.created_at,
+            source: snap.session.source.clone(),
             summary,
             eta_seconds: snap.eta_seconds(),
             waiting_for_more_photos: waiting,

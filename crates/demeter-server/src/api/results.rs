@@ -77,7 +77,7 @@ async fn rows(state: AppState, who: Identity, raw: String) -> Result<Vec<ResultR
 }
 
 /// `GET /api/v1/sessions/{id}/results.json`.
-#[utoipa::path(get, path = "/api/v1/sessions/{id}/results.json", tag = "status", params(("id" = String, Path)), responses((status = 200, body = [ResultRow]), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/results.json", tag = "status", params(("id" = uuid::Uuid, Path)), responses((status = 200, body = [ResultRow]), (status = 404, body = ErrorBody)))]
 pub(crate) async fn results_json(
     State(state): State<AppState>,
     Extension(who): Extension<demeter_auth::Identity>,
@@ -97,7 +97,7 @@ fn csv_field(s: &str) -> String {
 }
 
 /// `GET /api/v1/sessions/{id}/results.csv`.
-#[utoipa::path(get, path = "/api/v1/sessions/{id}/results.csv", tag = "status", params(("id" = String, Path)), responses((status = 200, description = "One row per photo", content_type = "text/csv"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/sessions/{id}/results.csv", tag = "status", params(("id" = uuid::Uuid, Path)), responses((status = 200, description = "One row per photo", content_type = "text/csv"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn results_csv(
     State(state): State<AppState>,
     Extension(who): Extension<Identity>,

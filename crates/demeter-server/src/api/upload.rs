@@ -68,7 +68,17 @@ fn multipart_error(e: MultipartError) -> AppError {
     }
 }
 
-#[utoipa::path(post, path = "/api/v1/photos/upload", tag = "upload", request_body(content_type = "multipart/form-data", description = "One or more file fields"), responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+/// The upload's form, for the OpenAPI document: one or more files (any field that carries a
+/// file name is taken; a field without one is refused).
+#[derive(utoipa::ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct UploadForm {
+    #[schema(value_type = Vec<String>, format = Binary, min_items = 1)]
+    photos: Vec<Vec<u8>>,
+}
+
+#[utoipa::path(post, path = "/api/v1/photos/upload", tag = "upload", request_body(content = inline(UploadForm), content_type = "multipart/form-data", description = "One or more file fields"), responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
     Extension(who): Extension<demeter_auth::Identity>,
@@ -79,7 +89,13 @@ pub(crate) async fn upload(
     let mut files = Vec::new();
     let mut session_created = false;
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
-        let Some(raw_name) = field.file_name().map(str::to_owned) else { continue };
+        let Some(raw_name) = field.file_name().map(str::to_owned) else {
+            // Only files: a stray text field is a client's mistake, said so, not silently dropped.
+            let name = field.name().unwrap_or("").chars().take(64).collect::<String>();
+            return Err(AppError::BadRequest(format!(
+                "unexpected form field {name:?} without a file; send the photos as file fields"
+            )));
+        };
         if !session_created {
             let now = state.clock.now();
             let session = UploadSession {
