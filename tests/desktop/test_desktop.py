@@ -244,7 +244,7 @@ def app_env(home):
         "XDG_DATA_HOME": os.path.join(home, ".local/share"),
         "DEMETER_LOG": "info,ort=warn,demeter_server=debug",
         # A batch is announced when no photo has joined it for the session gap (default 30 s).
-        "DEMETER_SESSION_GAP_SECS": "3",
+        "DEMETER_SESSION_GAP_SECS": "6",
         # Software rendering in Xvfb.
         "WEBKIT_DISABLE_COMPOSITING_MODE": "1",
         "WEBKIT_DISABLE_DMABUF_RENDERER": "1",
@@ -456,6 +456,24 @@ async def main_scenario(bus, watcher, tmp, photos, data, home):
         await menu.wait_for_status(r"^Idle — last 2 batches: Completed 2, failed 1$", 10)
         await menu.wait_for_icon("failed")
         log("after a batch with a failure the tray icon shows it")
+
+        # Photos not seen before (a copy of one would be skipped as a duplicate) trickling in,
+        # each done before the next comes but within the session gap
+        # (6 s here): one batch, one notification, when the gap after the last one has closed.
+        before = len(notifications(monitor_log))
+        bench5 = os.path.join(photos, "bench-5")
+        os.makedirs(bench5)
+        for i, name in enumerate(["01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg", "03_pcv-workshop__2016-09-27_1025_ch129-pos01.jpg", "09_pcv-workshop__2016-09-27_1340_ch129-pos01.jpg"]):
+            shutil.copy(os.path.join(REAL, name), os.path.join(bench5, f"t{i}.jpg"))
+            await asyncio.sleep(2)
+            if len(notifications(monitor_log)) != before:
+                fail(f"a notification while photos still arrive: {notifications(monitor_log)[before:]}")
+        seen = wait_until("the trickled batch's notification", lambda: notifications(monitor_log)[before:] or None, 60)
+        await asyncio.sleep(COALESCE_S + 4)  # a second one would have come by now
+        seen = notifications(monitor_log)[before:]
+        log("notifications for the trickled batch:", seen)
+        if len(seen) != 1 or not re.match(r"Processed 3 photos", seen[0][1]):
+            fail(f"expected one notification for the 3 trickled photos, saw {seen}")
 
         await quit_cleanly(menu, app, read_log)
         if "engine stopped" not in read_log():

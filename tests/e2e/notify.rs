@@ -147,6 +147,30 @@ fn photos_trickling_in_within_the_gap_are_one_batch_announced_once() {
 }
 
 #[test]
+fn cancelling_a_sessions_last_pending_photo_finishes_it_and_it_is_posted() {
+    // The cancel is a command to the engine: its event reaches the completion tracker like a
+    // worker's result, so the session is announced (before, a cancel never finished one).
+    let (url, got) = accepting_receiver();
+    let d = Daemon::start_with(&[("DEMETER_NOTIFY_WEBHOOK", &url), ("DEMETER_SESSION_GAP_SECS", "2")]);
+    let (code, _) = d.request("POST", "/api/v1/queue/pause").call().map(|r| (r.status(), ())).unwrap();
+    assert_eq!(code, 200);
+    std::fs::copy(&real_photos()[1], d.watch_dir().join("held.jpg")).unwrap();
+    let (session, job) = wait_for("the photo queued", Duration::from_secs(30), || {
+        let s = d.sessions().first()?.clone();
+        let id = s["upload_session_id"].as_str()?.to_owned();
+        let job = d.poll(&id)["jobs"][0]["job_id"].as_str()?.to_owned();
+        Some((id, job))
+    });
+    let r = d.request("POST", &format!("/api/v1/jobs/{job}/cancel")).call().unwrap();
+    assert_eq!(r.status(), 200);
+    let post = wait_for("the session's post", Duration::from_secs(30), || got.lock().unwrap().first().cloned());
+    assert_eq!(post["upload_session_id"], session.as_str());
+    assert_eq!((post["total"].as_u64(), post["failed"].as_u64()), (Some(1), Some(1)), "{post}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(got.lock().unwrap().len(), 1, "once");
+}
+
+#[test]
 fn an_https_or_malformed_webhook_stops_start_up_with_a_clear_line() {
     let out = std::process::Command::new(demeter_tests::demeter_bin())
         .args(["run", "--notify-webhook", "https://example.invalid/hook"])
