@@ -15,6 +15,11 @@ type Received = Arc<Mutex<Vec<(u16, Value)>>>;
 
 /// A tiny HTTP receiver: answers 503 to the first request and 200 to the rest, keeping bodies.
 fn receiver() -> (String, Received) {
+    receiver_answering(true)
+}
+
+/// A tiny HTTP receiver keeping (status answered, body); `fail_first`: 503 to the first request.
+fn receiver_answering(fail_first: bool) -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
@@ -36,7 +41,7 @@ fn receiver() -> (String, Received) {
             let mut body = vec![0; len];
             reader.read_exact(&mut body).unwrap();
             let mut all = seen.lock().unwrap();
-            let status = if all.is_empty() { 503 } else { 200 };
+            let status = if all.is_empty() && fail_first { 503 } else { 200 };
             all.push((status, serde_json::from_slice(&body).unwrap()));
             let reason = if status == 200 { "OK" } else { "Service Unavailable" };
             let _ = write!(stream, "HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -77,33 +82,9 @@ fn a_finished_session_is_posted_once_and_retried_when_the_receiver_fails() {
     assert_eq!(got.len(), 2, "posts: {got:?}\ndaemon log:\n{}", d.log());
 }
 
-/// A receiver that answers 200 to everything, keeping the bodies.
-fn accepting_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let seen = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
-            seen.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
-            let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
+/// A receiver that answers 200 to everything.
+fn accepting_receiver() -> (String, Received) {
+    receiver_answering(false)
 }
 
 #[test]
@@ -127,8 +108,9 @@ fn photos_trickling_in_within_the_gap_are_one_batch_announced_once() {
         std::thread::sleep(Duration::from_secs(5));
         assert!(got.lock().unwrap().is_empty(), "announced while photos still arrive: {:?}", got.lock().unwrap());
     }
-    let first =
-        wait_for("the first batch's post", gap + Duration::from_secs(30), || got.lock().unwrap().first().cloned());
+    let first = wait_for("the first batch's post", gap + Duration::from_secs(30), || {
+        got.lock().unwrap().first().map(|(_, body)| body.clone())
+    });
     assert_eq!(first["total"], 6, "{first}");
     assert_eq!(first["update"], false);
     std::thread::sleep(Duration::from_secs(2));
@@ -139,7 +121,7 @@ fn photos_trickling_in_within_the_gap_are_one_batch_announced_once() {
         (got.lock().unwrap().len() >= 2).then_some(())
     });
     std::thread::sleep(Duration::from_secs(3));
-    let posts = got.lock().unwrap().clone();
+    let posts: Vec<Value> = got.lock().unwrap().iter().map(|(_, body)| body.clone()).collect();
     assert_eq!(posts.len(), 2, "posts: {posts:?}\ndaemon log:\n{}", d.log());
     assert_eq!(posts[1]["total"], 2);
     assert_ne!(posts[0]["upload_session_id"], posts[1]["upload_session_id"]);
@@ -163,7 +145,8 @@ fn cancelling_a_sessions_last_pending_photo_finishes_it_and_it_is_posted() {
     });
     let r = d.request("POST", &format!("/api/v1/jobs/{job}/cancel")).call().unwrap();
     assert_eq!(r.status(), 200);
-    let post = wait_for("the session's post", Duration::from_secs(30), || got.lock().unwrap().first().cloned());
+    let post =
+        wait_for("the session's post", Duration::from_secs(30), || got.lock().unwrap().first().map(|(_, b)| b.clone()));
     assert_eq!(post["upload_session_id"], session.as_str());
     assert_eq!((post["total"].as_u64(), post["failed"].as_u64()), (Some(1), Some(1)), "{post}");
     std::thread::sleep(Duration::from_secs(3));
