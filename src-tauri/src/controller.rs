@@ -337,7 +337,13 @@ async fn follow_progress<R: Runtime>(
         let store = store.clone();
         tokio::task::spawn_blocking(move || progress::Tracker::resume(&store)).await
     };
-    let Ok(mut tracker) = resumed else { return };
+    let mut tracker = match resumed {
+        Ok(t) => t,
+        Err(e) => {
+            error!(error = %e, "cannot read the open sessions for the tray; its progress stops");
+            return;
+        }
+    };
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
     loop {
         tokio::select! {
@@ -363,7 +369,13 @@ async fn follow_progress<R: Runtime>(
             })
             .await
         };
-        let Ok((back, overview)) = read else { return };
+        let (back, overview) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "reading progress for the tray failed; its progress stops");
+                return;
+            }
+        };
         tracker = back;
         match overview {
             Ok(o) => tray::show_progress(&app, &progress::TrayText::new(&o, &tracker.last), o.paused),

@@ -65,6 +65,8 @@ while True:
     time.sleep(0.2)
 PY
 
+# From the temp folder: schemathesis keeps a cache (.schemathesis/) in its working directory.
+cd "$ROOT"
 "$VENV/bin/st" run "$URL/api/v1/openapi.json" --url "$URL" \
   -H "Authorization: Bearer $TOKEN" \
   --checks all \

@@ -103,10 +103,7 @@ fn sigterm_with_jobs_in_flight_puts_them_back_without_using_an_attempt() {
     for (i, p) in photos.iter().take(6).enumerate() {
         fs::copy(p, d.watch_dir().join(format!("p{i}.{}", p.extension().unwrap().to_str().unwrap()))).unwrap();
     }
-    wait_for("four photos in flight", Duration::from_secs(60), || {
-        let (_, h) = d.get("/health");
-        (h["queue"]["processing"].as_u64() == Some(4)).then_some(())
-    });
+    four_in_flight(&d);
     let started = std::time::Instant::now();
     assert_eq!(d.terminate(), Some(0), "{}", d.log());
     // The helper waits at most 20 s for the exit; the time itself is a figure, not a test.
@@ -127,6 +124,14 @@ fn sigterm_with_jobs_in_flight_puts_them_back_without_using_an_attempt() {
     }
 }
 
+/// Waits until all four workers hold a photo.
+fn four_in_flight(d: &Daemon) {
+    wait_for("four photos in flight", Duration::from_secs(60), || {
+        let (_, h) = d.get("/health");
+        (h["queue"]["processing"].as_u64() == Some(4)).then_some(())
+    });
+}
+
 #[test]
 fn stopping_ten_times_with_four_photos_in_flight_never_spends_an_attempt() {
     // The stop is a signal to the engine, whoever holds it: every time, the four workers put
@@ -142,10 +147,7 @@ fn stopping_ten_times_with_four_photos_in_flight_never_spends_an_attempt() {
         fs::write(d.watch_dir().join(name), bytes).unwrap();
     }
     for round in 0..10 {
-        wait_for("four photos in flight", Duration::from_secs(60), || {
-            let (_, h) = d.get("/health");
-            (h["queue"]["processing"].as_u64() == Some(4)).then_some(())
-        });
+        four_in_flight(&d);
         assert_eq!(d.terminate(), Some(0), "round {round}: {}", d.log());
         assert!(!d.log().contains("reclaimed jobs left in processing"), "round {round}: {}", d.log());
         d.restart();

@@ -383,6 +383,9 @@ impl Config {
         if self.server.header_timeout_secs == 0 {
             return invalid("server.header_timeout_secs", "must be at least 1");
         }
+        if self.server.failed_auth_burst == 0 {
+            return invalid("server.failed_auth_burst", "must be at least 1");
+        }
         if self.server.max_event_streams == 0 {
             return invalid("server.max_event_streams", "must be at least 1");
         }
@@ -433,6 +436,9 @@ mod tests {
         let mut c = Config::default();
         c.store.job_ttl_hours = 1;
         assert!(c.validate().unwrap_err().to_string().contains("store.job_ttl_hours"));
+        let mut c = Config::default();
+        c.apply_env([("DEMETER_FAILED_AUTH_BURST", "0")]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("server.failed_auth_burst"));
     }
 
     #[test]

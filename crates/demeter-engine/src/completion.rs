@@ -20,10 +20,10 @@ use tracing::{info, warn};
 
 use crate::engine::{EngineEvent, Shared};
 
-/// What the tracker's thread receives: every event the engine publishes, and a wake-up at
+/// What the tracker's thread receives: every job change the engine publishes, and a wake-up at
 /// shutdown.
 pub(crate) enum Message {
-    Event(EngineEvent),
+    Job(Box<Job>),
     Wake,
 }
 
@@ -50,12 +50,12 @@ pub(crate) fn spawn(shared: Arc<Shared>, rx: mpsc::Receiver<Message>) -> thread:
                     .map(|due| (due - shared.clock.now()).to_std().unwrap_or(Duration::ZERO))
                     .unwrap_or(IDLE);
                 match rx.recv_timeout(wait) {
-                    Ok(Message::Event(EngineEvent::Job(job))) => {
+                    Ok(Message::Job(job)) => {
                         if let Some(report) = tracker.on_job(&*shared, &job, shared.clock.now()) {
                             announce(report);
                         }
                     }
-                    Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Ok(Message::Wake) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => return,
                 }
                 for report in tracker.due(&*shared, shared.clock.now()) {

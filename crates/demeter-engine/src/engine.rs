@@ -91,9 +91,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn publish(&self, e: EngineEvent) {
-        // The tracker gone means the engine is stopping; no subscribers is normal (no browser
-        // open). A send error only means that.
-        let _ = self.completion.send(completion::Message::Event(e.clone()));
+        // The tracker reads job changes only. The tracker gone means the engine is stopping; no
+        // subscribers is normal (no browser open). A send error only means that.
+        if let EngineEvent::Job(job) = &e {
+            let _ = self.completion.send(completion::Message::Job(job.clone()));
+        }
         let _ = self.events.send(e);
     }
 
@@ -284,11 +286,6 @@ impl Engine {
     /// (tens of milliseconds when it draws): call it off the async runtime.
     pub fn overlay(&self, job: demeter_domain::JobId) -> Result<Option<(uuid::Uuid, Vec<u8>)>, crate::OverlayError> {
         self.shared.overlays.get(&self.shared.store, job)
-    }
-
-    /// Runs the TTL sweep now (as `POST /admin/cleanup-sessions`); returns (sessions, jobs).
-    pub fn sweep_now(&self) -> (usize, usize) {
-        sweeper::sweep(&self.shared)
     }
 
     /// The snapshot served on `/health`.

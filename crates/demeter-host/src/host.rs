@@ -237,7 +237,7 @@ impl Host {
 
     fn stop_engine(self) {
         let Self { runtime, engine, state, .. } = self;
-        // The server's state and the tasks on the runtime hold engine references; drop them first.
+        // The server first: no request may send a command while the engine stops.
         drop(state);
         runtime.shutdown_timeout(Duration::from_secs(2));
         // Whoever still holds the engine, it stops now: its workers put their jobs back.

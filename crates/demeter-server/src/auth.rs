@@ -55,7 +55,7 @@ impl Auth {
 
     /// [`Auth::new`] allowing `burst` wrong tokens in a row per address (`server.failed_auth_burst`).
     pub fn with_failure_burst(mut self, burst: u32) -> Self {
-        self.limiter.burst = f64::from(burst.max(1));
+        self.limiter.burst = f64::from(burst);
         self
     }
 }

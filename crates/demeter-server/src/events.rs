@@ -148,8 +148,7 @@ pub fn publish_jobs(state: &AppState, jobs: &[Job]) -> Result<(), AppError> {
         let session = run[0].upload_session_id;
         let Some(snap) = SessionSnapshot::load(state, session)? else { continue };
         let (summary, eta) = (snap.summary(), snap.eta_seconds());
-        let gap = chrono::Duration::seconds(state.config.watch.session_gap_secs as i64);
-        let waiting = demeter_domain::session::waiting_for_more_photos(&snap.jobs, now, gap);
+        let waiting = demeter_domain::session::waiting_for_more_photos(&snap.jobs, now, state.session_gap());
         let owner = owner_of(&snap.session);
         for (job, estimate) in run.iter().zip(estimates(state, run, &stats, now)?) {
             state.hub.publish(

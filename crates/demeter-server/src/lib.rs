@@ -69,6 +69,13 @@ pub struct AppState {
     pub lan_url: Option<String>,
 }
 
+impl AppState {
+    /// `session_gap_secs`: how long a drained session stays open for more photos.
+    pub fn session_gap(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.config.watch.session_gap_secs as i64)
+    }
+}
+
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
     Router::new()

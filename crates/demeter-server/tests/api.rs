@@ -1,5 +1,7 @@
 //! The router driven with `oneshot` over a real sled store on disk.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::{
@@ -28,18 +30,6 @@ struct Fixture {
     clock: ManualClock,
     hub: Arc<demeter_server::events::EventHub>,
     auth: Arc<demeter_server::auth::Auth>,
-}
-
-/// The engine's effects of a command, not run here: the router tests check the stored change
-/// and the answer; the daemon's e2e tests check what the engine announces.
-struct NoEffects;
-
-impl demeter_engine::commands::Effects for NoEffects {
-    fn publish(&self, _: demeter_engine::EngineEvent) {}
-    fn wake_workers(&self) {}
-    fn sweep(&self) -> (usize, usize) {
-        (0, 0)
-    }
 }
 
 /// The admin token every request of these tests carries unless a test says otherwise.
@@ -91,7 +81,7 @@ impl Fixture {
                 self.store.clone(),
                 Arc::new(self.clock.clone()),
                 vec!["m".into(), "plant-unet".into()],
-                NoEffects,
+                common::NoEffects,
             )),
             metrics: Arc::new(Default::default),
             config: Arc::new(demeter_domain::config::Config {

@@ -1,6 +1,8 @@
 //! A property test of the auth layer: for any sequence of requests with any mix of credentials,
 //! the status follows from a small model of the rules (brake, public routes, 401, roles, origin).
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::{
@@ -83,7 +85,7 @@ async fn world() -> World {
             store.clone(),
             Arc::new(demeter_domain::SystemClock),
             vec!["m".into()],
-            NoEffects,
+            common::NoEffects,
         )),
         config: Default::default(),
         thumbnails: dir.path().into(),
@@ -163,16 +165,5 @@ proptest! {
             }
             Ok(())
         })?;
-    }
-}
-
-/// The engine's effects of a command, not run: only who may send it is tested here.
-struct NoEffects;
-
-impl demeter_engine::commands::Effects for NoEffects {
-    fn publish(&self, _: demeter_engine::EngineEvent) {}
-    fn wake_workers(&self) {}
-    fn sweep(&self) -> (usize, usize) {
-        (0, 0)
     }
 }

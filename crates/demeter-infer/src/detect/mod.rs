@@ -257,16 +257,18 @@ pub fn count(maps: Maps<'_>, min_area: u64, rules: &Rules, layout: Option<grid::
 
     // A tray the grower configured for the location: the lattice found, cut or extended to its
     // rows and columns, or its cells spread over the plants when none stands out.
-    let lattice = match layout {
-        Some(layout) => {
-            let points: Vec<[f64; 2]> = blobs.iter().map(|b| b.centre(width)).collect();
-            match find_lattice(&blobs, width) {
+    let lattice = if rules.grid || layout.is_some() {
+        let points: Vec<[f64; 2]> = blobs.iter().map(|b| b.centre(width)).collect();
+        let found = find_lattice(&blobs, &points);
+        match layout {
+            Some(layout) => match found {
                 Some(l) => Some(l.fitted(layout, &points, width as f64, height as f64)),
                 None => extent(&blobs).and_then(|e| grid::spread(layout, e)),
-            }
+            },
+            None => found,
         }
-        None if rules.grid => find_lattice(&blobs, width),
-        None => None,
+    } else {
+        None
     };
     let mut reasons = Vec::new();
     let (mut plants, grid) = match lattice {
@@ -343,13 +345,12 @@ const MIN_MEDIAN_SHARE: f64 = 0.05;
 
 /// The lattice the candidates stand on: cells at least half as wide as the largest plant, no
 /// plant much larger than a cell, and candidates of comparable size.
-fn find_lattice(blobs: &[Blob], width: usize) -> Option<grid::Lattice> {
+fn find_lattice(blobs: &[Blob], points: &[[f64; 2]]) -> Option<grid::Lattice> {
     let largest = blobs.iter().map(Blob::area).max().unwrap_or(0) as f64;
     if median_area(blobs) < MIN_MEDIAN_SHARE * largest {
         return None;
     }
-    let points: Vec<[f64; 2]> = blobs.iter().map(|b| b.centre(width)).collect();
-    grid::find(&points, (0.5 * largest.sqrt()).max(8.0))
+    grid::find(points, (0.5 * largest.sqrt()).max(8.0))
         .filter(|l| largest <= MAX_CELLS_PER_PLANT * l.pitch[0] * l.pitch[1])
 }
 

@@ -73,7 +73,7 @@ pub(crate) async fn poll_status(
         crate::auth::check_access(&who, &snap.session)?;
         let summary = snap.summary();
         let now = state.clock.now();
-        let waiting = demeter_domain::session::waiting_for_more_photos(&snap.jobs, now, session_gap(&state));
+        let waiting = demeter_domain::session::waiting_for_more_photos(&snap.jobs, now, state.session_gap());
         let finished = summary.pending == 0 && summary.processing == 0;
         let response = PollResponse {
             upload_session_id: id.to_string(),
@@ -94,11 +94,6 @@ pub(crate) async fn poll_status(
     })
     .await??;
     Ok(json_body(body))
-}
-
-/// `session_gap_secs`: how long a drained session stays open for more photos.
-fn session_gap(state: &AppState) -> chrono::Duration {
-    chrono::Duration::seconds(state.config.watch.session_gap_secs as i64)
 }
 
 fn json_body(body: Bytes) -> Response {
@@ -147,7 +142,7 @@ pub(crate) async fn list_sessions(
                 waiting_for_more_photos: demeter_domain::session::waiting_for_more_photos(
                     &jobs,
                     now,
-                    session_gap(&state),
+                    state.session_gap(),
                 ),
             });
         }
