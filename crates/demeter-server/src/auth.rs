@@ -1,10 +1,10 @@
-//! Authentication and authorisation for every route but the page's static files, `/health`'s
-//! minimal answer and sign-in itself.
+//! Authentication in front of every route, and the sign-in routes themselves.
 //!
-//! A request is identified by `Authorization: Bearer <token>` or by the sign-in cookie. The role
-//! needed follows from the request: reads need viewer, uploads uploader, every other change
-//! admin. Unknown or missing credentials → 401 with `WWW-Authenticate: Bearer`; a known identity
-//! without the role → 403. Cookie-authenticated changes must also come from this origin (CSRF).
+//! A request is identified by `Authorization: Bearer <token>` or by the sign-in cookie
+//! ([`guard`]); the caller, if any, travels in the request as a [`Caller`]. What each route needs
+//! is declared with the route, in [`crate::routes`], whose per-route layer answers 401 (with
+//! `WWW-Authenticate: Bearer`) without credentials, 403 without the role, and refuses cross-site
+//! changes made with the cookie (CSRF).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -15,7 +15,7 @@ use std::{
 
 use axum::{
     extract::{ConnectInfo, Request, State},
-    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware::Next,
     response::{IntoResponse, Response},
     Extension, Json,
@@ -138,9 +138,17 @@ fn host_name(headers: &HeaderMap) -> Option<String> {
 /// How the request proved who it is: a bearer token cannot be sent by another site's page, a
 /// cookie can, so only cookie requests need the origin check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
+pub enum Via {
     Bearer,
     Cookie,
+}
+
+/// Who sent the request, as [`guard`] found: in the request's extensions when the credentials
+/// are valid, absent otherwise.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub who: Identity,
+    pub via: Via,
 }
 
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -183,23 +191,8 @@ fn identify(state: &AppState, headers: &HeaderMap) -> Credentials {
     }
 }
 
-/// Routes anyone may reach: the page's own files, sign-in, and `/health` (which then says
-/// only whether the appliance is ready).
-fn is_public(path: &str) -> bool {
-    matches!(path, "/" | "/app.js" | "/style.css" | "/health" | "/auth/login" | "/auth/logout" | "/auth/pair/redeem")
-}
-
-fn required_role(method: &Method, path: &str) -> Role {
-    if method == Method::GET || method == Method::HEAD {
-        Role::Viewer
-    } else if path == "/api/v1/photos/upload" || path == "/auth/me" {
-        Role::Uploader
-    } else {
-        Role::Admin
-    }
-}
-
-fn unauthorized() -> Response {
+/// 401 with the `WWW-Authenticate` challenge.
+pub(crate) fn unauthorized() -> Response {
     let mut res = AppError::Unauthorized("a valid token is required: Authorization: Bearer <token>, or sign in".into())
         .into_response();
     res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"demeter\""));
@@ -207,15 +200,16 @@ fn unauthorized() -> Response {
 }
 
 /// True when a cookie-authenticated change comes from a page of this very host.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else { return false };
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else { return false };
     origin.split_once("://").map(|(_, rest)| rest == host).unwrap_or(false)
 }
 
-/// The middleware in front of every route.
+/// The middleware in front of every route: refuses names that are not this appliance's
+/// (DNS rebinding) and addresses that used up their failed attempts, then identifies the caller.
+/// It decides nothing about roles: see [`crate::routes`].
 pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    // DNS rebinding: a page on another site whose name now resolves to us sends its own Host.
     if !state.auth.allowed_hosts.is_empty() {
         if let Some(host) = host_name(req.headers()) {
             if !state.auth.allowed_hosts.contains(&host) {
@@ -230,48 +224,14 @@ pub(crate) async fn guard(State(state): State<AppState>, mut req: Request, next:
     if let Some(wait) = state.auth.limiter.blocked(ip) {
         return too_many(wait);
     }
-    let path = req.uri().path().to_owned();
-    let found = match identify(&state, req.headers()) {
-        Credentials::Valid(who, via) => Some((who, via)),
-        Credentials::Invalid => {
-            state.auth.limiter.failed(ip);
-            None
+    match identify(&state, req.headers()) {
+        Credentials::Valid(who, via) => {
+            req.extensions_mut().insert(Caller { who, via });
         }
-        Credentials::None => None,
-    };
-    if is_public(&path) {
-        if let Some((who, _)) = found {
-            req.extensions_mut().insert(who);
-        }
-        return next.run(req).await;
+        Credentials::Invalid => state.auth.limiter.failed(ip),
+        Credentials::None => {}
     }
-    let Some((who, via)) = found else { return unauthorized() };
-    let needed = required_role(req.method(), &path);
-    if !who.role.allows(needed) {
-        return AppError::Forbidden(format!("this needs the {needed} role; token {:?} is {}", who.name, who.role))
-            .into_response();
-    }
-    if via == Via::Cookie && req.method() != Method::GET && req.method() != Method::HEAD {
-        if !same_origin(req.headers()) {
-            return AppError::Forbidden("cross-site request refused (Origin does not match this host)".into())
-                .into_response();
-        }
-        // A plain HTML form on another site can only send urlencoded or text bodies; requiring
-        // JSON or multipart closes that door even where Origin is missing or wrong.
-        let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !(ct.starts_with("application/json") || ct.starts_with("multipart/form-data")) {
-            return AppError::UnsupportedMediaType(
-                "changes from the page must send a JSON or multipart body (Content-Type)".into(),
-            )
-            .into_response();
-        }
-    }
-    let (method, uri, name) = (req.method().clone(), req.uri().clone(), who.name.clone());
-    req.extensions_mut().insert(who);
-    let res = next.run(req).await;
-    // An access log for authenticated requests (DEMETER_LOG=demeter_server=debug).
-    tracing::debug!(%method, %uri, status = res.status().as_u16(), who = %name, "request");
-    res
+    next.run(req).await
 }
 
 /// Uploaders see the appliance's folder sessions and their own uploads, not other uploaders'.

@@ -13,13 +13,13 @@ pub mod auth;
 pub mod error;
 pub mod events;
 pub mod metrics;
+pub mod routes;
 
 use std::{future::Future, path::PathBuf, sync::Arc};
 
 use axum::{
     http::{header, StatusCode},
     response::{Html, IntoResponse},
-    routing::get,
     Router,
 };
 use demeter_domain::{health::Health, Clock};
@@ -76,22 +76,10 @@ impl AppState {
     }
 }
 
-/// The whole HTTP surface.
+/// The whole HTTP surface: the route table ([`routes`]) behind authentication, with every error
+/// in the JSON shape.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(index))
-        .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
-        .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
-        .route("/health", get(health))
-        .route("/metrics", get(metrics::metrics))
-        .route("/admin/cleanup-sessions", axum::routing::post(api::cleanup))
-        .route("/auth/login", axum::routing::post(auth::login))
-        .route("/auth/logout", axum::routing::post(auth::logout))
-        .route("/auth/me", get(auth::me))
-        .route("/auth/pair", axum::routing::post(auth::pair))
-        .route("/auth/pair/redeem", axum::routing::post(auth::redeem))
-        .nest("/api/v1", api::routes())
-        .fallback(error::not_found)
+    routes::router()
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::guard))
         // Outermost: whatever answers with an error, axum's extractors included, answers JSON.
         .layer(axum::middleware::from_fn(error::json_errors))
@@ -101,6 +89,14 @@ pub fn app(state: AppState) -> Router {
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     // Revalidated on every load: the page and the binary must never disagree after an upgrade.
     ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
+}
+
+async fn app_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn style_css() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", STYLE_CSS)
 }
 
 async fn index() -> impl IntoResponse {

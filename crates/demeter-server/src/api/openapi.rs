@@ -38,15 +38,25 @@ use utoipa::OpenApi;
 )]
 pub struct ApiDoc;
 
-/// Adds to every operation the error answers it can give besides its own, each with the
-/// [`ErrorBody`](crate::error::ErrorBody) schema, so the document lists every status a client can
-/// see: the guard's (401, 403, 421, 429), the server's (500, 503), malformed parameters (400),
-/// and a body's rejections (400, 413, 415, 422; see `error::json_errors`).
+/// The name of the bearer-token security scheme in the document.
+const BEARER: &str = "bearer";
+
+/// Adds to every operation what the route table ([`crate::routes`]) declares for it, and the error
+/// answers it can give besides its own, each with the [`ErrorBody`](crate::error::ErrorBody)
+/// schema, so the document lists every status a client can see:
+/// - the role it needs (`x-role`), its bearer-token security requirement, and then 401 and 403;
+/// - the guard's (421, 429), the server's (500, 503), malformed parameters (400), and a body's
+///   rejections (400, 408, 413, 415, 422; see `error::json_errors`).
 struct ErrorAnswers;
 
 impl utoipa::Modify for ErrorAnswers {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{path::Operation, ContentBuilder, Ref, ResponseBuilder};
+        use crate::routes::Access;
+        use utoipa::openapi::{
+            path::Operation,
+            security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+            ContentBuilder, Ref, ResponseBuilder,
+        };
         let answer = |what: &str| {
             ResponseBuilder::new()
                 .description(what)
@@ -56,10 +66,8 @@ impl utoipa::Modify for ErrorAnswers {
                 )
                 .build()
         };
-        let add = |op: &mut Operation| {
+        let add = |op: &mut Operation, access: Option<Access>| {
             let mut statuses = vec![
-                ("401", "No or unknown credentials"),
-                ("403", "Not allowed for this role, or a cross-site change"),
                 ("421", "Not a name of this appliance"),
                 ("429", "Too many failed sign-ins from this address"),
                 ("500", "Internal error (logged)"),
@@ -77,17 +85,43 @@ impl utoipa::Modify for ErrorAnswers {
                     ("422", "The body does not fit the schema"),
                 ]);
             }
+            if let Some(Access::Needs(role)) = access {
+                statuses.extend([
+                    ("401", "No or unknown credentials"),
+                    ("403", "Not allowed for this role, or a cross-site change"),
+                ]);
+                op.extensions.get_or_insert_with(Default::default).insert("x-role".into(), role.to_string().into());
+                op.security = Some(vec![SecurityRequirement::new(BEARER, Vec::<String>::new())]);
+            }
             for (status, what) in statuses {
                 op.responses.responses.entry(status.to_owned()).or_insert_with(|| answer(what).into());
             }
         };
-        for item in openapi.paths.paths.values_mut() {
-            for op in
-                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch].into_iter().flatten()
-            {
-                add(op);
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for (method, op) in [
+                ("GET", &mut item.get),
+                ("POST", &mut item.post),
+                ("PUT", &mut item.put),
+                ("DELETE", &mut item.delete),
+                ("PATCH", &mut item.patch),
+            ] {
+                if let Some(op) = op {
+                    add(op, crate::routes::access(method, path));
+                }
             }
         }
+        openapi.components.get_or_insert_with(Default::default).add_security_scheme(
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An access token (`demeter token create`, or DEMETER_ADMIN_TOKEN). The page's \
+                         sign-in cookie (`POST /auth/login`) works in its place for same-origin requests.",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
