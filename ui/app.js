@@ -597,7 +597,8 @@ document.getElementById('upload-form').addEventListener('submit', async (ev) => 
   status.textContent = `Sending ${input.files.length} photo(s)…`;
   try {
     const r = await getJson('/api/v1/photos/upload', { method: 'POST', body });
-    status.textContent = `Sent ${r.files.length} photo(s).`;
+    const skipped = r.skipped.map((f) => `${f.name}: ${f.reason}`).join('; ');
+    status.textContent = `Sent ${r.files.length} photo(s).` + (skipped ? ` Not sent, not photos: ${skipped}.` : '');
     input.value = '';
     location.hash = `#/session/${r.upload_session_id}`;
   } catch (e) {

@@ -272,11 +272,15 @@ fn photos_uploaded_over_http_are_processed_in_their_own_session() {
         ("../../tray.jpg", fs::read(&photos[1]).unwrap()),
         ("tray.jpg", fs::read(&photos[3]).unwrap()),
         ("broken.jpg", b"not a photo at all".to_vec()),
+        ("notes.txt", b"bench 3 watered at 9".to_vec()),
     ]);
     let res = d.request("POST", "/api/v1/photos/upload").set("Content-Type", &ct).send_bytes(&body).unwrap();
     assert_eq!(res.status(), 201);
     let v: Value = res.into_json().unwrap();
     assert_eq!(v["files"], serde_json::json!(["tray.jpg", "tray-2.jpg", "broken.jpg"]), "names made safe and unique");
+    // A file that is not a photo would never become a job: not saved, and said so.
+    assert_eq!(v["skipped"][0]["name"], "notes.txt", "{v:#}");
+    assert!(v["skipped"][0]["reason"].as_str().unwrap().contains("not a photo"), "{v:#}");
     let id = v["upload_session_id"].as_str().unwrap().to_owned();
     let body = wait_for("the uploaded photos to finish", Duration::from_secs(60), || {
         let b = d.poll(&id);
@@ -290,6 +294,18 @@ fn photos_uploaded_over_http_are_processed_in_their_own_session() {
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0]["source"]["kind"], "upload");
     assert!(!d.watch_dir().join("uploads").join(&id).join(".tray.jpg.part").exists());
+    assert!(!d.watch_dir().join("uploads").join(&id).join("notes.txt").exists());
+    // Nothing but files that are not photos: 415, with each named.
+    let (ct, text) = multipart(&[("notes.txt", b"bench 3".to_vec()), ("tray.jpg.part", b"half".to_vec())]);
+    match d.request("POST", "/api/v1/photos/upload").set("Content-Type", &ct).send_bytes(&text) {
+        Err(ureq::Error::Status(415, res)) => {
+            let e: Value = res.into_json().unwrap();
+            let detail = e["detail"].as_str().unwrap();
+            assert!(detail.contains("notes.txt") && detail.contains("tray.jpg.part"), "{e}");
+        }
+        other => panic!("expected 415, got {other:?}"),
+    }
+    assert_eq!(d.sessions().len(), 1, "no session for an upload without photos");
 
     // Over the per-file limit: 413 with a JSON error, and nothing half-written is left behind.
     // The server answers as soon as the limit is crossed and stops reading, so the client must

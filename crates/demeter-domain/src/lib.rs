@@ -25,6 +25,7 @@ pub mod job;
 pub mod location;
 pub mod metrics;
 pub mod notify;
+pub mod photo;
 pub mod result;
 pub mod session;
 

@@ -1,4 +1,7 @@
-//! Which files are photos: name filters and content sniffing.
+//! Which files are photos: name filters and content sniffing. One rule for the watcher, a
+//! one-shot run over a folder and the upload endpoint: a file is a photo when its name is not
+//! junk ([`is_ignored_name`]) and either its extension ([`has_image_extension`]) or its first bytes
+//! ([`sniff`]) say so ([`is_photo`]).
 
 use std::{ffi::OsStr, path::Path};
 
@@ -71,6 +74,12 @@ pub fn has_image_extension(path: &Path) -> bool {
             )
         })
         .unwrap_or(false)
+}
+
+/// The rule every way in shares: `name` is not junk, and either it has an image extension or
+/// `head` (the file's first bytes, at least [`SNIFF_LEN`] when the file has them) is an image.
+pub fn is_photo(name: &Path, head: &[u8]) -> bool {
+    !is_ignored_path(name) && (has_image_extension(name) || sniff(head).is_some())
 }
 
 #[cfg(test)]

@@ -10,9 +10,9 @@ use std::{
     time::Instant,
 };
 
+use demeter_domain::photo as filter;
 use demeter_domain::{config::Config, JobError, JobResult};
 use demeter_infer::DecodeLimits;
-use demeter_watch::filter;
 
 use crate::{
     pipeline::{self, Interrupt, PhotoInput},

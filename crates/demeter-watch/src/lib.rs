@@ -9,14 +9,13 @@
 //!
 //! A file is reported only when it passes the [`gate::StabilityGate`] (size and mtime unchanged
 //! for the stability window, so copies in progress are never read early), can be opened, and
-//! passes the [`filter`]s: junk names are ignored, content is sniffed for JPEG, PNG, TIFF or WebP,
-//! and an image-named file that is not an image is still reported (as [`FileKind::NotAnImage`])
+//! passes the [`demeter_domain::photo`] rules: junk names are ignored, content is sniffed for
+//! JPEG, PNG, TIFF or WebP, and an image-named file that is not an image is still reported (as [`FileKind::NotAnImage`])
 //! so the user sees a failed job rather than silence.
 
-pub mod filter;
 pub mod gate;
 pub mod mounts;
 mod watcher;
 
-pub use filter::ImageFormat;
+pub use demeter_domain::photo::ImageFormat;
 pub use watcher::{mtime_ns, FileKind, FolderWatcher, ReadyFile, WatchError, WatchMode, WatchOptions, WatchStatus};

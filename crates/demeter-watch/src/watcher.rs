@@ -12,11 +12,11 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
+use demeter_domain::photo::{self as filter, ImageFormat, SNIFF_LEN};
 use notify::{RecursiveMode, Watcher};
 use tracing::{debug, info, warn};
 
 use crate::{
-    filter::{self, ImageFormat, SNIFF_LEN},
     gate::{Readiness, StabilityGate},
     mounts,
 };

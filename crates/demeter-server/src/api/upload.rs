@@ -4,6 +4,11 @@
 //! hidden `.name.part` (the watcher ignores dotfiles) in `uploads/<session>/` and renamed when
 //! complete, so the watcher never sees half a photo. The watcher then queues them like any
 //! other photo, into this session.
+//!
+//! Only photos are kept, by the rule the watcher applies ([`demeter_domain::photo::is_photo`]):
+//! any other file (notes, a video, an editor's leftover) would sit in the folder and never
+//! become a job, so it is not saved and the answer lists it under `skipped`, with why. An upload
+//! with no photo at all answers 415.
 
 use std::path::{Path, PathBuf};
 
@@ -35,7 +40,29 @@ pub struct UploadResponse {
     pub upload_session_id: String,
     /// Names the photos were stored under (made safe and unique).
     pub files: Vec<String>,
+    /// Files that were not saved because they are not photos, with the reason.
+    pub skipped: Vec<Skipped>,
     pub status_url: String,
+}
+
+/// A file of the upload that is not a photo.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Skipped {
+    /// The file's name as sent (made safe).
+    pub name: String,
+    pub reason: String,
+}
+
+/// Why `name`, starting with `head`, is not a photo; `None` when it is one.
+fn not_a_photo(name: &str, head: &[u8]) -> Option<String> {
+    let path = Path::new(name);
+    if demeter_domain::photo::is_photo(path, head) {
+        None
+    } else if demeter_domain::photo::is_ignored_path(path) {
+        Some("a temporary or system file by its name (e.g. .part, .tmp, Thumbs.db), never a photo".into())
+    } else {
+        Some("not a photo: neither its name nor its content is an image (JPEG, PNG, TIFF, WebP)".into())
+    }
 }
 
 /// Keeps the last path component, drops control characters and separators, caps the length.
@@ -78,7 +105,7 @@ struct UploadForm {
     photos: Vec<Vec<u8>>,
 }
 
-#[utoipa::path(post, path = "/api/v1/photos/upload", tag = "upload", request_body(content = inline(UploadForm), content_type = "multipart/form-data", description = "One or more file fields"), responses((status = 201, body = UploadResponse), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/v1/photos/upload", tag = "upload", request_body(content = inline(UploadForm), content_type = "multipart/form-data", description = "One or more file fields"), responses((status = 201, body = UploadResponse, description = "The photos were saved; files that are not photos are listed under `skipped`"), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody, description = "None of the files is a photo")))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
     Extension(who): Extension<demeter_auth::Identity>,
@@ -87,6 +114,7 @@ pub(crate) async fn upload(
     let id = SessionId::new_v7();
     let dir = state.config.watch.dir.join(UPLOADS_DIR).join(id.to_string());
     let mut files = Vec::new();
+    let mut skipped = Vec::new();
     let mut session_created = false;
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         let Some(raw_name) = field.file_name().map(str::to_owned) else {
@@ -96,6 +124,20 @@ pub(crate) async fn upload(
                 "unexpected form field {name:?} without a file; send the photos as file fields"
             )));
         };
+        let name = safe_name(&raw_name, files.len() + skipped.len());
+        // Enough of the file to tell what it is.
+        let mut head = Vec::new();
+        while head.len() < demeter_domain::photo::SNIFF_LEN {
+            match next_chunk(&mut field, None).await? {
+                Some(chunk) => head.extend_from_slice(&chunk),
+                None => break,
+            }
+        }
+        if let Some(reason) = not_a_photo(&name, &head) {
+            // The rest of this field is skipped by asking for the next one.
+            skipped.push(Skipped { name, reason });
+            continue;
+        }
         if !session_created {
             let now = state.clock.now();
             let session = UploadSession {
@@ -108,24 +150,19 @@ pub(crate) async fn upload(
             tokio::fs::create_dir_all(&dir).await.map_err(|e| AppError::Internal(Box::new(e)))?;
             session_created = true;
         }
-        let name = safe_name(&raw_name, files.len());
         let target = unique(&dir, &name);
         let final_name = target.file_name().unwrap_or_default().to_string_lossy().into_owned();
         let part = dir.join(format!(".{final_name}.part"));
         let mut out = tokio::fs::File::create(&part).await.map_err(|e| AppError::Internal(Box::new(e)))?;
         let mut written: u64 = 0;
+        let mut first = Some(axum::body::Bytes::from(head));
         loop {
-            let chunk = match tokio::time::timeout(STALL, field.chunk()).await {
-                Ok(Ok(Some(c))) => c,
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => {
-                    let _ = tokio::fs::remove_file(&part).await;
-                    return Err(multipart_error(e));
-                }
-                Err(_) => {
-                    let _ = tokio::fs::remove_file(&part).await;
-                    return Err(AppError::Timeout(format!("the upload stalled for {} s", STALL.as_secs())));
-                }
+            let chunk = match first.take() {
+                Some(head) => head,
+                None => match next_chunk(&mut field, Some(&part)).await? {
+                    Some(c) => c,
+                    None => break,
+                },
             };
             written += chunk.len() as u64;
             if written > MAX_FILE_BYTES {
@@ -140,10 +177,14 @@ pub(crate) async fn upload(
         tokio::fs::rename(&part, &target).await.map_err(|e| AppError::Internal(Box::new(e)))?;
         files.push(final_name);
     }
-    if files.is_empty() {
+    if files.is_empty() && skipped.is_empty() {
         return Err(AppError::BadRequest(
             "no files in the upload (send multipart/form-data with one or more file fields)".into(),
         ));
+    }
+    if files.is_empty() {
+        let list = skipped.iter().map(|s| format!("{} ({})", s.name, s.reason)).collect::<Vec<_>>().join("; ");
+        return Err(AppError::UnsupportedMediaType(format!("none of the files is a photo: {list}")));
     }
     Ok((
         StatusCode::CREATED,
@@ -151,8 +192,26 @@ pub(crate) async fn upload(
             upload_session_id: id.to_string(),
             status_url: format!("/api/v1/photos/jobs/status?upload_session_id={id}"),
             files,
+            skipped,
         }),
     ))
+}
+
+/// The field's next chunk, within [`STALL`]; on an error the partial file `part`, if any, is
+/// removed.
+async fn next_chunk(
+    field: &mut axum::extract::multipart::Field<'_>,
+    part: Option<&Path>,
+) -> Result<Option<axum::body::Bytes>, AppError> {
+    let err = match tokio::time::timeout(STALL, field.chunk()).await {
+        Ok(Ok(chunk)) => return Ok(chunk),
+        Ok(Err(e)) => multipart_error(e),
+        Err(_) => AppError::Timeout(format!("the upload stalled for {} s", STALL.as_secs())),
+    };
+    if let Some(part) = part {
+        let _ = tokio::fs::remove_file(part).await;
+    }
+    Err(err)
 }
 
 #[cfg(test)]
