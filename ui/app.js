@@ -72,9 +72,10 @@ function withBackoff(load, onLost) {
     try {
       await load();
       attempt = 0;
+      // Back from a failure: its notice goes. Otherwise the status line is left alone (it may
+      // say the event stream is live).
+      if (failing) { setConn('', false); clearLost(); }
       failing = false;
-      setConn('', false);
-      clearLost();
     } catch (e) {
       if (stopped) return;
       if (e instanceof HttpError && e.status === 401) { showSignIn('Your sign-in has ended; sign in again.'); return; }
@@ -162,15 +163,15 @@ function jobRow(j) {
   const doubt = j.result && j.result.trust && !j.result.trust.trusted
     ? el('span', { class: 'badge uncertain', title: trustText(j.result.trust), text: 'uncertain' }) : null;
   const loc = j.result && j.result.storage_location_id ? j.result.storage_location_id : '';
-  return el('tr', { id: `job-${j.job_id}`, 'data-status': j.status },
-    el('td', { class: 'thumb' }, thumb),
-    el('td', { 'data-label': 'Photo' }, el('a', { href: `#/job/${j.job_id}`, text: j.filename })),
-    el('td', { 'data-label': 'Status' }, badge(j.status)),
-    el('td', { 'data-label': 'Progress' }, bar(j.progress_percent, j.status, `${j.filename} progress`)),
-    el('td', { 'data-label': 'ETA', text: j.status === 'completed' || j.status === 'failed' ? '' : eta(j.eta_seconds) }),
-    el('td', { 'data-label': 'Plants', class: 'plants' }, plants, doubt ? ' ' : '', doubt || ''),
-    el('td', { 'data-label': 'Location', text: loc }),
-    el('td', { 'data-label': 'Error', class: 'err', text: j.error_message || '' }));
+  return el('tr', { id: `job-${j.job_id}`, 'data-status': j.status, role: 'row' },
+    el('td', { class: 'thumb', role: 'cell' }, thumb),
+    el('td', { 'data-label': 'Photo', role: 'cell' }, el('a', { href: `#/job/${j.job_id}`, text: j.filename })),
+    el('td', { 'data-label': 'Status', role: 'cell' }, badge(j.status)),
+    el('td', { 'data-label': 'Progress', role: 'cell' }, bar(j.progress_percent, j.status, `${j.filename} progress`)),
+    el('td', { 'data-label': 'ETA', role: 'cell', text: j.status === 'completed' || j.status === 'failed' ? '' : eta(j.eta_seconds) }),
+    el('td', { 'data-label': 'Plants', class: 'plants', role: 'cell' }, plants, doubt ? ' ' : '', doubt || ''),
+    el('td', { 'data-label': 'Location', role: 'cell', text: loc }),
+    el('td', { 'data-label': 'Error', class: 'err', role: 'cell', text: j.error_message || '' }));
 }
 
 function banner(summary, id, onReview) {
@@ -231,6 +232,7 @@ async function showSession(id) {
   let state = null; // last poll body, patched by events
   let source = null;
   let pollTimer = null;
+  let interrupted = false; // the event stream failed and has not reopened yet
   let onlyFailed = false;
   const rowOf = new Map(); // job id → its <tr>
   const indexOf = new Map(); // job id → its place in state.jobs
@@ -259,7 +261,7 @@ async function showSession(id) {
   const drawAll = () => {
     rowOf.clear();
     indexOf.clear();
-    tbody = el('tbody');
+    tbody = el('tbody', { role: 'rowgroup' });
     state.jobs.forEach((j, i) => {
       const tr = jobRow(j);
       showRow(tr);
@@ -279,9 +281,11 @@ async function showSession(id) {
       el('h1', { text: title }),
       head,
       filterNote,
-      el('table', { id: 'jobs' },
-        el('thead', {}, el('tr', {}, ...['', 'Photo', 'Status', 'Progress', 'ETA', 'Plants', 'Location', 'Error']
-          .map((h) => el('th', { scope: 'col', text: h })))),
+      // Laid out as a grid of independent rows (style.css), so the table's meaning is stated.
+      el('table', { id: 'jobs', role: 'table' },
+        el('thead', { role: 'rowgroup' }, el('tr', { role: 'row' },
+          ...['', 'Photo', 'Status', 'Progress', 'ETA', 'Plants', 'Location', 'Error']
+            .map((h) => el('th', { scope: 'col', role: 'columnheader', text: h })))),
         tbody));
   };
   // Redraws only the rows events changed, at most once per animation frame.
@@ -350,9 +354,12 @@ async function showSession(id) {
     source = new EventSource(`/api/v1/events?upload_session_id=${encodeURIComponent(id)}`);
     source.addEventListener('job', apply);
     source.addEventListener('resync', () => poller.run());
-    source.onopen = () => { stopPolling(); setConn('live', false); poller.run(); };
+    source.onopen = () => { interrupted = false; stopPolling(); setConn('live', false); poller.run(); };
     source.onerror = () => {
-      // The browser reconnects by itself (with Last-Event-ID); meanwhile poll every 2 s.
+      // The browser reconnects by itself (with Last-Event-ID); meanwhile poll every 2 s. Said
+      // once per interruption: each failed reconnect must not hide the back-off's own status.
+      if (interrupted) return;
+      interrupted = true;
       setConn('live updates interrupted; polling', false);
       startPolling();
     };

@@ -257,6 +257,9 @@ test('a session page is titled by its source and time; Review errors shows the f
   await page.waitForSelector('#failed-only:not([hidden])');
   const visible = await page.locator('#jobs tbody tr:not([hidden])').evaluateAll((rows) => rows.map((r) => r.dataset.status));
   assert.deepEqual(visible, ['failed']);
+  // Hidden on screen too, not only marked (the rows' own layout must not override `hidden`).
+  const shown = await page.locator('#jobs tbody tr').evaluateAll((rows) => rows.filter((r) => r.checkVisibility()).map((r) => r.dataset.status));
+  assert.deepEqual(shown, ['failed']);
   assert.ok(await page.locator('#jobs tbody tr[data-status="failed"]').isVisible());
   await page.screenshot({ path: join(artifacts, 'session-review-errors.png'), fullPage: true });
   await page.click('#failed-only button');

@@ -67,7 +67,7 @@ PY
 
 # From the temp folder: schemathesis keeps a cache (.schemathesis/) in its working directory.
 cd "$ROOT"
-"$VENV/bin/st" run "$URL/api/v1/openapi.json" --url "$URL" \
+"$VENV/bin/st" --config-file "$REPO/tests/contract/schemathesis.toml" run "$URL/api/v1/openapi.json" --url "$URL" \
   -H "Authorization: Bearer $TOKEN" \
   --checks all \
   --exclude-path /api/v1/events \
