@@ -128,7 +128,7 @@ bench-deps: $(BENCH_VENV)/.installed
 	@command -v wrk >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq wrk >/dev/null; }
 
-bench: ort bench-deps
+bench: ort bench-deps browser-deps
 	$(CARGO) build --release --locked -p demeter-daemon -p demeter-bench
 	DEMETER_BENCH_PYTHON="$(BENCH_VENV)/bin/python" "$(abspath $(TARGET_DIR))/release/demeter-bench" \
 	  --out docs/benchmarks.md $(BENCH_ARGS)

@@ -8,6 +8,7 @@ mod eta;
 mod fixtures;
 mod latency;
 mod memory;
+mod page;
 mod pipeline;
 mod poll;
 mod report;
@@ -49,6 +50,8 @@ enum Bench {
     Eta,
     /// A sweep over 100,000 expired jobs.
     Scale,
+    /// The status page in Chromium on a 5,000-photo session.
+    Page,
 }
 
 /// What every benchmark may use.
@@ -96,6 +99,7 @@ fn main() -> Result<()> {
             Bench::Sse => vec![sse::run(&cli.opts)?],
             Bench::Eta => vec![eta::run(&cli.opts)?],
             Bench::Scale => vec![scale::run(&cli.opts)?],
+            Bench::Page => vec![page::run(&cli.opts)?],
         };
         for s in &new {
             eprintln!("{}", s.body);
