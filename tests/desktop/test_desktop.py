@@ -475,6 +475,18 @@ async def main_scenario(bus, watcher, tmp, photos, data, home):
         if len(seen) != 1 or not re.match(r"Processed 3 photos", seen[0][1]):
             fail(f"expected one notification for the 3 trickled photos, saw {seen}")
 
+        # Two more photos after that batch's gap closed: a new batch, announced once on its
+        # own (not as an update of the first).
+        before = len(notifications(monitor_log))
+        for i, name in enumerate(["06_apps-phenotyping__topviewpi_20170830.0955_quinoa_qq74.jpg", "10_easy-leaf-area__IMG_1980.jpg"]):
+            shutil.copy(os.path.join(REAL, name), os.path.join(bench5, f"late{i}.jpg"))
+        wait_until("the second batch's notification", lambda: notifications(monitor_log)[before:] or None, 60)
+        await asyncio.sleep(COALESCE_S + 4)
+        seen = notifications(monitor_log)[before:]
+        log("notifications for the batch after the gap:", seen)
+        if len(seen) != 1 or not re.match(r"Processed 2 photos", seen[0][1]):
+            fail(f"expected one notification for the 2 photos after the gap, saw {seen}")
+
         await quit_cleanly(menu, app, read_log)
         if "engine stopped" not in read_log():
             fail("log lacks 'engine stopped'")
