@@ -38,7 +38,12 @@ ort: setup
 	@scripts/fetch-ort.sh "$(ORT_DIR)" >/dev/null
 	@echo "ONNX Runtime $(ORT_VERSION): $(ORT_LIB)"
 
-build: ort
+# On a machine with an NVIDIA GPU (nvidia-smi), the GPU build of ONNX Runtime and, where the
+# system lacks them, CUDA 13 and cuDNN 9, from PyPI; elsewhere nothing (see scripts/fetch-ort-gpu.sh).
+ort-gpu:
+	@scripts/fetch-ort-gpu.sh
+
+build: ort ort-gpu
 	$(CARGO) build --release --locked -p demeter-daemon
 	@mkdir -p target/release
 	@if [ "$(TARGET_DIR)" != "target" ]; then cp -f "$(TARGET_DIR)/release/demeter" target/release/demeter; fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check for a machine with an NVIDIA GPU: installs the ONNX Runtime library of the
 # `onnxruntime-gpu==1.31.1` wheel (with CUDA 13 and cuDNN 9 from their PyPI wheels when the
-# machine has none), builds `demeter` with CUDA support, runs `demeter process --device cuda`
+# machine has none), builds `demeter`, runs `demeter process --device cuda`
 # over the dev photos and prints its throughput against `--device cpu`. Under 5 minutes on a
 # machine with a few cores (most of it the release build).
 #
@@ -33,8 +33,8 @@ nvidia_libs=$(find "$site/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | pa
 export LD_LIBRARY_PATH=$ort_dir${nvidia_libs:+:$nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 echo "gpu-check: ONNX Runtime GPU library $ort_lib"
 
-# 2. demeter with the CUDA execution provider compiled in.
-cargo build --release --locked -p demeter-daemon --features cuda
+# 2. demeter (every build has the CUDA execution provider compiled in).
+cargo build --release --locked -p demeter-daemon
 demeter=$CARGO_TARGET_DIR/release/demeter
 
 # 3. The same photos on each device; `demeter process` prints per photo, we time the whole run.

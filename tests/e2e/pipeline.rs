@@ -100,6 +100,14 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
     assert_eq!(health["queue"]["pending"], 0);
     assert_eq!(health["watcher"]["mode"], "events");
     assert!(health["warnings"][0].as_str().unwrap().contains("CPU"), "auto fell back to CPU and says so");
+    // Every build carries the GPU providers; the warning says why this machine cannot use them.
+    assert_eq!(health["compiled_providers"], serde_json::json!(["CPU", "CUDA", "TensorRT"]));
+    let why = health["warnings"][0].as_str().unwrap();
+    if std::path::Path::new("/dev/nvidia0").exists() {
+        assert!(why.contains("has no CUDA provider"), "a GPU with the CPU library: {why}");
+    } else {
+        assert!(why.contains("no CUDA device"), "no GPU here: {why}");
+    }
 
     // A rescan (every 2 s here) must not queue anything again, nor may a byte-identical copy.
     fs::copy(&photos[1], d.watch_dir().join("copy-of-02.jpg")).unwrap();

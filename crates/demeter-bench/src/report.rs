@@ -110,7 +110,7 @@ pub fn gpu() -> Section {
         None => "No NVIDIA GPU on this machine, so nothing was measured on one. `scripts/gpu-check.sh` is ready for a \
                  machine that has one: it installs the `onnxruntime-gpu==1.31.1` wheel with CUDA 13 and cuDNN 9 from \
                  NVIDIA's PyPI wheels (its `cuda,cudnn` extras; `WHEELHOUSE=dir` for machines without PyPI), builds \
-                 `demeter` with `--features cuda`, runs `demeter process --device cuda` and `--device cpu` over the dev \
+                 `demeter` (every build has the CUDA provider), runs `demeter process --device cuda` and `--device cpu` over the dev \
                  photos and prints photos per minute for each.\n"
             .into(),
     };

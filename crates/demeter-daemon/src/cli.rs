@@ -77,7 +77,7 @@ pub struct CommonArgs {
     /// Parallel workers, each with its own ONNX Runtime session [default: 4].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
-    /// Execution provider: auto (CUDA if it registers, else CPU), cpu, cuda [default: auto].
+    /// Execution provider: auto (CUDA if it registers, else CPU), cpu, cuda, tensorrt [default: auto].
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<Device>,
     /// Model folder with model.onnx and manifest.toml [default: the built-in plant-exg model].

@@ -122,6 +122,11 @@ pub enum Device {
     Cpu,
     /// CUDA or refuse to start.
     Cuda,
+    /// TensorRT (with CUDA for what TensorRT does not take) or refuse to start. Never chosen by
+    /// `auto`: TensorRT builds an engine per model and shape when a session starts (seconds to
+    /// minutes), so it is asked for, not guessed.
+    #[serde(rename = "tensorrt")]
+    TensorRt,
 }
 
 impl FromStr for Device {
@@ -131,7 +136,8 @@ impl FromStr for Device {
             "auto" => Ok(Device::Auto),
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda),
-            _ => Err("expected one of auto, cpu, cuda".into()),
+            "tensorrt" => Ok(Device::TensorRt),
+            _ => Err("expected one of auto, cpu, cuda, tensorrt".into()),
         }
     }
 }
@@ -142,6 +148,7 @@ impl fmt::Display for Device {
             Device::Auto => "auto",
             Device::Cpu => "cpu",
             Device::Cuda => "cuda",
+            Device::TensorRt => "tensorrt",
         })
     }
 }
@@ -404,6 +411,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_device_reads_back_as_written_in_flags_files_and_env() {
+        for (text, device) in
+            [("auto", Device::Auto), ("cpu", Device::Cpu), ("cuda", Device::Cuda), ("tensorrt", Device::TensorRt)]
+        {
+            assert_eq!(text.parse::<Device>(), Ok(device));
+            assert_eq!(device.to_string(), text);
+            let file: WorkersConfig = toml::from_str(&format!("device = {text:?}")).unwrap();
+            assert_eq!(file.device, device);
+        }
+        assert!("TensorRT".parse::<Device>().is_ok(), "case does not matter");
+        assert!("gpu".parse::<Device>().unwrap_err().contains("tensorrt"));
+    }
 
     #[test]
     fn defaults_are_valid_and_documented_values() {

@@ -9,8 +9,12 @@ pub struct Health {
     /// True once the store is open, the model loaded and the workers running.
     pub ready: bool,
     pub version: String,
-    /// The execution provider actually registered ("CPU" or "CUDA").
+    /// The execution provider actually registered ("CPU", "CUDA" or "TensorRT").
     pub execution_provider: String,
+    /// The providers this build can register; whether a GPU one works depends on the machine
+    /// (a `warnings` entry says why it does not).
+    #[serde(default)]
+    pub compiled_providers: Vec<String>,
     /// Why the requested device is not in use (e.g. `--device auto` without a GPU).
     pub warnings: Vec<String>,
     pub model: ModelHealth,

@@ -305,6 +305,7 @@ impl Engine {
             ready: !self.shared.stopping() && inference.state == "closed",
             version: env!("CARGO_PKG_VERSION").to_owned(),
             execution_provider: self.provider.to_owned(),
+            compiled_providers: demeter_infer::COMPILED_PROVIDERS.iter().map(|p| (*p).to_owned()).collect(),
             warnings: self.warnings.clone(),
             model: model_health(&self.models[0]),
             installed_models: self.models.iter().map(|m| model_health(m)).collect(),

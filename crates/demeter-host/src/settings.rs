@@ -141,6 +141,7 @@ impl DesktopSettings {
             Device::Auto => "auto",
             Device::Cpu => "cpu",
             Device::Cuda => "cuda",
+            Device::TensorRt => "tensorrt",
         };
         set(&mut doc, "workers", "device", device.into());
         set(&mut doc, "server", "listen", self.listen(current_listen).to_string().into());

@@ -12,7 +12,7 @@ pub enum InferError {
     Environment(String),
     #[error("cannot load the model in {path}: {reason}")]
     Model { path: PathBuf, reason: String },
-    #[error("--device cuda was requested but the CUDA execution provider could not be registered: {0}")]
+    #[error("a GPU device was requested (--device cuda or tensorrt) but its execution provider could not be registered: {0}")]
     CudaUnavailable(String),
     /// The photo, resized, does not fit the model's fixed input dimensions: the photo's
     /// problem (e.g. an aspect ratio the model was not exported for), not the device's.

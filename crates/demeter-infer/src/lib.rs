@@ -27,4 +27,4 @@ pub use analyzer::{Analyzer, Detection, Prepared, Segmentation};
 pub use decode::{decode, decode_for, DecodeError, DecodeLimits, Decoded};
 pub use error::InferError;
 pub use model::{Manifest, Model};
-pub use runtime::{Provider, Runtime, ORT_VERSION};
+pub use runtime::{Provider, Runtime, COMPILED_PROVIDERS, ORT_VERSION};

@@ -66,6 +66,7 @@ impl Fixture {
                 ready: true,
                 version: "test".into(),
                 execution_provider: "CPU".into(),
+                compiled_providers: vec!["CPU".into()],
                 warnings: vec![],
                 model: ModelHealth { name: "m".into(), version: "1".into(), sha256: "x".into() },
                 installed_models: vec![
