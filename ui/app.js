@@ -426,6 +426,7 @@ async function showJob(id) {
     const where = d.details.storage_location_name || d.details.storage_location_id;
     add('Location', where ? `${where}${d.details.location_rule ? ` (from the ${rules[d.details.location_rule]})` : ''}` : '—');
     add('Model', `${d.details.model.name} ${d.details.model.version}`);
+    if (d.details.execution_provider) add('Ran on', `${d.details.execution_provider} (${d.details.device})`);
     add('Plant cover', `${(d.details.plant_area_fraction * 100).toFixed(1)} %`);
     for (const [stage, ms] of Object.entries(d.details.timings_ms)) add(`Stage ${stage}`, `${ms} ms`);
   }

@@ -95,6 +95,7 @@ test('jobs move pending → processing → completed on screen without a reload;
   const detail = await page.textContent('main');
   assert.match(detail, /Stage segment/);
   assert.match(detail, /plant-exg/);
+  assert.match(detail, /Ran onCPU \(cpu\)/, 'where the model ran');
   assert.match(detail, /Attempts1/);
   assert.match(detail, /Location—/, 'a photo at the top of the folder has no location');
   // The tray's grid: the summary, and a cell table of 4 × 5 with the empty cells marked.

@@ -58,6 +58,9 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
                 // The overlay is drawn from the photo when first asked for, at most 1024 px
                 // long, and kept under the result it shows.
                 let (overlay, detail) = overlay_of(&d, id);
+                // Where it ran is part of the result (no GPU in the tests: the CPU provider).
+                let ran = (detail["details"]["execution_provider"].as_str(), detail["details"]["device"].as_str());
+                assert_eq!(ran, (Some("CPU"), Some("cpu")), "{name}");
                 let (w, h) =
                     (detail["details"]["width"].as_u64().unwrap(), detail["details"]["height"].as_u64().unwrap());
                 let o = jpeg_size(&overlay);

@@ -173,6 +173,13 @@ pub struct JobResult {
     #[serde(default)]
     pub location_rule: Option<crate::location::LocationRule>,
     pub model: ModelRef,
+    /// The execution provider the model ran on: "CPU", "CUDA" or "TensorRT". Results stored
+    /// before this field existed read as empty (not recorded).
+    #[serde(default)]
+    pub execution_provider: String,
+    /// The device: "cpu", or "cuda:N" for GPU N. Empty for results stored before it was recorded.
+    #[serde(default)]
+    pub device: String,
     /// Milliseconds spent in each stage.
     pub timings_ms: BTreeMap<Stage, u64>,
     /// Photo size after EXIF orientation.

@@ -112,6 +112,8 @@ pub fn run(
         storage_location_name: location.as_ref().and_then(|l| l.name.clone()),
         location_rule: location.map(|l| l.rule),
         model: analyzer.model().reference(),
+        execution_provider: analyzer.provider().as_str().to_owned(),
+        device: analyzer.provider().device().to_owned(),
         timings_ms: timings,
         width,
         height,

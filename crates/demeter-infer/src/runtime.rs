@@ -30,6 +30,15 @@ impl Provider {
             Provider::TensorRt => "TensorRT",
         }
     }
+
+    /// The device sessions on this provider use ("cuda:0": the GPU providers are registered for
+    /// the first GPU, their default).
+    pub fn device(self) -> &'static str {
+        match self {
+            Provider::Cpu => "cpu",
+            Provider::Cuda | Provider::TensorRt => "cuda:0",
+        }
+    }
 }
 
 /// The execution providers every build can register (`ort` with load-dynamic compiles them in

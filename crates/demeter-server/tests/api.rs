@@ -175,6 +175,8 @@ async fn poll_returns_the_seed_shape_with_every_state() {
                     storage_location_name: None,
                     location_rule: None,
                     model: ModelRef { name: "m".into(), version: "1".into(), ..Default::default() },
+                    execution_provider: "CPU".into(),
+                    device: "cpu".into(),
                     timings_ms: Default::default(),
                     width: 10,
                     height: 10,
@@ -572,7 +574,15 @@ async fn results_come_as_json_and_csv() {
         plants_per_cell: vec![1, 0, 2, 1, 1, 1],
     };
     let trust = demeter_domain::Trust::from_reasons(vec![demeter_domain::TrustReason::CrowdedCells]);
-    let result = JobResult { total_detected: 6, grid: Some(grid), trust, ..Default::default() };
+    let result = JobResult {
+        total_detected: 6,
+        grid: Some(grid),
+        trust,
+        model: ModelRef { name: "plant-exg".into(), version: "2.0.0".into(), ..Default::default() },
+        execution_provider: "CUDA".into(),
+        device: "cuda:0".into(),
+        ..Default::default()
+    };
     f.store.update(b, |j| j.complete(result, t0())).unwrap();
     let (code, rows) = get(f.app(), &format!("/api/v1/sessions/{s}/results.json")).await;
     assert_eq!(code, StatusCode::OK);
@@ -585,10 +595,14 @@ async fn results_come_as_json_and_csv() {
     let lines: Vec<_> = csv.lines().collect();
     assert!(lines[0].starts_with(
         "filename,status,plant_count,storage_location_id,error_message,grid_rows,grid_cols,cells_occupied,\
-         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons,read_ms"
+         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons,model,execution_provider,device,read_ms"
     ));
-    assert_eq!(lines[1], "\"'=tray, \"\"A\"\".jpg\",failed,,,\"corrupt, truncated\",,,,,,,,,,,,,,");
-    assert_eq!(lines[2], "tray-b.jpg,completed,6,,,2,3,5,1,1,1 0 2 1 1 1,false,crowded_cells,,,,,,");
+    assert_eq!(lines[1], "\"'=tray, \"\"A\"\".jpg\",failed,,,\"corrupt, truncated\",,,,,,,,,,,,,,,,,");
+    assert_eq!(
+        lines[2],
+        "tray-b.jpg,completed,6,,,2,3,5,1,1,1 0 2 1 1 1,false,crowded_cells,plant-exg 2.0.0,CUDA,cuda:0,,,,,,"
+    );
+    assert_eq!((rows[1]["execution_provider"].as_str(), rows[1]["device"].as_str()), (Some("CUDA"), Some("cuda:0")));
 }
 
 mod sse {

@@ -23,6 +23,10 @@ pub struct ResultRow {
     pub plant_count: Option<u32>,
     pub storage_location_id: Option<String>,
     pub error_message: Option<String>,
+    /// The model that counted (name and version), and where it ran.
+    pub model: Option<String>,
+    pub execution_provider: Option<String>,
+    pub device: Option<String>,
     /// The tray's grid with plants per cell, when one was found.
     pub grid: Option<demeter_domain::Grid>,
     /// Whether the count can be trusted, and why not.
@@ -39,6 +43,9 @@ fn row(j: &Job) -> ResultRow {
         plant_count: j.result().map(|r| r.total_detected),
         storage_location_id: j.result().and_then(|r| r.storage_location_id.clone()),
         error_message: j.error().map(|e| e.message.clone()),
+        model: j.result().map(|r| format!("{} {}", r.model.name, r.model.version)),
+        execution_provider: j.result().map(|r| r.execution_provider.clone()),
+        device: j.result().map(|r| r.device.clone()),
         grid: j.result().and_then(|r| r.grid.clone()),
         trust: j.result().map(|r| r.trust.clone()),
         plants: j.result().map(|r| r.plants.clone()).unwrap_or_default(),
@@ -106,7 +113,7 @@ pub(crate) async fn results_csv(
     let rows = rows(state, who, raw.clone()).await?;
     let mut out = String::from(
         "filename,status,plant_count,storage_location_id,error_message,grid_rows,grid_cols,cells_occupied,\
-         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons",
+         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons,model,execution_provider,device",
     );
     for s in Stage::ALL {
         out.push_str(&format!(",{}_ms", s.as_str()));
@@ -121,6 +128,7 @@ pub(crate) async fn results_csv(
             csv_field(r.error_message.as_deref().unwrap_or("")),
         ];
         cells.extend(grid_cells(&r));
+        cells.extend([&r.model, &r.execution_provider, &r.device].map(|v| csv_field(v.as_deref().unwrap_or(""))));
         cells.extend(Stage::ALL.iter().map(|s| r.timings_ms.get(s).map(|v| v.to_string()).unwrap_or_default()));
         out.push_str(&cells.join(","));
         out.push('\n');
