@@ -106,6 +106,13 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
     // Every build carries the GPU providers; the warning says why this machine cannot use them.
     assert_eq!(health["compiled_providers"], serde_json::json!(["CPU", "CUDA", "TensorRT"]));
     let why = health["warnings"][0].as_str().unwrap();
+    // Where each model runs, and why (auto without a usable GPU: the same reason).
+    assert_eq!(health["devices"][0]["model"], "plant-exg");
+    assert_eq!(
+        (health["devices"][0]["execution_provider"].as_str(), health["devices"][0]["device"].as_str()),
+        (Some("CPU"), Some("cpu"))
+    );
+    assert_eq!(health["devices"][0]["reason"], why);
     if std::path::Path::new("/dev/nvidia0").exists() {
         assert!(why.contains("has no CUDA provider"), "a GPU with the CPU library: {why}");
     } else {

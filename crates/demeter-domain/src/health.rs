@@ -17,6 +17,9 @@ pub struct Health {
     pub compiled_providers: Vec<String>,
     /// Why the requested device is not in use (e.g. `--device auto` without a GPU).
     pub warnings: Vec<String>,
+    /// Where each model runs, and why (under `auto`: the timings that decided).
+    #[serde(default)]
+    pub devices: Vec<ModelDevice>,
     pub model: ModelHealth,
     /// Every model a session can be reprocessed with, the default first.
     #[serde(default)]
@@ -27,6 +30,20 @@ pub struct Health {
     /// The inference device's circuit breaker.
     #[serde(default)]
     pub inference: InferenceHealth,
+}
+
+/// Where one model runs, and why.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelDevice {
+    pub model: String,
+    /// "CPU", "CUDA" or "TensorRT".
+    pub execution_provider: String,
+    /// "cpu" or "cuda:0".
+    pub device: String,
+    /// The rule or the measurement that decided, e.g. "auto: the CPU is faster for this model:
+    /// CUDA 0.91 ms, CPU 0.40 ms a photo at 512 × 384 (median of 5 warm runs)".
+    pub reason: String,
 }
 
 /// Whether inference is running or paused because the device keeps failing.

@@ -10,7 +10,7 @@ use std::{
 
 use demeter_domain::{
     config::Config,
-    health::{Health, InferenceHealth, ModelHealth, QueueHealth, WatcherHealth, WorkersHealth},
+    health::{Health, InferenceHealth, ModelDevice, ModelHealth, QueueHealth, WatcherHealth, WorkersHealth},
     metrics::EngineMetrics,
     notify::SessionReport,
     Clock, Job, UploadSession,
@@ -141,6 +141,8 @@ pub struct Engine {
     models: Vec<Arc<Model>>,
     provider: &'static str,
     warnings: Vec<String>,
+    /// Where each model runs and why.
+    devices: Vec<ModelDevice>,
     intra_threads: usize,
 }
 
@@ -157,7 +159,23 @@ impl Engine {
         let models: Vec<Arc<Model>> = sets[0].all().map(|a| Arc::new(a.model().clone())).collect();
         let first = sets[0].default_model();
         let provider = first.provider().as_str();
-        let mut warnings: Vec<String> = first.warning().map(str::to_owned).into_iter().collect();
+        // `auto` without a usable GPU says why once, however many models.
+        let mut warnings: Vec<String> = Vec::new();
+        for w in factory.choices.iter().filter_map(|c| c.warning.clone()) {
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+        let devices: Vec<ModelDevice> = sets[0]
+            .all()
+            .zip(&factory.choices)
+            .map(|(a, c)| ModelDevice {
+                model: a.model().manifest.name.clone(),
+                execution_provider: a.provider().as_str().to_owned(),
+                device: a.provider().device().to_owned(),
+                reason: c.reason.clone(),
+            })
+            .collect();
 
         std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir { path: data_dir.clone(), source })?;
         let (thumbnails, overlays) = (data_dir.join("thumbnails"), data_dir.join("overlays"));
@@ -253,6 +271,7 @@ impl Engine {
             models,
             provider,
             warnings,
+            devices,
             intra_threads,
         })
     }
@@ -307,6 +326,7 @@ impl Engine {
             execution_provider: self.provider.to_owned(),
             compiled_providers: demeter_infer::COMPILED_PROVIDERS.iter().map(|p| (*p).to_owned()).collect(),
             warnings: self.warnings.clone(),
+            devices: self.devices.clone(),
             model: model_health(&self.models[0]),
             installed_models: self.models.iter().map(|m| model_health(m)).collect(),
             workers: WorkersHealth {

@@ -11,7 +11,7 @@ use std::{
 };
 
 use demeter_domain::{config::Config, Job, JobId, Stage};
-use demeter_infer::{Analyzer, DecodeLimits, Model, Runtime};
+use demeter_infer::{Analyzer, Choice, DecodeLimits, Model, Runtime};
 use demeter_store::StoreError;
 use tracing::{debug, error, info, warn};
 
@@ -74,6 +74,8 @@ fn models(config: &Config) -> Result<Vec<Arc<Model>>, EngineError> {
 pub(crate) struct Factory {
     runtime: Runtime,
     models: Vec<Arc<Model>>,
+    /// Where each model runs (`auto` decided per model at start: [`demeter_infer::choose`]).
+    pub(crate) choices: Vec<Choice>,
     pub(crate) intra: usize,
 }
 
@@ -82,7 +84,8 @@ impl Factory {
         let analyzers = self
             .models
             .iter()
-            .map(|m| Analyzer::new(&self.runtime, m.clone(), self.intra))
+            .zip(&self.choices)
+            .map(|(m, c)| Analyzer::on(&self.runtime, m.clone(), self.intra, c.device))
             .collect::<Result<_, _>>()?;
         Ok(ModelSet { analyzers })
     }
@@ -94,7 +97,12 @@ pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<ModelSet>,
     let models = models(config)?;
     let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
     let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let factory = Factory { runtime, models, intra: config.intra_threads(cores) };
+    let intra = config.intra_threads(cores);
+    let choices = models.iter().map(|m| demeter_infer::choose(&runtime, m, intra)).collect::<Result<Vec<_>, _>>()?;
+    for (m, c) in models.iter().zip(&choices) {
+        info!(model = %m.manifest.name, device = %c.device, reason = %c.reason, "device chosen");
+    }
+    let factory = Factory { runtime, models, choices, intra };
     let sets = (0..count.max(1)).map(|_| factory.model_set()).collect::<Result<Vec<_>, _>>()?;
     Ok((sets, factory))
 }

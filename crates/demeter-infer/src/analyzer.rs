@@ -51,6 +51,7 @@ fn build_session(
     runtime: &Runtime,
     model: &Model,
     intra_threads: usize,
+    device: demeter_domain::config::Device,
 ) -> Result<ort::Result<(Session, Provider, Option<String>)>, InferError> {
     // Builder errors hold the builder and are not `Send`: everything ort stays in here.
     // No spinning: ONNX Runtime's pool threads otherwise busy-wait after every run, taking a
@@ -62,7 +63,7 @@ fn build_session(
         Ok(b) => b,
         Err(e) => return Ok(Err(e)),
     };
-    let (provider, warning) = runtime.register(&mut builder)?;
+    let (provider, warning) = runtime.register(&mut builder, device)?;
     Ok(builder.commit_from_memory(&model.onnx).map(|s| (s, provider, warning)))
 }
 
@@ -70,8 +71,19 @@ impl Analyzer {
     /// Creates a session for `model` with `intra_threads` ONNX Runtime threads, and checks that
     /// the graph has the input and output the manifest promises.
     pub fn new(runtime: &Runtime, model: Arc<Model>, intra_threads: usize) -> Result<Self, InferError> {
+        Self::on(runtime, model, intra_threads, runtime.device())
+    }
+
+    /// [`Analyzer::new`] on a given device rather than the runtime's policy (what
+    /// [`crate::choose`] decided for this model under `auto`).
+    pub fn on(
+        runtime: &Runtime,
+        model: Arc<Model>,
+        intra_threads: usize,
+        device: demeter_domain::config::Device,
+    ) -> Result<Self, InferError> {
         let at = model.dir.clone().unwrap_or_else(|| "<built-in>".into());
-        let (session, provider, warning) = build_session(runtime, &model, intra_threads.max(1))?
+        let (session, provider, warning) = build_session(runtime, &model, intra_threads.max(1), device)?
             .map_err(|e| InferError::Model { path: at.clone(), reason: e.to_string() })?;
         // Every output Demeter reads must exist: the mask, and the index and brightness when the
         // manifest names them (a missing one would otherwise fail every photo at run time).

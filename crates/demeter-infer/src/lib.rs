@@ -3,6 +3,7 @@
 //! This crate owns:
 //! - [`runtime`]: loading the ONNX Runtime shared library (`load-dynamic`), choosing the
 //!   execution provider (CPU or CUDA, decided by registration, never by `is_available()`);
+//! - [`choose`]: `--device auto` per model: the faster of CUDA and CPU, timed at load;
 //! - [`model`]: a model folder (`model.onnx` + `manifest.toml`) and the default model built in;
 //! - [`decode`]: decoding under pixel limits (bombs fail before allocation) with EXIF orientation;
 //! - [`analyzer`]: one worker's ONNX session: resize to the model's input, segment, detect;
@@ -13,6 +14,7 @@
 //! It does not know about jobs, stores or folders.
 
 pub mod analyzer;
+pub mod choose;
 pub mod decode;
 pub mod detect;
 mod error;
@@ -24,6 +26,7 @@ pub mod runtime;
 pub mod thumbnail;
 
 pub use analyzer::{Analyzer, Detection, Prepared, Segmentation};
+pub use choose::{choose, Choice};
 pub use decode::{decode, decode_for, DecodeError, DecodeLimits, Decoded};
 pub use error::InferError;
 pub use model::{Manifest, Model};

@@ -115,14 +115,20 @@ impl Runtime {
         &self.env
     }
 
-    /// Registers the execution provider on a session builder according to the device policy.
-    /// Returns the provider in use and, for `auto` falling back to CPU, the warning to show.
+    /// The configured device policy.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Registers the execution provider for `device` on a session builder. Returns the provider
+    /// in use and, for `auto` falling back to CPU, the warning to show.
     pub(crate) fn register(
         &self,
         builder: &mut ort::session::builder::SessionBuilder,
+        device: Device,
     ) -> Result<(Provider, Option<String>), InferError> {
         use ort::ep::ExecutionProvider;
-        match self.device {
+        match device {
             Device::Cpu => Ok((Provider::Cpu, None)),
             Device::TensorRt => {
                 // TensorRT first; CUDA takes the nodes TensorRT leaves.
@@ -138,7 +144,7 @@ impl Runtime {
                 Ok(()) => Ok((Provider::Cuda, None)),
                 Err(e) => {
                     let reason = self.gpu_unavailable(GpuProvider::Cuda, &e.to_string());
-                    if self.device == Device::Cuda {
+                    if device == Device::Cuda {
                         return Err(InferError::CudaUnavailable(reason));
                     }
                     let w = format!("--device auto: CUDA not available ({reason}); running on CPU");

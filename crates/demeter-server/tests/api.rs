@@ -68,6 +68,7 @@ impl Fixture {
                 execution_provider: "CPU".into(),
                 compiled_providers: vec!["CPU".into()],
                 warnings: vec![],
+                devices: vec![],
                 model: ModelHealth { name: "m".into(), version: "1".into(), sha256: "x".into() },
                 installed_models: vec![
                     ModelHealth { name: "m".into(), version: "1".into(), sha256: "x".into() },
