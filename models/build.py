@@ -22,6 +22,12 @@ Usage:  python3 models/build.py            # writes models/plant-exg/{model.onnx
 It also writes a test variant, tests/models/plant-exg-fixed-224/: the same graph exported with a
 fixed 224 x 224 input, as some exported networks are. Demeter must fail a photo that does not fit
 such a model once, as the photo's problem, without retries and without blaming the device.
+And two heavy test variants, tests/models/plant-exg-heavy/ and plant-exg-heavy-batch/: the same
+graph plus a convolutional trunk on the image (3x3 convolutions 3->32 with stride 2, 32->64, 64->64,
+ReLU; about 5.5 GFLOP for a 512 x 384 input; random weights from a fixed seed) whose per-photo
+mean, multiplied by zero, is added to the index. The outputs are exactly plant-exg's, so counts
+are asserted exactly on any device, while a device must really run a network-sized model. The
+-batch variant has a free batch axis ([N, 3, H, W]; the trunk reduces per photo).
 Requirements are pinned in models/requirements.txt.
 """
 
@@ -30,8 +36,9 @@ import hashlib
 import pathlib
 import sys
 
+import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 NAME = "plant-exg"
 VERSION = "2.0.0"
@@ -86,13 +93,35 @@ OUT = HERE / NAME
 FIXED = 224
 FIXED_NAME = f"{NAME}-fixed-{FIXED}"
 FIXED_OUT = HERE.parent / "tests" / "models" / FIXED_NAME
+HEAVY_NAME = f"{NAME}-heavy"
+HEAVY_OUT = HERE.parent / "tests" / "models" / HEAVY_NAME
+HEAVY_BATCH_NAME = f"{NAME}-heavy-batch"
+HEAVY_BATCH_OUT = HERE.parent / "tests" / "models" / HEAVY_BATCH_NAME
+# (in, out, stride) of the heavy trunk's 3x3 convolutions.
+TRUNK = [(3, 32, 2), (32, 64, 1), (64, 64, 1)]
 
 
 def const(name, value):
     return helper.make_tensor(name, TensorProto.FLOAT, [], [value])
 
 
-def build_model(fixed: int | None = None) -> onnx.ModelProto:
+def heavy_trunk(nodes: list, inits: list) -> None:
+    """Appends the trunk: image -> convolutions -> per-photo mean x 0 -> added to the index."""
+    rng = np.random.default_rng(20261205)
+    x = "image"
+    for i, (cin, cout, stride) in enumerate(TRUNK):
+        w = (rng.standard_normal((cout, cin, 3, 3)) * np.sqrt(2.0 / (cin * 9))).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"trunk_w{i}"))
+        nodes.append(helper.make_node("Conv", [x, f"trunk_w{i}"], [f"trunk_c{i}"], kernel_shape=[3, 3],
+                                      pads=[1, 1, 1, 1], strides=[stride, stride], name=f"trunk_conv{i}"))
+        nodes.append(helper.make_node("Relu", [f"trunk_c{i}"], [f"trunk_r{i}"], name=f"trunk_relu{i}"))
+        x = f"trunk_r{i}"
+    nodes.append(helper.make_node("ReduceMean", [x], ["trunk_mean"], axes=[1, 2, 3], keepdims=1, name="trunk_mean"))
+    nodes.append(helper.make_node("Mul", ["trunk_mean", "zero"], ["trunk_zero"], name="trunk_times_zero"))
+    inits.append(const("zero", 0.0))
+
+
+def build_model(fixed: int | None = None, heavy: bool = False, batch: bool = False) -> onnx.ModelProto:
     nodes = [
         helper.make_node(
             "AveragePool",
@@ -111,7 +140,7 @@ def build_model(fixed: int | None = None) -> onnx.ModelProto:
         helper.make_node("Sub", ["G", "B"], ["g_b"], name="g_minus_b"),
         helper.make_node("Add", ["g_r", "g_b"], ["exg_raw"], name="excess_green"),
         helper.make_node("Add", ["brightness", "eps"], ["s_eps"], name="safe_brightness"),
-        helper.make_node("Div", ["exg_raw", "s_eps"], ["vegetation"], name="chromatic_exg"),
+        helper.make_node("Div", ["exg_raw", "s_eps"], ["vegetation" if not heavy else "vegetation_exg"], name="chromatic_exg"),
         helper.make_node("Greater", ["vegetation", "exg_threshold"], ["green"], name="threshold"),
         helper.make_node("Greater", ["brightness", "min_brightness"], ["lit"], name="not_dark"),
         helper.make_node("And", ["green", "lit"], ["raw_mask_b"], name="green_and_lit"),
@@ -128,12 +157,20 @@ def build_model(fixed: int | None = None) -> onnx.ModelProto:
         const("exg_threshold", EXG_THRESHOLD),
         const("min_brightness", MIN_BRIGHTNESS),
     ]
+    if heavy:
+        # Right after the index, before anything reads it.
+        trunk: list = []
+        heavy_trunk(trunk, inits)
+        trunk.append(helper.make_node("Add", ["vegetation_exg", "trunk_zero"], ["vegetation"], name="plus_trunk"))
+        at = next(i for i, node in enumerate(nodes) if node.name == "chromatic_exg") + 1
+        nodes[at:at] = trunk
     h, w = (fixed, fixed) if fixed else ("height", "width")
-    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, h, w])
+    n = "batch" if batch else 1
+    image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [n, 3, h, w])
     outputs = [
-        helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, h, w]),
-        helper.make_tensor_value_info("vegetation", TensorProto.FLOAT, [1, 1, h, w]),
-        helper.make_tensor_value_info("brightness", TensorProto.FLOAT, [1, 1, h, w]),
+        helper.make_tensor_value_info("mask", TensorProto.FLOAT, [n, 1, h, w]),
+        helper.make_tensor_value_info("vegetation", TensorProto.FLOAT, [n, 1, h, w]),
+        helper.make_tensor_value_info("brightness", TensorProto.FLOAT, [n, 1, h, w]),
     ]
     graph = helper.make_graph(nodes, "plant_exg", [image], outputs, inits)
     model = helper.make_model(
@@ -210,18 +247,24 @@ def main() -> int:
     args = parser.parse_args()
     model_bytes = build_model().SerializeToString(deterministic=True)
     fixed_bytes = build_model(FIXED).SerializeToString(deterministic=True)
+    heavy_bytes = build_model(heavy=True).SerializeToString(deterministic=True)
+    heavy_batch_bytes = build_model(heavy=True, batch=True).SerializeToString(deterministic=True)
     files = {
         OUT / "model.onnx": model_bytes,
         OUT / "manifest.toml": manifest(model_bytes).encode(),
         FIXED_OUT / "model.onnx": fixed_bytes,
         FIXED_OUT / "manifest.toml": manifest(fixed_bytes, FIXED_NAME).encode(),
+        HEAVY_OUT / "model.onnx": heavy_bytes,
+        HEAVY_OUT / "manifest.toml": manifest(heavy_bytes, HEAVY_NAME).encode(),
+        HEAVY_BATCH_OUT / "model.onnx": heavy_batch_bytes,
+        HEAVY_BATCH_OUT / "manifest.toml": manifest(heavy_batch_bytes, HEAVY_BATCH_NAME).encode(),
     }
     if args.check:
         stale = [p for p, b in files.items() if not p.exists() or p.read_bytes() != b]
         for p in stale:
             print(f"{p.relative_to(HERE.parent)} differs from a rebuild; run python3 models/build.py", file=sys.stderr)
         if not stale:
-            print(f"models/{NAME} and tests/models/{FIXED_NAME}: model.onnx and manifest.toml rebuild byte-for-byte")
+            print(f"models/{NAME} and tests/models/{{{FIXED_NAME},{HEAVY_NAME},{HEAVY_BATCH_NAME}}}: model.onnx and manifest.toml rebuild byte-for-byte")
         return 1 if stale else 0
     for p, b in files.items():
         p.parent.mkdir(parents=True, exist_ok=True)

@@ -432,3 +432,44 @@ fn a_session_reprocessed_with_another_installed_model_gets_new_results_with_thei
         .collect();
     assert_eq!(kept, [format!("{}.jpg", detail["details"]["session_id"].as_str().unwrap())], "{kept:?}");
 }
+
+/// Every photo's count (file name → plants) from a daemon running `model` (`None`: the built-in
+/// plant-exg) with two workers.
+fn counts_with(model: Option<&std::path::Path>) -> (std::collections::BTreeMap<String, u64>, Value) {
+    let model = model.map(|m| m.to_str().unwrap().to_owned());
+    let mut env = vec![("DEMETER_WORKERS", "2")];
+    if let Some(m) = &model {
+        env.push(("DEMETER_MODEL", m.as_str()));
+    }
+    let d = Daemon::start_with(&env);
+    let photos = real_photos();
+    for p in &photos {
+        fs::copy(p, d.watch_dir().join(p.file_name().unwrap())).unwrap();
+    }
+    let body = finished_session(&d, photos.len() as u64);
+    let counts = body["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            assert_eq!(j["status"], "completed", "{j}");
+            (j["filename"].as_str().unwrap().to_owned(), j["result"]["total_detected"].as_u64().unwrap())
+        })
+        .collect();
+    (counts, d.get("/health").1)
+}
+
+#[test]
+fn a_network_sized_model_counts_exactly_like_plant_exg_with_and_without_a_batch_axis() {
+    // tests/models/plant-exg-heavy*: plant-exg plus a ~5.5 GFLOP convolutional trunk whose output
+    // is added times zero (models/build.py), so the device really runs a network and the counts
+    // must not move by one plant.
+    let (base, _) = counts_with(None);
+    assert!(base.values().sum::<u64>() > 20, "{base:?}");
+    for name in ["plant-exg-heavy", "plant-exg-heavy-batch"] {
+        let dir = demeter_tests::package_dir().join("models").join(name);
+        let (heavy, health) = counts_with(Some(&dir));
+        assert_eq!(health["model"]["name"], name);
+        assert_eq!(heavy, base, "{name} counts differently from plant-exg");
+    }
+}
