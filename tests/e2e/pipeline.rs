@@ -95,6 +95,10 @@ fn real_photos_dropped_into_the_folder_complete_and_bad_files_fail_with_reasons(
         "{metrics}"
     );
     assert!(metrics.contains("demeter_inference_duration_seconds_count"), "{metrics}");
+    assert!(
+        metrics.contains("demeter_model_device{model=\"plant-exg\",provider=\"CPU\",device=\"cpu\"} 1"),
+        "{metrics}"
+    );
     let (code, health) = d.get("/health");
     assert_eq!(code, 200);
     assert_eq!(health["ready"], true);

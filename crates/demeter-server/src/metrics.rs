@@ -36,6 +36,19 @@ pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
     let _ = writeln!(out, "demeter_workers{{state=\"busy\"}} {}", m.workers_busy);
     family(&mut out, "demeter_execution_provider", "gauge", "The ONNX Runtime execution provider in use (1).");
     let _ = writeln!(out, "demeter_execution_provider{{provider=\"{}\"}} 1", m.execution_provider);
+    family(
+        &mut out,
+        "demeter_model_device",
+        "gauge",
+        "Where each model runs (1), as `auto` or the configuration decided.",
+    );
+    for (model, provider, device) in &m.model_devices {
+        let _ = writeln!(
+            out,
+            "demeter_model_device{{model=\"{}\",provider=\"{provider}\",device=\"{device}\"}} 1",
+            model.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+    }
     family(&mut out, "demeter_stage_duration_seconds", "histogram", "Duration of each stage of completed jobs.");
     for (stage, h) in &m.stage_seconds {
         histogram(&mut out, "demeter_stage_duration_seconds", &format!("stage=\"{}\"", stage.as_str()), h);
