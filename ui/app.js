@@ -94,7 +94,7 @@ function withBackoff(load, onLost) {
     }
   };
   const run = () => (failing ? Promise.resolve() : attemptNow());
-  return { run, stop: () => { stopped = true; clearTimeout(timer); } };
+  return { run, failing: () => failing, stop: () => { stopped = true; clearTimeout(timer); } };
 }
 
 function clearLost() {
@@ -360,7 +360,8 @@ async function showSession(id) {
       // once per interruption: each failed reconnect must not hide the back-off's own status.
       if (interrupted) return;
       interrupted = true;
-      setConn('live updates interrupted; polling', false);
+      // A poll may have failed first: its back-off status says more than this.
+      if (!poller.failing()) setConn('live updates interrupted; polling', false);
       startPolling();
     };
   } else {
