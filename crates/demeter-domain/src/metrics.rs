@@ -54,8 +54,8 @@ pub struct EngineMetrics {
     pub workers: usize,
     pub workers_busy: usize,
     pub execution_provider: String,
-    /// Each model's (name, provider, device).
-    pub model_devices: Vec<(String, String, String)>,
+    /// Where each model runs (as `/health` gives it).
+    pub model_devices: Vec<crate::health::ModelDevice>,
     /// Per-stage durations of completed jobs; `segment` is the ONNX Runtime inference.
     pub stage_seconds: BTreeMap<Stage, Histogram>,
     pub watcher_events: u64,

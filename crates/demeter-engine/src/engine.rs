@@ -366,8 +366,7 @@ impl Engine {
             m.inference_pauses = breaker.trips;
         }
         m.execution_provider = self.provider.to_owned();
-        m.model_devices =
-            self.devices.iter().map(|d| (d.model.clone(), d.execution_provider.clone(), d.device.clone())).collect();
+        m.model_devices = self.devices.clone();
         if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.status()) {
             m.watcher_events = w.events;
             m.watcher_rescans = w.rescans;

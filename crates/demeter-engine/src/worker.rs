@@ -98,12 +98,21 @@ pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<ModelSet>,
     let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
     let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let intra = config.intra_threads(cores);
-    let choices = models.iter().map(|m| demeter_infer::choose(&runtime, m, intra)).collect::<Result<Vec<_>, _>>()?;
+    // Choosing builds each model's first session: the first worker's set.
+    let (choices, first): (Vec<Choice>, Vec<Analyzer>) = models
+        .iter()
+        .map(|m| demeter_infer::choose(&runtime, m, intra))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
     for (m, c) in models.iter().zip(&choices) {
         info!(model = %m.manifest.name, device = %c.device, reason = %c.reason, "device chosen");
     }
     let factory = Factory { runtime, models, choices, intra };
-    let sets = (0..count.max(1)).map(|_| factory.model_set()).collect::<Result<Vec<_>, _>>()?;
+    let mut sets = vec![ModelSet { analyzers: first }];
+    for _ in 1..count.max(1) {
+        sets.push(factory.model_set()?);
+    }
     Ok((sets, factory))
 }
 

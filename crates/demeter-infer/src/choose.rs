@@ -28,25 +28,29 @@ pub struct Choice {
     pub warning: Option<String>,
 }
 
-/// Decides where `model` runs under the runtime's device policy.
-pub fn choose(runtime: &Runtime, model: &Arc<Model>, intra_threads: usize) -> Result<Choice, InferError> {
+/// Decides where `model` runs under the runtime's device policy, and returns the session built on
+/// that device while deciding, so the first worker uses it rather than building another (on a
+/// machine without a GPU, `auto` costs no extra session at start-up).
+pub fn choose(runtime: &Runtime, model: &Arc<Model>, intra_threads: usize) -> Result<(Choice, Analyzer), InferError> {
     let device = runtime.device();
+    // The first session: on the configured device, or under `auto` CUDA if it registers, else
+    // the CPU with the reason.
+    let mut first = Analyzer::on(runtime, model.clone(), intra_threads, device)?;
     if device != Device::Auto {
-        return Ok(Choice { device, reason: format!("--device {device} as configured"), warning: None });
+        return Ok((Choice { device, reason: format!("--device {device} as configured"), warning: None }, first));
     }
-    // Auto: the probe session either registers CUDA or falls back to CPU with the reason.
-    let mut probe = Analyzer::on(runtime, model.clone(), intra_threads, Device::Auto)?;
-    if probe.provider() == crate::Provider::Cpu {
-        let warning = probe.warning().map(str::to_owned);
+    if first.provider() == crate::Provider::Cpu {
+        let warning = first.warning().map(str::to_owned);
         let reason = warning.clone().unwrap_or_else(|| "CUDA not available; CPU".into());
-        return Ok(Choice { device: Device::Cpu, reason, warning });
+        return Ok((Choice { device: Device::Cpu, reason, warning }, first));
     }
     let (w, h) = working_shape(model);
-    let cuda_ms = median_run_ms(&mut probe, w, h)?;
-    drop(probe);
+    let cuda_ms = median_run_ms(&mut first, w, h)?;
     let mut cpu = Analyzer::on(runtime, model.clone(), intra_threads, Device::Cpu)?;
     let cpu_ms = median_run_ms(&mut cpu, w, h)?;
-    Ok(pick(cuda_ms, cpu_ms, w, h))
+    let choice = pick(cuda_ms, cpu_ms, w, h);
+    let kept = if choice.device == Device::Cpu { cpu } else { first };
+    Ok((choice, kept))
 }
 
 /// The model's input at 4:3 landscape.

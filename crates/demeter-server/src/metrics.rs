@@ -42,11 +42,13 @@ pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
         "gauge",
         "Where each model runs (1), as `auto` or the configuration decided.",
     );
-    for (model, provider, device) in &m.model_devices {
+    for d in &m.model_devices {
         let _ = writeln!(
             out,
-            "demeter_model_device{{model=\"{}\",provider=\"{provider}\",device=\"{device}\"}} 1",
-            model.replace('\\', "\\\\").replace('"', "\\\"")
+            "demeter_model_device{{model=\"{}\",provider=\"{}\",device=\"{}\"}} 1",
+            d.model.replace('\\', "\\\\").replace('"', "\\\""),
+            d.execution_provider,
+            d.device
         );
     }
     family(&mut out, "demeter_stage_duration_seconds", "histogram", "Duration of each stage of completed jobs.");

@@ -91,13 +91,16 @@ fn entries() -> Vec<(Route, MethodRouter<AppState>)> {
 }
 
 /// The table: every route with its access.
-pub fn table() -> Vec<Route> {
-    entries().into_iter().map(|(route, _)| route).collect()
+/// Read from [`entries`] once: the OpenAPI document asks for every operation's access each time
+/// it is served, and building the handlers again for each lookup would be waste.
+pub fn table() -> &'static [Route] {
+    static TABLE: std::sync::OnceLock<Vec<Route>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| entries().into_iter().map(|(route, _)| route).collect())
 }
 
 /// The access a route needs, by method and path pattern (`None`: not in the table).
 pub fn access(method: &str, path: &str) -> Option<Access> {
-    table().into_iter().find(|r| r.method.eq_ignore_ascii_case(method) && r.path == path).map(|r| r.access)
+    table().iter().find(|r| r.method.eq_ignore_ascii_case(method) && r.path == path).map(|r| r.access)
 }
 
 /// The router for the table; each route wrapped in its own [`authorize`] layer. Paths that are not
@@ -188,7 +191,7 @@ mod tests {
         }
         documented.sort();
         let mut declared: Vec<_> = table()
-            .into_iter()
+            .iter()
             .filter(|r| !matches!(r.path, "/" | "/app.js" | "/style.css" | "/api/v1/openapi.json"))
             .map(|r| {
                 let role = match r.access {

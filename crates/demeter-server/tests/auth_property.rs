@@ -29,7 +29,7 @@ use tower::ServiceExt;
 fn routes() -> Vec<(&'static str, String, Option<Role>)> {
     let id = uuid::Uuid::now_v7().to_string();
     routes::table()
-        .into_iter()
+        .iter()
         .map(|r| {
             let needed = match r.access {
                 Access::Public => None,
