@@ -438,10 +438,14 @@ fn a_session_reprocessed_with_another_installed_model_gets_new_results_with_thei
 }
 
 /// Every photo's count (file name → plants) from a daemon running `model` (`None`: the built-in
-/// plant-exg) with two workers.
-fn counts_with(model: Option<&std::path::Path>) -> (std::collections::BTreeMap<String, u64>, Value) {
+/// plant-exg) with two workers (unless `extra` says otherwise), and its `/health` and `/metrics`.
+fn counts_with(
+    model: Option<&std::path::Path>,
+    extra: &[(&str, &str)],
+) -> (std::collections::BTreeMap<String, u64>, Value, String) {
     let model = model.map(|m| m.to_str().unwrap().to_owned());
     let mut env = vec![("DEMETER_WORKERS", "2")];
+    env.extend_from_slice(extra);
     if let Some(m) = &model {
         env.push(("DEMETER_MODEL", m.as_str()));
     }
@@ -460,7 +464,8 @@ fn counts_with(model: Option<&std::path::Path>) -> (std::collections::BTreeMap<S
             (j["filename"].as_str().unwrap().to_owned(), j["result"]["total_detected"].as_u64().unwrap())
         })
         .collect();
-    (counts, d.get("/health").1)
+    let metrics = d.request("GET", "/metrics").call().unwrap().into_string().unwrap();
+    (counts, d.get("/health").1, metrics)
 }
 
 #[test]
@@ -468,12 +473,49 @@ fn a_network_sized_model_counts_exactly_like_plant_exg_with_and_without_a_batch_
     // tests/models/plant-exg-heavy*: plant-exg plus a ~5.5 GFLOP convolutional trunk whose output
     // is added times zero (models/build.py), so the device really runs a network and the counts
     // must not move by one plant.
-    let (base, _) = counts_with(None);
+    let (base, _, _) = counts_with(None, &[]);
     assert!(base.values().sum::<u64>() > 20, "{base:?}");
     for name in ["plant-exg-heavy", "plant-exg-heavy-batch"] {
         let dir = demeter_tests::package_dir().join("models").join(name);
-        let (heavy, health) = counts_with(Some(&dir));
+        let (heavy, health, _) = counts_with(Some(&dir), &[]);
         assert_eq!(health["model"]["name"], name);
         assert_eq!(heavy, base, "{name} counts differently from plant-exg");
+        // On the CPU, `auto` batching keeps a session per worker.
+        assert_eq!(
+            (health["devices"][0]["sessions"].as_u64(), &health["devices"][0]["batching"]),
+            (Some(2), &Value::Null)
+        );
     }
+    // Batched on the CPU (`--batching on`) with three workers: one session, every photo through
+    // the batcher, the same counts.
+    let dir = demeter_tests::package_dir().join("models/plant-exg-heavy-batch");
+    let (batched, health, metrics) = counts_with(
+        Some(&dir),
+        &[("DEMETER_WORKERS", "3"), ("DEMETER_BATCHING", "on"), ("DEMETER_BATCH_WAIT_MS", "50")],
+    );
+    assert_eq!(batched, base, "batched, plant-exg-heavy-batch counts differently from plant-exg");
+    let device = &health["devices"][0];
+    assert_eq!(
+        (device["sessions"].as_u64(), device["execution_provider"].as_str()),
+        (Some(1), Some("CPU")),
+        "{device}"
+    );
+    let batching = &device["batching"];
+    assert_eq!((batching["max_batch"].as_u64(), batching["max_wait_ms"].as_u64()), (Some(8), Some(50)), "{batching}");
+    let runs: Vec<(u64, u64)> = batching["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["size"].as_u64().unwrap(), c["runs"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(runs.iter().map(|(size, _)| *size).collect::<Vec<_>>(), [1, 2, 4, 8], "{batching}");
+    let photos: u64 = runs.iter().map(|(size, n)| size * n).sum();
+    assert_eq!(photos, base.len() as u64, "every photo ran in exactly one batch: {batching}");
+    assert_eq!((batching["failed_batches"].as_u64(), batching["queued"].as_u64()), (Some(0), Some(0)));
+    assert!(metrics.contains("demeter_model_sessions{model=\"plant-exg-heavy-batch\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("demeter_batch_size_sum{{model=\"plant-exg-heavy-batch\"}} {photos}\n")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("demeter_batch_size_bucket{model=\"plant-exg-heavy-batch\",le=\"+Inf\"}"), "{metrics}");
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use demeter_infer::{Analyzer, DecodeLimits, Model, Runtime};
+use demeter_infer::{Analyzer, DecodeLimits, Model, Runtime, Segment};
 
 use crate::{
     daemon::{wait_for, Daemon},
@@ -137,7 +137,8 @@ fn stage_costs(photos: &[PathBuf], runtime: &Runtime, out: &Path) -> Result<Vec<
         lap(3);
         std::hint::black_box(analyzer.detect(&segmentation, &prepared, None));
         lap(4);
-        let jpeg = demeter_infer::thumbnail::thumbnail_jpeg(&prepared.rgb)?;
+        let jpeg =
+            demeter_infer::thumbnail::thumbnail_jpeg(&prepared.rgb, (prepared.orig_width, prepared.orig_height))?;
         let (part, path) = (out.join(format!("{i}.part")), out.join(format!("{i}.jpg")));
         std::fs::write(&part, jpeg)?;
         std::fs::rename(&part, &path)?;

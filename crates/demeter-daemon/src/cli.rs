@@ -5,7 +5,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
-use demeter_domain::config::Device;
+use demeter_domain::config::{Batching, Device};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,9 +74,14 @@ pub struct CommonArgs {
     /// TOML config file (default: $XDG_CONFIG_HOME/demeter/config.toml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Parallel workers, each with its own ONNX Runtime session [default: 4].
+    /// Parallel workers: each reads, decodes and counts one photo at a time, with its own ONNX
+    /// Runtime session unless the model is batched [default: 4].
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Batched inference for models with a free batch axis (one session, photos of a shape run
+    /// together): auto (on a GPU), on (the CPU too), off [default: auto].
+    #[arg(long, value_name = "MODE")]
+    pub batching: Option<Batching>,
     /// Execution provider: auto (CUDA if it registers, else CPU), cpu, cuda, tensorrt [default: auto].
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<Device>,

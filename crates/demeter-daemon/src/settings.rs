@@ -16,6 +16,9 @@ pub fn load(common: &CommonArgs, apply_flags: impl FnOnce(&mut Config)) -> Resul
         if let Some(d) = common.device {
             config.workers.device = d;
         }
+        if let Some(b) = common.batching {
+            config.workers.batching = b;
+        }
         if let Some(m) = &common.model {
             config.model.dir = Some(m.clone());
         }

@@ -153,6 +153,44 @@ impl fmt::Display for Device {
     }
 }
 
+/// Whether a model with a free batch axis runs in batches: one session for all workers, photos
+/// of one shape run together (`demeter_infer::batch`). Models without a batch axis always keep
+/// a session per worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Batching {
+    /// Batched on a GPU, where one session fed in batches beats a session per worker; a session
+    /// per worker on the CPU.
+    #[default]
+    Auto,
+    /// Batched on any device, the CPU included.
+    On,
+    /// A session per worker everywhere.
+    Off,
+}
+
+impl FromStr for Batching {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Batching::Auto),
+            "on" => Ok(Batching::On),
+            "off" => Ok(Batching::Off),
+            _ => Err("expected one of auto, on, off".into()),
+        }
+    }
+}
+
+impl fmt::Display for Batching {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Batching::Auto => "auto",
+            Batching::On => "on",
+            Batching::Off => "off",
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkersConfig {
@@ -174,6 +212,12 @@ pub struct WorkersConfig {
     /// How long processing stays paused before one trial photo probes the device; doubled
     /// after every failed trial, up to 10 minutes (or 20 × this).
     pub breaker_cooldown_secs: u64,
+    /// Batched inference for models with a free batch axis: `auto` (on a GPU), `on`, `off`.
+    pub batching: Batching,
+    /// At most this many photos in one batched run (batches run at powers of two up to it).
+    pub max_batch: usize,
+    /// A photo waits at most this many milliseconds for others of its shape to join its batch.
+    pub batch_wait_ms: u64,
 }
 
 impl Default for WorkersConfig {
@@ -187,6 +231,9 @@ impl Default for WorkersConfig {
             stage_timeout_secs: 300,
             breaker_threshold: 5,
             breaker_cooldown_secs: 30,
+            batching: Batching::Auto,
+            max_batch: 8,
+            batch_wait_ms: 4,
         }
     }
 }
@@ -299,6 +346,9 @@ impl Config {
                 "DEMETER_LISTEN" => self.server.listen = parse_env("DEMETER_LISTEN", value)?,
                 "DEMETER_WORKERS" => self.workers.count = parse_env("DEMETER_WORKERS", value)?,
                 "DEMETER_DEVICE" => self.workers.device = parse_env("DEMETER_DEVICE", value)?,
+                "DEMETER_BATCHING" => self.workers.batching = parse_env("DEMETER_BATCHING", value)?,
+                "DEMETER_MAX_BATCH" => self.workers.max_batch = parse_env("DEMETER_MAX_BATCH", value)?,
+                "DEMETER_BATCH_WAIT_MS" => self.workers.batch_wait_ms = parse_env("DEMETER_BATCH_WAIT_MS", value)?,
                 "DEMETER_MODEL" => self.model.dir = Some(value.into()),
                 "DEMETER_ORT_LIB" => self.runtime.ort_lib = Some(value.into()),
                 "DEMETER_RESCAN_INTERVAL_SECS" => {
@@ -347,6 +397,12 @@ impl Config {
         let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
         if !(1..=64).contains(&self.workers.count) {
             return invalid("workers.count", "must be between 1 and 64");
+        }
+        if !(1..=256).contains(&self.workers.max_batch) {
+            return invalid("workers.max_batch", "must be between 1 and 256");
+        }
+        if self.workers.batch_wait_ms > 1000 {
+            return invalid("workers.batch_wait_ms", "must be at most 1000 (a photo would wait a second for company)");
         }
         if self.workers.max_attempts == 0 {
             return invalid("workers.max_attempts", "must be at least 1");
@@ -424,6 +480,25 @@ mod tests {
         }
         assert!("TensorRT".parse::<Device>().is_ok(), "case does not matter");
         assert!("gpu".parse::<Device>().unwrap_err().contains("tensorrt"));
+    }
+
+    #[test]
+    fn batching_reads_back_and_its_limits_are_checked() {
+        for (text, b) in [("auto", Batching::Auto), ("on", Batching::On), ("off", Batching::Off)] {
+            assert_eq!(text.parse::<Batching>(), Ok(b));
+            assert_eq!(b.to_string(), text);
+            let file: WorkersConfig = toml::from_str(&format!("batching = {text:?}")).unwrap();
+            assert_eq!(file.batching, b);
+        }
+        let mut c = Config::default();
+        c.apply_env([("DEMETER_BATCHING", "on"), ("DEMETER_MAX_BATCH", "16"), ("DEMETER_BATCH_WAIT_MS", "2")]).unwrap();
+        assert_eq!((c.workers.batching, c.workers.max_batch, c.workers.batch_wait_ms), (Batching::On, 16, 2));
+        assert!(c.apply_env([("DEMETER_BATCHING", "sometimes")]).unwrap_err().to_string().contains("DEMETER_BATCHING"));
+        c.workers.max_batch = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("workers.max_batch"));
+        c.workers.max_batch = 8;
+        c.workers.batch_wait_ms = 5000;
+        assert!(c.validate().unwrap_err().to_string().contains("workers.batch_wait_ms"));
     }
 
     #[test]

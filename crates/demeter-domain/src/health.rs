@@ -44,6 +44,40 @@ pub struct ModelDevice {
     /// The rule or the measurement that decided, e.g. "auto: the CPU is faster for this model:
     /// CUDA 0.91 ms, CPU 0.40 ms a photo at 512 × 384 (median of 5 warm runs)".
     pub reason: String,
+    /// ONNX Runtime sessions running the model: one per worker, or the batcher's one.
+    #[serde(default)]
+    pub sessions: usize,
+    /// Milliseconds spent before ready running every common input shape at every batch size
+    /// once, so no photo pays for a GPU's algorithm search (0 on the CPU: nothing to search).
+    #[serde(default)]
+    pub warm_up_ms: u64,
+    /// Set when the model runs batched: one session fed by every worker.
+    #[serde(default)]
+    pub batching: Option<BatchHealth>,
+}
+
+/// A batched model's batcher.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchHealth {
+    /// At most this many photos a run; runs are powers of two up to it.
+    pub max_batch: usize,
+    /// How long a photo waits for others of its shape, at most.
+    pub max_wait_ms: u64,
+    /// Runs so far by batch size (the histogram of batch sizes), smallest first.
+    pub batches: Vec<BatchCount>,
+    /// Runs that failed; their photos went back to the queue.
+    pub failed_batches: u64,
+    /// Photos waiting for a batch now.
+    pub queued: usize,
+}
+
+/// How many runs had this many photos.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchCount {
+    pub size: usize,
+    pub runs: u64,
 }
 
 /// Whether inference is running or paused because the device keeps failing.

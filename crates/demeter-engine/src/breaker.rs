@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+/// How many failed batches the breaker remembers, to count each once.
+const RECENT_BATCHES: usize = 64;
+
 /// Where the breaker stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
@@ -38,6 +41,9 @@ pub(crate) struct Breaker {
     since: Option<DateTime<Utc>>,
     /// How many times it opened since start (a metric).
     pub(crate) trips: u64,
+    /// The batches whose failure was counted (the latest [`RECENT_BATCHES`]): their other
+    /// photos' errors are the same failure, however they interleave with other outcomes.
+    counted_batches: std::collections::VecDeque<u64>,
 }
 
 /// What `/health` shows of the breaker.
@@ -63,6 +69,7 @@ impl Breaker {
             reason: None,
             since: None,
             trips: 0,
+            counted_batches: std::collections::VecDeque::new(),
         }
     }
 
@@ -111,8 +118,24 @@ impl Breaker {
     }
 
     /// Inference failed for a reason that is not the photo's. Returns `true` when this opened
-    /// the breaker (or reopened it after a failed trial).
-    pub(crate) fn device_error(&mut self, message: &str, now: Instant, wall: DateTime<Utc>) -> bool {
+    /// the breaker (or reopened it after a failed trial). The photos of one failed batch
+    /// (`batch`: its number) are one error: a batch of eight is not eight failures of the device.
+    pub(crate) fn device_error(
+        &mut self,
+        message: &str,
+        batch: Option<u64>,
+        now: Instant,
+        wall: DateTime<Utc>,
+    ) -> bool {
+        if let Some(b) = batch {
+            if self.counted_batches.contains(&b) {
+                return false;
+            }
+            if self.counted_batches.len() == RECENT_BATCHES {
+                self.counted_batches.pop_front();
+            }
+            self.counted_batches.push_back(b);
+        }
         self.consecutive += 1;
         let open = match self.state {
             State::Closed => self.consecutive >= self.threshold,
@@ -164,13 +187,13 @@ mod tests {
     fn opens_after_consecutive_device_errors_only() {
         let t0 = Instant::now();
         let mut b = Breaker::new(3, Duration::from_secs(10));
-        assert!(!b.device_error("cuda error", t0, wall()));
-        assert!(!b.device_error("cuda error", t0, wall()));
+        assert!(!b.device_error("cuda error", None, t0, wall()));
+        assert!(!b.device_error("cuda error", None, t0, wall()));
         b.success(); // a success in between starts the count again
-        assert!(!b.device_error("cuda error", t0, wall()));
-        assert!(!b.device_error("cuda error", t0, wall()));
+        assert!(!b.device_error("cuda error", None, t0, wall()));
+        assert!(!b.device_error("cuda error", None, t0, wall()));
         assert!(b.allow_claim(t0));
-        assert!(b.device_error("CUDA failure 999: unknown error", t0, wall()));
+        assert!(b.device_error("CUDA failure 999: unknown error", None, t0, wall()));
         let s = b.status(t0);
         assert_eq!(
             (s.state, s.reason.as_deref(), s.since),
@@ -184,13 +207,13 @@ mod tests {
     fn one_trial_after_the_cooldown_closes_or_reopens_it_for_longer() {
         let t0 = Instant::now();
         let mut b = Breaker::new(1, Duration::from_secs(10));
-        b.device_error("boom", t0, wall());
+        b.device_error("boom", None, t0, wall());
         let t1 = t0 + Duration::from_secs(10);
         assert!(b.allow_claim(t1), "the trial");
         assert!(!b.allow_claim(t1), "only one trial at a time");
         assert_eq!(b.status(t1).state, "probing");
         // The trial fails: open again, for twice as long.
-        assert!(b.device_error("boom", t1, wall()));
+        assert!(b.device_error("boom", None, t1, wall()));
         assert_eq!(b.cooldown(), Duration::from_secs(20));
         assert!(!b.allow_claim(t1 + Duration::from_secs(19)));
         let t2 = t1 + Duration::from_secs(20);
@@ -213,13 +236,79 @@ mod tests {
     fn cooldown_growth_is_capped() {
         let mut t = Instant::now();
         let mut b = Breaker::new(1, Duration::from_secs(30));
-        b.device_error("x", t, wall());
+        b.device_error("x", None, t, wall());
         for _ in 0..20 {
             t += b.cooldown();
             assert!(b.allow_claim(t));
-            b.device_error("x", t, wall());
+            b.device_error("x", None, t, wall());
         }
         assert_eq!(b.cooldown(), Duration::from_secs(600));
         assert_eq!(b.trips, 1, "one outage, however many failed trials");
+    }
+
+    /// A batch of four fails (the batcher's own thread and a failing double): each photo gets
+    /// the batch's error, the worker's mapping makes each a device error of that batch, and a
+    /// breaker that opens at two errors stays closed; a second failing batch is the second error.
+    #[test]
+    fn a_failing_batch_fails_only_its_photos_and_is_one_error_for_the_breaker() {
+        use demeter_infer::{
+            batch::RunBatch, BatchOptions, Batcher, InferError, Model, Prepared, Segment, Segmentation,
+        };
+
+        /// Fails every batch holding a photo whose red is 0; answers the others.
+        struct FailsOnBlack;
+        impl RunBatch for FailsOnBlack {
+            fn run_batch(&mut self, n: usize, _: (u32, u32), data: Vec<f32>) -> Result<Vec<Segmentation>, InferError> {
+                let firsts: Vec<f32> = data.chunks(data.len() / n).map(|c| c[0]).collect();
+                if firsts.contains(&0.0) {
+                    return Err(InferError::Run("CUDA error: an illegal memory access was encountered".into()));
+                }
+                Ok(vec![Segmentation { mask: vec![true], vegetation: None, brightness: None }; n])
+            }
+        }
+        let model = std::sync::Arc::new(Model::builtin());
+        let options = BatchOptions { max_batch: 4, max_wait: Duration::from_secs(3600) };
+        let batcher = Batcher::start(FailsOnBlack, model, demeter_infer::Provider::Cuda, options);
+        let batch = |reds: [u8; 4]| -> Vec<Result<Segmentation, InferError>> {
+            let handles: Vec<_> = reds
+                .into_iter()
+                .map(|red| {
+                    let mut c = batcher.client();
+                    let p = Prepared {
+                        rgb: image::RgbImage::from_pixel(8, 6, image::Rgb([red, 9, 9])),
+                        orig_width: 8,
+                        orig_height: 6,
+                    };
+                    std::thread::spawn(move || c.segment(&p))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        };
+        let t0 = Instant::now();
+        let mut b = Breaker::new(2, Duration::from_secs(10));
+        for outcome in batch([0, 40, 80, 120]) {
+            let e = outcome.expect_err("every photo of the failing batch fails");
+            match crate::pipeline::device_or_photo(e) {
+                crate::pipeline::Interrupt::Device(err, Some(n)) => {
+                    assert!(err.message.contains(&format!("batch {n} of 4 photos")), "{}", err.message);
+                    assert!(!b.device_error(&err.message, Some(n), t0, wall()), "one batch, one error");
+                }
+                other => panic!("a device error of the batch, not {other:?}"),
+            }
+        }
+        assert!(b.is_closed());
+        assert!(batch([10, 20, 30, 40]).iter().all(Result::is_ok), "the next batch is not affected");
+        b.success();
+        let mut tell = |outcomes: Vec<Result<Segmentation, InferError>>| -> Vec<bool> {
+            outcomes
+                .into_iter()
+                .map(|o| match crate::pipeline::device_or_photo(o.unwrap_err()) {
+                    crate::pipeline::Interrupt::Device(err, n) => b.device_error(&err.message, n, t0, wall()),
+                    other => panic!("{other:?}"),
+                })
+                .collect()
+        };
+        assert_eq!(tell(batch([0, 1, 2, 3])), [false; 4], "after a success the count starts again");
+        assert_eq!(tell(batch([0, 5, 5, 5])), [true, false, false, false], "a second failing batch in a row opens it");
     }
 }

@@ -15,7 +15,7 @@ use demeter_domain::{
     notify::SessionReport,
     Clock, Job, UploadSession,
 };
-use demeter_infer::Model;
+use demeter_infer::{Model, Segment};
 use demeter_store::Store;
 use demeter_watch::{FolderWatcher, WatchMode, WatchOptions};
 use tokio::sync::broadcast;
@@ -169,11 +169,15 @@ impl Engine {
         let devices: Vec<ModelDevice> = sets[0]
             .all()
             .zip(&factory.choices)
-            .map(|(a, c)| ModelDevice {
+            .zip(&factory.batchers)
+            .map(|((a, c), batcher)| ModelDevice {
                 model: a.model().manifest.name.clone(),
                 execution_provider: a.provider().as_str().to_owned(),
                 device: a.provider().device().to_owned(),
                 reason: c.reason.clone(),
+                sessions: if batcher.is_some() { 1 } else { sets.len() },
+                warm_up_ms: 0,
+                batching: None,
             })
             .collect();
 
@@ -326,7 +330,7 @@ impl Engine {
             execution_provider: self.provider.to_owned(),
             compiled_providers: demeter_infer::COMPILED_PROVIDERS.iter().map(|p| (*p).to_owned()).collect(),
             warnings: self.warnings.clone(),
-            devices: self.devices.clone(),
+            devices: self.devices(),
             model: model_health(&self.models[0]),
             installed_models: self.models.iter().map(|m| model_health(m)).collect(),
             workers: WorkersHealth {
@@ -348,6 +352,33 @@ impl Engine {
         }
     }
 
+    /// Where each model runs, with its warm-up and its batcher's counters as of now.
+    fn devices(&self) -> Vec<ModelDevice> {
+        let factory = &self.shared.factory;
+        let mut devices = self.devices.clone();
+        for ((d, batcher), spent) in devices.iter_mut().zip(&factory.batchers).zip(&factory.warm_up_ms) {
+            d.warm_up_ms = spent.load(Ordering::Relaxed);
+            d.batching = batcher.as_ref().map(|b| {
+                let (options, stats) = (b.options(), b.stats());
+                demeter_domain::health::BatchHealth {
+                    max_batch: options.max_batch,
+                    max_wait_ms: options.max_wait.as_millis() as u64,
+                    batches: options
+                        .batch_sizes()
+                        .into_iter()
+                        .map(|size| demeter_domain::health::BatchCount {
+                            size,
+                            runs: stats.batches_by_size.get(&size).copied().unwrap_or(0),
+                        })
+                        .collect(),
+                    failed_batches: stats.failed_batches,
+                    queued: stats.queued,
+                }
+            });
+        }
+        devices
+    }
+
     /// The default model.
     pub fn model(&self) -> &Model {
         &self.models[0]
@@ -366,7 +397,7 @@ impl Engine {
             m.inference_pauses = breaker.trips;
         }
         m.execution_provider = self.provider.to_owned();
-        m.model_devices = self.devices.clone();
+        m.model_devices = self.devices();
         if let Some(w) = self.watcher.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|w| w.status()) {
             m.watcher_events = w.events;
             m.watcher_rescans = w.rescans;

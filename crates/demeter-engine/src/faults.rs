@@ -33,9 +33,10 @@ pub(crate) fn before_segment(faults: Option<&Faults>, rel_path: &str) -> Result<
         return Err(Interrupt::Failed(JobError::transient(format!("inference failed on {name} (injected fault)"))));
     }
     if f.device_broken_while.as_deref().is_some_and(std::path::Path::exists) {
-        return Err(Interrupt::Device(JobError::transient(
-            "inference failed: the inference device is not responding (injected fault)",
-        )));
+        return Err(Interrupt::Device(
+            JobError::transient("inference failed: the inference device is not responding (injected fault)"),
+            None,
+        ));
     }
     Ok(())
 }
@@ -61,7 +62,7 @@ mod tests {
         let f = Faults { device_broken_while: Some(flag.clone()), ..Default::default() };
         assert!(before_segment(Some(&f), "a.jpg").is_ok());
         std::fs::write(&flag, "").unwrap();
-        assert!(matches!(before_segment(Some(&f), "a.jpg"), Err(Interrupt::Device(_))));
+        assert!(matches!(before_segment(Some(&f), "a.jpg"), Err(Interrupt::Device(..))));
         std::fs::remove_file(&flag).unwrap();
         assert!(before_segment(Some(&f), "a.jpg").is_ok());
     }

@@ -101,7 +101,7 @@ pub fn process(
                     faults: config.runtime.faults.as_ref(),
                 };
                 let outcome = pipeline::run_guarded(analyzer, &input, |_| true).map_err(|e| match e {
-                    Interrupt::Failed(e) | Interrupt::Device(e) => e,
+                    Interrupt::Failed(e) | Interrupt::Device(e, _) => e,
                     Interrupt::Stopped => JobError::transient("stopped"),
                 });
                 let report = PhotoReport { photo: photo.clone(), outcome, elapsed_ms: t.elapsed().as_millis() as u64 };

@@ -193,7 +193,7 @@ mod tests {
             self.store.enqueue(&job, "hash", now + chrono::Duration::hours(1)).unwrap();
             assert_eq!(self.store.claim_next(0, now).unwrap().unwrap().id, job.id);
             self.store.update(job.id, |j| j.complete(a_result(), now)).unwrap();
-            let thumb = thumbnail::thumbnail_jpeg(&rgb).unwrap();
+            let thumb = thumbnail::thumbnail_jpeg(&rgb, rgb.dimensions()).unwrap();
             std::fs::write(self.dir.path().join(format!("thumbnails/{}.jpg", job.id)), thumb).unwrap();
             job.id
         }

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use demeter_domain::{location::Locator, JobError, JobResult, Stage};
-use demeter_infer::{thumbnail, Analyzer, DecodeLimits};
+use demeter_infer::{thumbnail, DecodeLimits, Segment};
 
 /// Why a photo did not complete.
 #[derive(Debug)]
@@ -12,8 +12,9 @@ pub enum Interrupt {
     /// The photo failed; the job fails with this reason.
     Failed(JobError),
     /// Inference itself failed, not because of the photo (the device or runtime): the job goes
-    /// back to the queue and the circuit breaker counts it.
-    Device(JobError),
+    /// back to the queue and the circuit breaker counts it, once per batch when the photo ran in
+    /// one (the batch's number).
+    Device(JobError, Option<u64>),
     /// The caller asked to stop between stages (shutdown); the job goes back to the queue.
     Stopped,
 }
@@ -41,7 +42,7 @@ pub struct PhotoInput<'a> {
 /// Runs every stage. `on_stage` is called as each stage starts (it stores and announces the
 /// milestone) and may stop the run by returning `false`.
 pub fn run(
-    analyzer: &mut Analyzer,
+    analyzer: &mut impl Segment,
     input: &PhotoInput<'_>,
     mut on_stage: impl FnMut(Stage) -> bool,
 ) -> Result<JobResult, Interrupt> {
@@ -86,17 +87,14 @@ pub fn run(
 
     stage(Stage::Segment, &mut timings, &mut t, Some(Stage::Locate))?;
     crate::faults::before_segment(input.faults, input.rel_path)?;
-    let segmentation = analyzer.segment(&prepared).map_err(|e| match e {
-        demeter_infer::InferError::InputShape { .. } => Interrupt::Failed(JobError::permanent(e.to_string())),
-        e => Interrupt::Device(JobError::transient(e.to_string())),
-    })?;
+    let segmentation = analyzer.segment(&prepared).map_err(device_or_photo)?;
 
     stage(Stage::Detect, &mut timings, &mut t, Some(Stage::Segment))?;
     let detection = analyzer.detect(&segmentation, &prepared, location.as_ref().and_then(|l| l.tray));
 
     stage(Stage::Save, &mut timings, &mut t, Some(Stage::Detect))?;
     if let Some(path) = input.thumbnail {
-        let jpeg = thumbnail::thumbnail_jpeg(&prepared.rgb)
+        let jpeg = thumbnail::thumbnail_jpeg(&prepared.rgb, (width, height))
             .map_err(|e| JobError::transient(format!("cannot make the thumbnail: {e}")))?;
         write_atomically(path, &jpeg).map_err(|e| JobError::transient(format!("cannot save the thumbnail: {e}")))?;
     }
@@ -122,10 +120,22 @@ pub fn run(
     })
 }
 
+/// Whose fault a failed segmentation is: a shape the model cannot take is the photo's (it fails
+/// once); anything else is the device's, counted once per batch by the circuit breaker.
+pub(crate) fn device_or_photo(e: demeter_infer::InferError) -> Interrupt {
+    match e {
+        demeter_infer::InferError::InputShape { .. } => Interrupt::Failed(JobError::permanent(e.to_string())),
+        demeter_infer::InferError::Batch { batch, .. } => {
+            Interrupt::Device(JobError::transient(e.to_string()), Some(batch))
+        }
+        e => Interrupt::Device(JobError::transient(e.to_string()), None),
+    }
+}
+
 /// [`run`], with a panic anywhere inside (a decoder or runtime bug) turned into this photo's
 /// failure, so the worker or `demeter process` carries on with the next one.
 pub fn run_guarded(
-    analyzer: &mut Analyzer,
+    analyzer: &mut impl Segment,
     input: &PhotoInput<'_>,
     on_stage: impl FnMut(Stage) -> bool,
 ) -> Result<JobResult, Interrupt> {

@@ -10,8 +10,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use demeter_domain::config::{Batching, Device};
 use demeter_domain::{config::Config, Job, JobId, Stage};
-use demeter_infer::{Analyzer, Choice, DecodeLimits, Model, Runtime};
+use demeter_infer::{
+    Analyzer, BatchClient, BatchOptions, Batcher, Choice, DecodeLimits, Model, Provider, Runtime, Segment,
+};
 use demeter_store::StoreError;
 use tracing::{debug, error, info, warn};
 
@@ -21,24 +24,56 @@ use crate::{
     EngineError,
 };
 
+/// How a worker runs one model: its own session, or its share of the model's batcher.
+pub(crate) enum Inference {
+    Own(Analyzer),
+    Batched(BatchClient),
+}
+
+impl Segment for Inference {
+    fn model(&self) -> &Model {
+        match self {
+            Inference::Own(a) => a.model(),
+            Inference::Batched(c) => c.model(),
+        }
+    }
+
+    fn provider(&self) -> Provider {
+        match self {
+            Inference::Own(a) => a.provider(),
+            Inference::Batched(c) => c.provider(),
+        }
+    }
+
+    fn segment(
+        &mut self,
+        p: &demeter_infer::Prepared,
+    ) -> Result<demeter_infer::Segmentation, demeter_infer::InferError> {
+        match self {
+            Inference::Own(a) => a.segment(p),
+            Inference::Batched(c) => c.segment(p),
+        }
+    }
+}
+
 /// A worker's sessions: the default model first, then every installed one. Sessions are small
 /// for the models Demeter ships; a worker keeps one per model so a reprocess never waits for a
 /// session to be built.
 pub(crate) struct ModelSet {
-    analyzers: Vec<Analyzer>,
+    analyzers: Vec<Inference>,
 }
 
 impl ModelSet {
-    pub(crate) fn default_model(&mut self) -> &mut Analyzer {
+    pub(crate) fn default_model(&mut self) -> &mut Inference {
         &mut self.analyzers[0]
     }
 
-    pub(crate) fn all(&self) -> impl Iterator<Item = &Analyzer> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &Inference> {
         self.analyzers.iter()
     }
 
     /// The analyzer for a job's model (`None`: the default).
-    fn pick(&mut self, name: Option<&str>) -> Option<&mut Analyzer> {
+    fn pick(&mut self, name: Option<&str>) -> Option<&mut Inference> {
         match name {
             None => Some(&mut self.analyzers[0]),
             Some(n) => self.analyzers.iter_mut().find(|a| a.model().manifest.name == n),
@@ -76,6 +111,10 @@ pub(crate) struct Factory {
     models: Vec<Arc<Model>>,
     /// Where each model runs (`auto` decided per model at start: [`demeter_infer::choose`]).
     pub(crate) choices: Vec<Choice>,
+    /// Each model's batcher, when it runs batched.
+    pub(crate) batchers: Vec<Option<Batcher>>,
+    /// Milliseconds each model's sessions spent warming up (all workers' together).
+    pub(crate) warm_up_ms: Vec<std::sync::atomic::AtomicU64>,
     pub(crate) intra: usize,
 }
 
@@ -85,30 +124,85 @@ impl Factory {
             .models
             .iter()
             .zip(&self.choices)
-            .map(|(m, c)| Analyzer::on(&self.runtime, m.clone(), self.intra, c.device))
+            .zip(&self.batchers)
+            .zip(&self.warm_up_ms)
+            .map(|(((m, c), batcher), spent)| match batcher {
+                Some(b) => Ok(Inference::Batched(b.client())),
+                None => Analyzer::on(&self.runtime, m.clone(), self.intra, c.device).and_then(|mut a| {
+                    spent.fetch_add(warm_up(&mut a, &[1])?, Ordering::Relaxed);
+                    Ok(Inference::Own(a))
+                }),
+            })
             .collect::<Result<_, _>>()?;
         Ok(ModelSet { analyzers })
     }
 }
 
-/// One set of analyzers (ONNX sessions) per worker, for the configured runtime and device.
-/// Built before anything else starts, so a bad model or an unusable GPU stops start-up early.
+/// Runs a GPU session once at each common input shape and each of `batches`, so no photo pays for
+/// the algorithm search (cuDNN's HEURISTIC: about 150 ms a new shape on an H200, issue 23) or
+/// for the device memory growing. The CPU has nothing to search: skipped. Milliseconds spent.
+fn warm_up(session: &mut Analyzer, batches: &[usize]) -> Result<u64, demeter_infer::InferError> {
+    if session.provider() == Provider::Cpu {
+        return Ok(0);
+    }
+    let sizes = session.model().common_input_sizes();
+    let took = session.warm_up(&sizes, batches)?;
+    info!(model = %session.model().manifest.name, shapes = sizes.len(), ?batches, ms = took.as_millis() as u64, "warmed up");
+    Ok(took.as_millis() as u64)
+}
+
+/// Whether `session`'s model runs batched: it has a free batch axis, and batching is on, or
+/// `auto` on a GPU.
+fn batched(config: &Config, session: &Analyzer) -> bool {
+    session.has_batch_axis()
+        && match config.workers.batching {
+            Batching::On => true,
+            Batching::Off => false,
+            Batching::Auto => session.provider() != Provider::Cpu,
+        }
+}
+
+/// One set of analyzers (ONNX sessions, or handles on a model's batcher) per worker, for the
+/// configured runtime and device. Built and warmed up before anything else starts, so a bad
+/// model or an unusable GPU stops start-up early and no photo pays for a warm-up.
 pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<ModelSet>, Factory), EngineError> {
     let models = models(config)?;
     let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
     let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let intra = config.intra_threads(cores);
-    // Choosing builds each model's first session: the first worker's set.
-    let (choices, first): (Vec<Choice>, Vec<Analyzer>) = models
-        .iter()
-        .map(|m| demeter_infer::choose(&runtime, m, intra))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
-    for (m, c) in models.iter().zip(&choices) {
-        info!(model = %m.manifest.name, device = %c.device, reason = %c.reason, "device chosen");
+    let options = BatchOptions {
+        max_batch: config.workers.max_batch,
+        max_wait: Duration::from_millis(config.workers.batch_wait_ms),
+    };
+    // Choosing builds each model's first session: the first worker's, or the batcher's.
+    let mut choices = Vec::new();
+    let mut batchers = Vec::new();
+    let mut warm_up_ms = Vec::new();
+    let mut first = Vec::new();
+    for m in &models {
+        let (choice, mut session) = demeter_infer::choose(&runtime, m, intra)?;
+        info!(model = %m.manifest.name, device = %choice.device, reason = %choice.reason, "device chosen");
+        if batched(config, &session) {
+            // One session does all of this model's inference: on the CPU it gets every core.
+            if session.provider() == Provider::Cpu {
+                let threads = config.workers.intra_threads.unwrap_or(cores);
+                session = Analyzer::on(&runtime, m.clone(), threads, Device::Cpu)?;
+            }
+            warm_up_ms.push(warm_up(&mut session, &options.batch_sizes())?);
+            let provider = session.provider();
+            info!(model = %m.manifest.name, max_batch = options.max_batch, max_wait_ms = config.workers.batch_wait_ms, "batched: one session for all workers");
+            let batcher = Batcher::start(session, m.clone(), provider, options);
+            first.push(Inference::Batched(batcher.client()));
+            batchers.push(Some(batcher));
+        } else {
+            warm_up_ms.push(warm_up(&mut session, &[1])?);
+            first.push(Inference::Own(session));
+            batchers.push(None);
+        }
+        choices.push(choice);
     }
-    let factory = Factory { runtime, models, choices, intra };
+    let warm_up_ms = warm_up_ms.into_iter().map(std::sync::atomic::AtomicU64::new).collect();
+    let factory = Factory { runtime, models, choices, batchers, warm_up_ms, intra };
     let mut sets = vec![ModelSet { analyzers: first }];
     for _ in 1..count.max(1) {
         sets.push(factory.model_set()?);
@@ -260,7 +354,7 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
             info!(job = %id, file = %job.filename, reason = %err, "failed");
             shared.store.update(id, |j| j.fail(err, now))
         }
-        Err(Interrupt::Device(err)) => {
+        Err(Interrupt::Device(err, _)) => {
             warn!(job = %id, file = %job.filename, reason = %err, "inference device error; the photo goes back to the queue");
             let max = shared.config.workers.max_attempts;
             // Back off a little more each time, so other photos are tried meanwhile.
@@ -304,8 +398,8 @@ fn tell_breaker(shared: &Shared, outcome: &Result<demeter_domain::JobResult, Int
                 info!("inference works again; processing resumes");
             }
         }
-        Err(Interrupt::Device(err)) => {
-            if breaker.device_error(&err.message, Instant::now(), shared.clock.now()) {
+        Err(Interrupt::Device(err, batch)) => {
+            if breaker.device_error(&err.message, *batch, Instant::now(), shared.clock.now()) {
                 error!(
                     reason = %err,
                     retry_in_secs = breaker.cooldown().as_secs(),

@@ -15,6 +15,7 @@ pub struct Prepared {
 }
 
 /// What the model says about a prepared photo.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Segmentation {
     /// Plant pixels, row-major, the prepared image's size.
     pub mask: Vec<bool>,
@@ -34,7 +35,96 @@ pub struct Detection {
     pub trust: demeter_domain::Trust,
 }
 
-/// A model session owned by one worker (`Session::run` takes `&mut self`).
+/// What a photo's pipeline needs from inference: the model, where it runs, and a segmentation.
+/// Either a worker's own session ([`Analyzer`]) or a share of one batched session
+/// ([`crate::batch::BatchClient`]). Preparing and detecting are the model's, the same for both.
+pub trait Segment {
+    fn model(&self) -> &Model;
+
+    fn provider(&self) -> Provider;
+
+    /// Runs the model on a prepared photo.
+    fn segment(&mut self, p: &Prepared) -> Result<Segmentation, InferError>;
+
+    /// Resizes the photo to the model's input ([`Model::input_size`]: the long side to
+    /// `long_side`, smaller photos included, the short side in steps of `shape_multiple`), so
+    /// that everything after this sees plants at the same scale whatever the camera's resolution.
+    fn prepare(&self, img: &DynamicImage) -> Prepared {
+        prepare_sized(self.model(), img.to_rgb8(), img.width(), img.height())
+    }
+
+    /// [`Segment::prepare`] for a photo decoded at reduced size ([`crate::decode::decode_for`]):
+    /// results and boxes still refer to the original's size. Takes the decoded photo so an RGB
+    /// one is not copied before it is resized.
+    fn prepare_decoded(&self, d: crate::decode::Decoded) -> Prepared {
+        prepare_sized(self.model(), d.image.into_rgb8(), d.width, d.height)
+    }
+
+    /// How large a photo must be decoded for this model ([`crate::decode::decode_for`]): twice
+    /// the model's input side, so the final shrink still averages several pixels into one as it
+    /// does from a full decode. Decoding at just the input side (1/4 instead of 1/2 scale for a
+    /// 5 MP photo) would save about a tenth of a photo's time but loses the smallest seedlings:
+    /// with plant-exg 1.1.0 one plant read as 6, with 2.0.0 the warm variant of the 4 × 5 tray
+    /// read 17 for 19 (`make eval`); at twice the side every variant is within one.
+    fn decode_long_side(&self) -> u32 {
+        self.model().manifest.input.long_side.saturating_mul(2)
+    }
+
+    /// Turns the model's output into plants, the tray's grid and the trust flag, in the original
+    /// photo's coordinates. `tray`: the rows and columns configured for the photo's location, if
+    /// any (else the grid is the one found in the photo, if any).
+    fn detect(
+        &self,
+        seg: &Segmentation,
+        p: &Prepared,
+        tray: Option<demeter_domain::location::TrayLayout>,
+    ) -> Detection {
+        detect_plants(self.model(), seg, p, tray)
+    }
+}
+
+fn prepare_sized(model: &Model, rgb: RgbImage, orig_width: u32, orig_height: u32) -> Prepared {
+    let (w, h) = model.input_size(orig_width, orig_height);
+    let rgb = if rgb.dimensions() == (w, h) { rgb } else { crate::resize::to_size(&rgb, w, h) };
+    Prepared { rgb, orig_width, orig_height }
+}
+
+/// The model's input normalisation: scale, mean and std folded into one table per channel
+/// (index: the byte), writing planar NCHW.
+pub struct Encoder {
+    lut: Box<[[f32; 256]; 3]>,
+}
+
+impl Encoder {
+    pub fn new(model: &Model) -> Self {
+        let spec = &model.manifest.input;
+        let mut lut = Box::new([[0f32; 256]; 3]);
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (byte, v) in table.iter_mut().enumerate() {
+                *v = (byte as f32 * spec.scale - spec.mean[c]) / spec.std[c];
+            }
+        }
+        Self { lut }
+    }
+
+    /// Appends the photo's three planes (R, G, B) to `out`.
+    pub fn encode_into(&self, rgb: &RgbImage, out: &mut Vec<f32>) {
+        let plane = rgb.width() as usize * rgb.height() as usize;
+        let at = out.len();
+        out.resize(at + 3 * plane, 0.0);
+        let (r, gb) = out[at..].split_at_mut(plane);
+        let (g, b) = gb.split_at_mut(plane);
+        let [lr, lg, lb] = &*self.lut;
+        for (((px, r), g), b) in rgb.as_raw().chunks_exact(3).zip(r).zip(g).zip(b) {
+            *r = lr[usize::from(px[0])];
+            *g = lg[usize::from(px[1])];
+            *b = lb[usize::from(px[2])];
+        }
+    }
+}
+
+/// A model session with Demeter's input and output contract. Owned by one worker, or by the
+/// batcher that serves them all (`Session::run` takes `&mut self`).
 pub struct Analyzer {
     session: Session,
     model: Arc<Model>,
@@ -43,8 +133,7 @@ pub struct Analyzer {
     /// The graph input's declared dimensions (negative: free), checked before every run so a
     /// photo the model cannot take fails as the photo's problem, not as a device error.
     input_dims: Vec<i64>,
-    /// The input's scale, mean and std folded into one table per channel (index: the byte).
-    input_lut: Box<[[f32; 256]; 3]>,
+    encoder: Encoder,
 }
 
 fn build_session(
@@ -122,22 +211,13 @@ impl Analyzer {
                 ),
             });
         }
-        let spec = &model.manifest.input;
-        let mut input_lut = Box::new([[0f32; 256]; 3]);
-        for (c, table) in input_lut.iter_mut().enumerate() {
-            for (byte, v) in table.iter_mut().enumerate() {
-                *v = (byte as f32 * spec.scale - spec.mean[c]) / spec.std[c];
-            }
-        }
-        Ok(Self { session, model, provider, warning, input_dims, input_lut })
+        let encoder = Encoder::new(&model);
+        Ok(Self { session, model, provider, warning, input_dims, encoder })
     }
 
-    pub fn model(&self) -> &Model {
+    /// The shared model (for a batcher's clients).
+    pub fn model_arc(&self) -> &Arc<Model> {
         &self.model
-    }
-
-    pub fn provider(&self) -> Provider {
-        self.provider
     }
 
     /// Set when the requested device could not be used.
@@ -145,132 +225,140 @@ impl Analyzer {
         self.warning.as_deref()
     }
 
-    /// Resizes the photo so its long side is the model's `long_side`, smaller photos included
-    /// (upscaled), so that everything after this sees plants at the same scale whatever the
-    /// camera's resolution.
-    pub fn prepare(&self, img: &DynamicImage) -> Prepared {
-        self.prepare_sized(img.to_rgb8(), img.width(), img.height())
+    /// Whether the graph's batch axis is free, so one run can take several photos of a shape.
+    pub fn has_batch_axis(&self) -> bool {
+        self.input_dims.first().is_some_and(|&d| d < 0)
     }
 
-    /// [`Analyzer::prepare`] for a photo decoded at reduced size ([`crate::decode::decode_for`]):
-    /// results and boxes still refer to the original's size. Takes the decoded photo so an RGB
-    /// one is not copied before it is resized.
-    pub fn prepare_decoded(&self, d: crate::decode::Decoded) -> Prepared {
-        self.prepare_sized(d.image.into_rgb8(), d.width, d.height)
-    }
-
-    /// How large a photo must be decoded for this model ([`crate::decode::decode_for`]): twice
-    /// the model's input side, so the final shrink still averages several pixels into one as it
-    /// does from a full decode. Decoding at just the input side (1/4 instead of 1/2 scale for a
-    /// 5 MP photo) would save about a tenth of a photo's time but loses the smallest seedlings:
-    /// with plant-exg 1.1.0 one plant read as 6, with 2.0.0 the warm variant of the 4 × 5 tray
-    /// read 17 for 19 (`make eval`); at twice the side every variant is within one.
-    pub fn decode_long_side(&self) -> u32 {
-        self.model.manifest.input.long_side.saturating_mul(2)
-    }
-
-    fn prepare_sized(&self, rgb: RgbImage, orig_width: u32, orig_height: u32) -> Prepared {
-        let side = self.model.manifest.input.long_side;
-        let rgb = if rgb.width().max(rgb.height()) == side { rgb } else { crate::resize::fit_long_side(&rgb, side) };
-        Prepared { rgb, orig_width, orig_height }
-    }
-
-    /// Runs the model; returns the mask (row-major, the prepared image's size) and the
-    /// vegetation index when the model has one.
-    pub fn segment(&mut self, p: &Prepared) -> Result<Segmentation, InferError> {
-        let spec = &self.model.manifest.input;
-        let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
+    /// Runs the model on `n` photos of `width` × `height`, encoded one after the other in
+    /// `data` ([`Encoder::encode_into`]); one segmentation per photo, in order.
+    pub fn run(
+        &mut self,
+        n: usize,
+        (width, height): (u32, u32),
+        data: Vec<f32>,
+    ) -> Result<Vec<Segmentation>, InferError> {
+        let (w, h) = (width as usize, height as usize);
         let plane = w * h;
-        let mut data = vec![0f32; 3 * plane];
-        let (r, gb) = data.split_at_mut(plane);
-        let (g, b) = gb.split_at_mut(plane);
-        let [lr, lg, lb] = &*self.input_lut;
-        for (((px, r), g), b) in p.rgb.as_raw().chunks_exact(3).zip(r).zip(g).zip(b) {
-            *r = lr[usize::from(px[0])];
-            *g = lg[usize::from(px[1])];
-            *b = lb[usize::from(px[2])];
-        }
-        let dims = [1, 3, h as i64, w as i64];
+        let dims = [n as i64, 3, h as i64, w as i64];
         if self.input_dims.iter().zip(dims).any(|(&want, got)| want >= 0 && want != got) {
             return Err(InferError::InputShape { model: self.input_dims.clone(), photo: dims.to_vec() });
         }
-        let input = Tensor::from_array(([1usize, 3, h, w], data.into_boxed_slice()))
-            .map_err(|e| InferError::Run(e.to_string()))?;
-        let outputs =
-            self.session.run(ort::inputs![spec.name.as_str() => input]).map_err(|e| InferError::Run(e.to_string()))?;
+        if data.len() != n * 3 * plane {
+            return Err(InferError::Run(format!("{} input values for {n} photos of {w} × {h}", data.len())));
+        }
+        let input =
+            Tensor::from_array(([n, 3, h, w], data.into_boxed_slice())).map_err(|e| InferError::Run(e.to_string()))?;
+        let name = self.model.manifest.input.name.as_str();
+        let outputs = self.session.run(ort::inputs![name => input]).map_err(|e| InferError::Run(e.to_string()))?;
         let map = |name: &str| -> Result<&[f32], InferError> {
             let (shape, v) = outputs[name]
                 .try_extract_tensor::<f32>()
                 .map_err(|e| InferError::Run(format!("output {name:?}: {e}")))?;
-            if v.len() != plane {
-                return Err(InferError::Run(format!("{name} has shape {shape:?}, expected [1, 1, {h}, {w}]")));
+            if v.len() != n * plane {
+                return Err(InferError::Run(format!("{name} has shape {shape:?}, expected [{n}, 1, {h}, {w}]")));
             }
             Ok(v)
         };
-        let mask = map(self.model.mask_output())?.iter().map(|v| *v > 0.5).collect();
-        let vegetation = self.model.vegetation_output().map(map).transpose()?.map(<[f32]>::to_vec);
-        let brightness = self.model.brightness_output().map(map).transpose()?.map(<[f32]>::to_vec);
-        Ok(Segmentation { mask, vegetation, brightness })
+        let mask = map(self.model.mask_output())?;
+        let vegetation = self.model.vegetation_output().map(map).transpose()?;
+        let brightness = self.model.brightness_output().map(map).transpose()?;
+        let photo = |v: &[f32], i: usize| v[i * plane..(i + 1) * plane].to_vec();
+        Ok((0..n)
+            .map(|i| Segmentation {
+                mask: mask[i * plane..(i + 1) * plane].iter().map(|v| *v > 0.5).collect(),
+                vegetation: vegetation.map(|v| photo(v, i)),
+                brightness: brightness.map(|v| photo(v, i)),
+            })
+            .collect())
     }
 
-    /// Turns the model's output into plants, the tray's grid and the trust flag, in the original
-    /// photo's coordinates. `tray`: the rows and columns configured for the photo's location, if
-    /// any (else the grid is the one found in the photo, if any).
-    pub fn detect(
-        &self,
-        seg: &Segmentation,
-        p: &Prepared,
-        tray: Option<demeter_domain::location::TrayLayout>,
-    ) -> Detection {
-        let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
-        let min_area = (self.model.manifest.thresholds.min_area_fraction * (w * h) as f64).ceil().max(1.0) as u64;
-        let sx = f64::from(p.orig_width) / w as f64;
-        let sy = f64::from(p.orig_height) / h as f64;
-        let maps = detect::Maps {
-            width: w,
-            height: h,
-            mask: &seg.mask,
-            vegetation: seg.vegetation.as_deref(),
-            brightness: seg.brightness.as_deref(),
-        };
-        let layout = tray.map(|t| detect::grid::Layout { rows: t.rows as usize, cols: t.cols as usize });
-        let count = detect::count(maps, min_area, &self.model.manifest.detection, layout);
-        let plants = count
-            .plants
-            .into_iter()
-            .map(|f| {
-                let c = f.component;
-                demeter_domain::Plant {
-                    bbox: [
-                        (f64::from(c.bbox[0]) * sx) as u32,
-                        (f64::from(c.bbox[1]) * sy) as u32,
-                        (f64::from(c.bbox[2]) * sx).ceil() as u32,
-                        (f64::from(c.bbox[3]) * sy).ceil() as u32,
-                    ],
-                    centroid: [((c.centroid[0] + 0.5) * sx) as f32, ((c.centroid[1] + 0.5) * sy) as f32],
-                    area_px: (c.area as f64 * sx * sy).round() as u64,
-                    cell: f.cell.map(|(r, c)| [r, c]),
-                }
-            })
-            .collect();
-        let grid = count.grid.map(|g| {
-            let l = &g.lattice;
-            let [ox, oy] = l.centre(0, 0);
-            let s = (sx + sy) / 2.0;
-            demeter_domain::Grid {
-                rows: l.n_rows() as u32,
-                cols: l.n_cols() as u32,
-                origin: [((ox + 0.5) * sx) as f32, ((oy + 0.5) * sy) as f32],
-                pitch: [(l.pitch[0] * s) as f32, (l.pitch[1] * s) as f32],
-                angle_deg: l.angle.to_degrees() as f32,
-                plants_per_cell: g.plants_per_cell,
+    /// Runs every shape in `sizes` once at every batch size in `batches`, so no photo pays for a
+    /// GPU's algorithm search or memory growth. Returns the time it took.
+    pub fn warm_up(&mut self, sizes: &[(u32, u32)], batches: &[usize]) -> Result<std::time::Duration, InferError> {
+        let t = std::time::Instant::now();
+        for &(w, h) in sizes {
+            for &n in batches {
+                self.run(n, (w, h), vec![0.5; n * 3 * w as usize * h as usize])?;
             }
-        });
-        Detection {
-            plants,
-            plant_area_fraction: count.plant_pixels as f32 / (w * h).max(1) as f32,
-            grid,
-            trust: demeter_domain::Trust::from_reasons(count.reasons),
         }
+        Ok(t.elapsed())
+    }
+}
+
+impl Segment for Analyzer {
+    fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    fn segment(&mut self, p: &Prepared) -> Result<Segmentation, InferError> {
+        let mut data = Vec::with_capacity(3 * p.rgb.width() as usize * p.rgb.height() as usize);
+        self.encoder.encode_into(&p.rgb, &mut data);
+        let mut out = self.run(1, p.rgb.dimensions(), data)?;
+        Ok(out.pop().expect("one photo in, one out"))
+    }
+}
+
+/// Turns the model's output into plants, the tray's grid and the trust flag, in the original
+/// photo's coordinates ([`Segment::detect`]).
+fn detect_plants(
+    model: &Model,
+    seg: &Segmentation,
+    p: &Prepared,
+    tray: Option<demeter_domain::location::TrayLayout>,
+) -> Detection {
+    let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
+    let min_area = (model.manifest.thresholds.min_area_fraction * (w * h) as f64).ceil().max(1.0) as u64;
+    let sx = f64::from(p.orig_width) / w as f64;
+    let sy = f64::from(p.orig_height) / h as f64;
+    let maps = detect::Maps {
+        width: w,
+        height: h,
+        mask: &seg.mask,
+        vegetation: seg.vegetation.as_deref(),
+        brightness: seg.brightness.as_deref(),
+    };
+    let layout = tray.map(|t| detect::grid::Layout { rows: t.rows as usize, cols: t.cols as usize });
+    let count = detect::count(maps, min_area, &model.manifest.detection, layout);
+    let plants = count
+        .plants
+        .into_iter()
+        .map(|f| {
+            let c = f.component;
+            demeter_domain::Plant {
+                bbox: [
+                    (f64::from(c.bbox[0]) * sx) as u32,
+                    (f64::from(c.bbox[1]) * sy) as u32,
+                    (f64::from(c.bbox[2]) * sx).ceil() as u32,
+                    (f64::from(c.bbox[3]) * sy).ceil() as u32,
+                ],
+                centroid: [((c.centroid[0] + 0.5) * sx) as f32, ((c.centroid[1] + 0.5) * sy) as f32],
+                area_px: (c.area as f64 * sx * sy).round() as u64,
+                cell: f.cell.map(|(r, c)| [r, c]),
+            }
+        })
+        .collect();
+    let grid = count.grid.map(|g| {
+        let l = &g.lattice;
+        let [ox, oy] = l.centre(0, 0);
+        let s = (sx + sy) / 2.0;
+        demeter_domain::Grid {
+            rows: l.n_rows() as u32,
+            cols: l.n_cols() as u32,
+            origin: [((ox + 0.5) * sx) as f32, ((oy + 0.5) * sy) as f32],
+            pitch: [(l.pitch[0] * s) as f32, (l.pitch[1] * s) as f32],
+            angle_deg: l.angle.to_degrees() as f32,
+            plants_per_cell: g.plants_per_cell,
+        }
+    });
+    Detection {
+        plants,
+        plant_area_fraction: count.plant_pixels as f32 / (w * h).max(1) as f32,
+        grid,
+        trust: demeter_domain::Trust::from_reasons(count.reasons),
     }
 }

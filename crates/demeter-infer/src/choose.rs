@@ -13,7 +13,7 @@ use std::{sync::Arc, time::Instant};
 use demeter_domain::config::Device;
 use image::RgbImage;
 
-use crate::{Analyzer, InferError, Model, Runtime};
+use crate::{Analyzer, InferError, Model, Runtime, Segment};
 
 /// Timed runs per provider (after one warm-up run, which also pays for any algorithm search).
 pub const TIMED_RUNS: usize = 5;

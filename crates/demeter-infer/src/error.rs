@@ -20,4 +20,8 @@ pub enum InferError {
     InputShape { model: Vec<i64>, photo: Vec<i64> },
     #[error("inference failed: {0}")]
     Run(String),
+    /// A batched run failed: every photo in it gets this, with the batch's number, so the
+    /// failure counts once against the device.
+    #[error("inference failed for batch {batch} of {size} photos: {reason}")]
+    Batch { batch: u64, size: usize, reason: String },
 }

@@ -6,7 +6,9 @@
 //! - [`choose`]: `--device auto` per model: the faster of CUDA and CPU, timed at load;
 //! - [`model`]: a model folder (`model.onnx` + `manifest.toml`) and the default model built in;
 //! - [`decode`]: decoding under pixel limits (bombs fail before allocation) with EXIF orientation;
-//! - [`analyzer`]: one worker's ONNX session: resize to the model's input, segment, detect;
+//! - [`analyzer`]: an ONNX session with Demeter's contract: resize to the model's input, segment,
+//!   detect; [`Segment`], what a worker's pipeline calls, on its own session or a batcher's;
+//! - [`batch`]: one session fed by every worker, photos of a shape run together;
 //! - [`detect`]: connected components of the mask → plants;
 //! - [`resize`]: SIMD resizing to a long side (the model's input, thumbnails);
 //! - [`thumbnail`]: the small JPEG the status page shows; [`overlay`]: plants boxed and numbered.
@@ -14,6 +16,7 @@
 //! It does not know about jobs, stores or folders.
 
 pub mod analyzer;
+pub mod batch;
 pub mod choose;
 pub mod decode;
 pub mod detect;
@@ -25,7 +28,8 @@ pub mod resize;
 pub mod runtime;
 pub mod thumbnail;
 
-pub use analyzer::{Analyzer, Detection, Prepared, Segmentation};
+pub use analyzer::{Analyzer, Detection, Encoder, Prepared, Segment, Segmentation};
+pub use batch::{BatchClient, BatchOptions, BatchStats, Batcher};
 pub use choose::{choose, Choice};
 pub use decode::{decode, decode_for, DecodeError, DecodeLimits, Decoded};
 pub use error::InferError;

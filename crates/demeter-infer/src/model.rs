@@ -46,8 +46,18 @@ pub struct InputSpec {
     pub scale: f32,
     pub mean: [f32; 3],
     pub std: [f32; 3],
-    /// The photo is resized so its long side has this many pixels (aspect ratio kept).
+    /// The photo is resized so its long side has this many pixels, and its short side to the
+    /// nearest multiple of `shape_multiple` (see [`Model::input_size`]).
     pub long_side: u32,
+    /// Input shapes come in steps of this many pixels on the short side, so a model sees a few
+    /// shapes rather than one per camera (a GPU searches its algorithms once per shape, and
+    /// batches hold one shape). 1: the aspect ratio exactly.
+    #[serde(default = "default_shape_multiple")]
+    pub shape_multiple: u32,
+}
+
+fn default_shape_multiple() -> u32 {
+    32
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -108,6 +118,9 @@ impl Model {
         if !(16..=4096).contains(&manifest.input.long_side) {
             return Err(err("input.long_side must be between 16 and 4096".into()));
         }
+        if !(1..=manifest.input.long_side).contains(&manifest.input.shape_multiple) {
+            return Err(err("input.shape_multiple must be between 1 and input.long_side".into()));
+        }
         if manifest.input.std.contains(&0.0) {
             return Err(err("input.std must not contain 0".into()));
         }
@@ -133,6 +146,7 @@ impl Model {
         let m = &self.manifest;
         let mut thresholds = std::collections::BTreeMap::new();
         thresholds.insert("input.long_side".to_owned(), f64::from(m.input.long_side));
+        thresholds.insert("input.shape_multiple".to_owned(), f64::from(m.input.shape_multiple));
         thresholds.insert("thresholds.min_area_fraction".to_owned(), m.thresholds.min_area_fraction);
         for (k, v) in &m.thresholds.other {
             if let Some(x) = v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
@@ -149,6 +163,37 @@ impl Model {
             onnx_sha256: self.sha256.clone(),
             thresholds,
         }
+    }
+
+    /// The model's input size for a photo of `width` × `height`: the long side is
+    /// `input.long_side`; the short side keeps the aspect ratio, rounded to the nearest multiple
+    /// of `input.shape_multiple` (at least one multiple, at most the long side). With the
+    /// defaults (512, 32) every photo is one of 31 shapes (512 × 32k and 32k × 512) and the
+    /// common cameras' are 512 × 384 (4:3), 512 × 352 (3:2, stretched 3.2 %), 512 × 288 (16:9),
+    /// 512 × 512; the stretch is at most half a step (16 px, 6 % of a 256-pixel side).
+    pub fn input_size(&self, width: u32, height: u32) -> (u32, u32) {
+        let (side, step) = (self.manifest.input.long_side, self.manifest.input.shape_multiple);
+        let (long, short) = (width.max(height).max(1), width.min(height).max(1));
+        let exact = f64::from(short) * f64::from(side) / f64::from(long);
+        let rounded = ((exact / f64::from(step)).round() as u32 * step).clamp(step.min(side), side);
+        if width >= height {
+            (side, rounded)
+        } else {
+            (rounded, side)
+        }
+    }
+
+    /// The shapes of the commonest cameras' photos (4:3, 3:2, 16:9, 1:1, landscape and portrait):
+    /// what a GPU session is warmed up with before the first photo.
+    pub fn common_input_sizes(&self) -> Vec<(u32, u32)> {
+        let mut out: Vec<(u32, u32)> = Vec::new();
+        for (w, h) in [(4, 3), (3, 2), (16, 9), (1, 1), (3, 4), (2, 3), (9, 16)] {
+            let size = self.input_size(w * 1000, h * 1000);
+            if !out.contains(&size) {
+                out.push(size);
+            }
+        }
+        out
     }
 
     /// The vegetation-index output, when the model has one (the seed check, adaptive masks).
@@ -173,6 +218,24 @@ mod tests {
         assert_eq!(m.manifest.input.long_side, 512);
         let recorded = m.manifest.provenance["sha256"].as_str().unwrap();
         assert_eq!(recorded, m.sha256, "manifest.toml and model.onnx come from the same build");
+    }
+
+    #[test]
+    fn input_sizes_come_in_steps_of_the_shape_multiple() {
+        let m = Model::builtin();
+        assert_eq!(m.input_size(4000, 3000), (512, 384));
+        assert_eq!(m.input_size(6000, 4000), (512, 352), "3:2: 341.3 rounds to 352");
+        assert_eq!(m.input_size(1920, 1080), (512, 288));
+        assert_eq!(m.input_size(3000, 4000), (384, 512));
+        assert_eq!(m.input_size(100, 100), (512, 512), "small photos are enlarged");
+        assert_eq!(m.input_size(10_000, 10), (512, 32), "never below one step");
+        let sizes: std::collections::BTreeSet<_> =
+            (1..=4000).step_by(7).flat_map(|h| [m.input_size(4000, h), m.input_size(h, 4000)]).collect();
+        assert_eq!(sizes.len(), 31, "a finite family: {sizes:?}");
+        assert_eq!(m.common_input_sizes().len(), 7);
+        let mut exact = m.clone();
+        exact.manifest.input.shape_multiple = 1;
+        assert_eq!(exact.input_size(6000, 4000), (512, 341));
     }
 
     #[test]

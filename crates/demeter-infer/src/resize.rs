@@ -15,10 +15,19 @@ pub fn fit_long_side(rgb: &RgbImage, side: u32) -> RgbImage {
     let (w, h) = rgb.dimensions();
     let ratio = (f64::from(side) / f64::from(w)).min(f64::from(side) / f64::from(h));
     let (nw, nh) = (((f64::from(w) * ratio).round() as u32).max(1), ((f64::from(h) * ratio).round() as u32).max(1));
+    to_size(rgb, nw, nh)
+}
+
+/// `rgb` resized to exactly `nw` × `nh` (the model's input shape, which may stretch one axis by
+/// a few per cent: [`crate::Model::input_size`]). Box filter when both sides shrink, bilinear
+/// otherwise.
+pub fn to_size(rgb: &RgbImage, nw: u32, nh: u32) -> RgbImage {
+    let (w, h) = rgb.dimensions();
+    let (nw, nh) = (nw.max(1), nh.max(1));
     if (nw, nh) == (w, h) {
         return rgb.clone();
     }
-    let filter = if ratio < 1.0 { FilterType::Box } else { FilterType::Bilinear };
+    let filter = if nw <= w && nh <= h { FilterType::Box } else { FilterType::Bilinear };
     // Both images are RGB8 of the sizes given, so neither constructor nor resizer can refuse.
     let src = ImageRef::new(w, h, rgb.as_raw(), PixelType::U8x3).expect("w × h × 3 bytes of RGB8");
     let mut dst = Image::new(nw, nh, PixelType::U8x3);

@@ -7,12 +7,17 @@ use image::RgbImage;
 pub const THUMBNAIL_SIDE: u32 = 256;
 
 /// Downscales `rgb` (already upright) so its long side is at most [`THUMBNAIL_SIDE`] and encodes
-/// it as JPEG.
-pub fn thumbnail_jpeg(rgb: &RgbImage) -> Result<Vec<u8>, turbojpeg::Error> {
-    if rgb.width().max(rgb.height()) <= THUMBNAIL_SIDE {
+/// it as JPEG, in the aspect ratio of `original` (the photo's size: the model's input may be
+/// stretched by a few per cent to a shape of its family, [`crate::Model::input_size`]).
+pub fn thumbnail_jpeg(rgb: &RgbImage, original: (u32, u32)) -> Result<Vec<u8>, turbojpeg::Error> {
+    let side = rgb.width().max(rgb.height()).min(THUMBNAIL_SIDE);
+    let (ow, oh) = (f64::from(original.0.max(1)), f64::from(original.1.max(1)));
+    let ratio = f64::from(side) / ow.max(oh);
+    let (w, h) = (((ow * ratio).round() as u32).max(1), ((oh * ratio).round() as u32).max(1));
+    if (w, h) == rgb.dimensions() {
         return jpeg(rgb);
     }
-    jpeg(&crate::resize::fit_long_side(rgb, THUMBNAIL_SIDE))
+    jpeg(&crate::resize::to_size(rgb, w, h))
 }
 
 /// Encodes an image as a JPEG of web quality (80, 4:2:0) with libjpeg-turbo's SIMD encoder:
@@ -44,7 +49,7 @@ mod tests {
     #[test]
     fn thumbnails_are_small_jpegs_that_decode() {
         let img = RgbImage::from_fn(512, 384, |x, y| image::Rgb([(x / 2) as u8, (y / 2) as u8, 60]));
-        let bytes = thumbnail_jpeg(&img).unwrap();
+        let bytes = thumbnail_jpeg(&img, (4000, 3000)).unwrap();
         let back = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).unwrap();
         assert_eq!((back.width(), back.height()), (256, 192));
         let overlay = image::load_from_memory(&jpeg(&img).unwrap()).unwrap();
@@ -52,5 +57,10 @@ mod tests {
         // Colours survive (JPEG noise aside).
         let px = back.to_rgb8().get_pixel(128, 96).0;
         assert!(px[0].abs_diff(128) < 8 && px[1].abs_diff(96) < 8 && px[2].abs_diff(60) < 8, "{px:?}");
+        // A 3:2 photo's input is 512 × 352 (the short side rounded to 32): its thumbnail is 3:2
+        // again.
+        let stretched = RgbImage::from_pixel(512, 352, image::Rgb([10, 200, 30]));
+        let back = image::load_from_memory(&thumbnail_jpeg(&stretched, (6000, 4000)).unwrap()).unwrap();
+        assert_eq!((back.width(), back.height()), (256, 171));
     }
 }

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, sync::Arc};
 
 use demeter_domain::config::Device;
-use demeter_infer::{decode, Analyzer, DecodeLimits, Model, Provider, Runtime};
+use demeter_infer::{decode, Analyzer, DecodeLimits, Model, Provider, Runtime, Segment};
 
 fn runtime() -> Runtime {
     let lib = std::env::var_os("DEMETER_ORT_LIB").map(PathBuf::from);
@@ -118,4 +118,57 @@ fn default_model_counts_plants_on_real_photos() {
     let none = a.detect(&seg, &p, None);
     assert!(none.plants.is_empty());
     assert_eq!(none.trust.reasons, vec![demeter_domain::TrustReason::NoPlants]);
+
+    // Batched: the heavy test model with a free batch axis (plant-exg's outputs exactly, plus a
+    // network-sized trunk times zero) behind one batcher, four photos of one shape in one run,
+    // gives every photo plant-exg's own segmentation and count, unbatched.
+    let heavy =
+        Model::load_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/models/plant-exg-heavy-batch"))
+            .unwrap();
+    let session = Analyzer::new(&rt, Arc::new(heavy), 2).unwrap();
+    assert!(session.has_batch_axis() && !a.has_batch_axis(), "plant-exg itself takes one photo a run");
+    let options = demeter_infer::BatchOptions { max_batch: 4, max_wait: std::time::Duration::from_millis(200) };
+    let batcher = demeter_infer::Batcher::start(
+        session,
+        Arc::new(
+            Model::load_dir(
+                &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/models/plant-exg-heavy-batch"),
+            )
+            .unwrap(),
+        ),
+        Provider::Cpu,
+        options,
+    );
+    let photos = [
+        "01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg",
+        "05_pcv-workshop__3_wt_891.JPG",
+        "10_easy-leaf-area__IMG_1980.jpg",
+        "11_easy-leaf-area__IMG_1985.jpg",
+    ];
+    let prepared: Vec<_> = photos.iter().map(|ph| a.prepare(&decode(&real(ph), limits).unwrap())).collect();
+    let shape = prepared[0].rgb.dimensions();
+    let same_shape: Vec<_> = prepared.iter().filter(|p| p.rgb.dimensions() == shape).collect();
+    assert!(
+        same_shape.len() >= 2,
+        "at least two photos of one shape: {:?}",
+        prepared.iter().map(|p| p.rgb.dimensions()).collect::<Vec<_>>()
+    );
+    let batched: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = prepared
+            .iter()
+            .map(|p| {
+                let mut c = batcher.client();
+                s.spawn(move || c.segment(p).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for ((p, seg), name) in prepared.iter().zip(&batched).zip(photos) {
+        let alone = a.segment(p).unwrap();
+        assert!(seg == &alone, "{name}: batched output differs from plant-exg's");
+        assert_eq!(a.detect(seg, p, None), a.detect(&alone, p, None), "{name}");
+    }
+    let stats = batcher.stats();
+    assert!(stats.batches_by_size.keys().any(|&n| n >= 2), "photos of one shape ran together: {stats:?}");
+    assert_eq!(stats.batches_by_size.iter().map(|(n, k)| *n as u64 * k).sum::<u64>(), 4, "{stats:?}");
 }

@@ -36,6 +36,7 @@ pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
     let _ = writeln!(out, "demeter_workers{{state=\"busy\"}} {}", m.workers_busy);
     family(&mut out, "demeter_execution_provider", "gauge", "The ONNX Runtime execution provider in use (1).");
     let _ = writeln!(out, "demeter_execution_provider{{provider=\"{}\"}} 1", m.execution_provider);
+    let model_label = |d: &demeter_domain::health::ModelDevice| d.model.replace('\\', "\\\\").replace('"', "\\\"");
     family(
         &mut out,
         "demeter_model_device",
@@ -46,10 +47,63 @@ pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
         let _ = writeln!(
             out,
             "demeter_model_device{{model=\"{}\",provider=\"{}\",device=\"{}\"}} 1",
-            d.model.replace('\\', "\\\\").replace('"', "\\\""),
+            model_label(d),
             d.execution_provider,
             d.device
         );
+    }
+    family(
+        &mut out,
+        "demeter_model_sessions",
+        "gauge",
+        "ONNX Runtime sessions per model: one per worker, or one batched.",
+    );
+    for d in &m.model_devices {
+        let _ = writeln!(out, "demeter_model_sessions{{model=\"{}\"}} {}", model_label(d), d.sessions);
+    }
+    family(
+        &mut out,
+        "demeter_model_warm_up_seconds",
+        "gauge",
+        "Time spent warming each model's sessions before ready.",
+    );
+    for d in &m.model_devices {
+        let _ = writeln!(
+            out,
+            "demeter_model_warm_up_seconds{{model=\"{}\"}} {}",
+            model_label(d),
+            d.warm_up_ms as f64 / 1000.0
+        );
+    }
+    family(&mut out, "demeter_batch_size", "histogram", "Photos per batched inference run, per batched model.");
+    for d in &m.model_devices {
+        let Some(b) = &d.batching else { continue };
+        let label = model_label(d);
+        let mut cumulative = 0;
+        for c in &b.batches {
+            cumulative += c.runs;
+            let _ = writeln!(out, "demeter_batch_size_bucket{{model=\"{label}\",le=\"{}\"}} {cumulative}", c.size);
+        }
+        let _ = writeln!(out, "demeter_batch_size_bucket{{model=\"{label}\",le=\"+Inf\"}} {cumulative}");
+        let sum: u64 = b.batches.iter().map(|c| c.size as u64 * c.runs).sum();
+        let _ = writeln!(out, "demeter_batch_size_sum{{model=\"{label}\"}} {sum}\ndemeter_batch_size_count{{model=\"{label}\"}} {cumulative}");
+    }
+    family(&mut out, "demeter_batch_queue_depth", "gauge", "Photos waiting for a batch, per batched model.");
+    for d in &m.model_devices {
+        if let Some(b) = &d.batching {
+            let _ = writeln!(out, "demeter_batch_queue_depth{{model=\"{}\"}} {}", model_label(d), b.queued);
+        }
+    }
+    family(
+        &mut out,
+        "demeter_batches_failed_total",
+        "counter",
+        "Batched runs that failed (their photos were retried).",
+    );
+    for d in &m.model_devices {
+        if let Some(b) = &d.batching {
+            let _ = writeln!(out, "demeter_batches_failed_total{{model=\"{}\"}} {}", model_label(d), b.failed_batches);
+        }
     }
     family(&mut out, "demeter_stage_duration_seconds", "histogram", "Duration of each stage of completed jobs.");
     for (stage, h) in &m.stage_seconds {
