@@ -32,6 +32,39 @@ fn process_reports_each_photo_and_exits_1_when_one_failed() {
 }
 
 #[test]
+fn process_with_batching_counts_every_photo_like_plant_exg() {
+    // `demeter process` keeps the batcher alive until the last photo (the batched test model on
+    // the CPU, three workers), and its counts are plant-exg's.
+    let tmp = tempfile::tempdir().unwrap();
+    for p in real_photos() {
+        fs::copy(&p, tmp.path().join(p.file_name().unwrap())).unwrap();
+    }
+    let counts = |extra: &[&str]| -> Vec<(String, u64)> {
+        let json = tmp.path().join("out.json");
+        let mut args =
+            vec!["process", tmp.path().to_str().unwrap(), "--json", json.to_str().unwrap(), "--workers", "3"];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = demeter(&args);
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+        let doc: serde_json::Value = serde_json::from_slice(&fs::read(&json).unwrap()).unwrap();
+        fs::remove_file(&json).unwrap();
+        doc["photos"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                assert_eq!(p["status"], "completed", "{p}");
+                (p["path"].as_str().unwrap().to_owned(), p["result"]["total_detected"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    let base = counts(&[]);
+    assert_eq!(base.len(), real_photos().len());
+    let model = demeter_tests::package_dir().join("models/plant-exg-heavy-batch");
+    assert_eq!(counts(&["--model", model.to_str().unwrap(), "--batching", "on"]), base);
+}
+
+#[test]
 fn bad_flags_config_and_libraries_stop_start_up_with_one_clear_line() {
     let tmp = tempfile::tempdir().unwrap();
     let (code, _, stderr) = demeter(&["run", "--no-such-flag"]);

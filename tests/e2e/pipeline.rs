@@ -486,18 +486,20 @@ fn a_network_sized_model_counts_exactly_like_plant_exg_with_and_without_a_batch_
             (Some(2), &Value::Null)
         );
     }
-    // Batched on the CPU (`--batching on`) with three workers: one session, every photo through
-    // the batcher, the same counts.
+    // Batched on the CPU (`--batching on`) with three workers: every photo through the batcher,
+    // the same counts.
     let dir = demeter_tests::package_dir().join("models/plant-exg-heavy-batch");
     let (batched, health, metrics) = counts_with(
         Some(&dir),
         &[("DEMETER_WORKERS", "3"), ("DEMETER_BATCHING", "on"), ("DEMETER_BATCH_WAIT_MS", "50")],
     );
     assert_eq!(batched, base, "batched, plant-exg-heavy-batch counts differently from plant-exg");
+    // On the CPU the batcher has a single-threaded session per core.
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
     let device = &health["devices"][0];
     assert_eq!(
         (device["sessions"].as_u64(), device["execution_provider"].as_str()),
-        (Some(1), Some("CPU")),
+        (Some(cores), Some("CPU")),
         "{device}"
     );
     let batching = &device["batching"];
@@ -512,7 +514,10 @@ fn a_network_sized_model_counts_exactly_like_plant_exg_with_and_without_a_batch_
     let photos: u64 = runs.iter().map(|(size, n)| size * n).sum();
     assert_eq!(photos, base.len() as u64, "every photo ran in exactly one batch: {batching}");
     assert_eq!((batching["failed_batches"].as_u64(), batching["queued"].as_u64()), (Some(0), Some(0)));
-    assert!(metrics.contains("demeter_model_sessions{model=\"plant-exg-heavy-batch\"} 1\n"), "{metrics}");
+    assert!(
+        metrics.contains(&format!("demeter_model_sessions{{model=\"plant-exg-heavy-batch\"}} {cores}\n")),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(&format!("demeter_batch_size_sum{{model=\"plant-exg-heavy-batch\"}} {photos}\n")),
         "{metrics}"

@@ -6,6 +6,7 @@
 mod daemon;
 mod eta;
 mod fixtures;
+mod heavy;
 mod latency;
 mod memory;
 mod page;
@@ -42,6 +43,8 @@ enum Bench {
     Pipeline,
     /// Peak RSS with 4 workers, 12 MP photos and 10,000 queued jobs.
     Memory,
+    /// A network-sized model on the CPU: workers with a session each against batched.
+    Heavy,
     /// Photo dropped → job in the API → first SSE event.
     Latency,
     /// 200 SSE clients.
@@ -95,6 +98,7 @@ fn main() -> Result<()> {
             }
             Bench::Pipeline => vec![pipeline::run(&cli.opts)?],
             Bench::Memory => vec![memory::run(&cli.opts)?],
+            Bench::Heavy => vec![heavy::run(&cli.opts)?],
             Bench::Latency => vec![latency::run(&cli.opts)?],
             Bench::Sse => vec![sse::run(&cli.opts)?],
             Bench::Eta => vec![eta::run(&cli.opts)?],

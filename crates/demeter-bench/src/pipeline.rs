@@ -83,7 +83,7 @@ fn daemon_run(photos: &[PathBuf], workers: usize, overlays: &mut (Samples, Sampl
 
 /// The decode bound: read + decode + resize to the model's input (the daemon's own code:
 /// `demeter_infer::decode_for` and `Analyzer::prepare_decoded`) on `threads` threads. Photos per minute.
-fn decode_bound(photos: &[PathBuf], threads: usize, runtime: &Runtime) -> Result<f64> {
+pub(crate) fn decode_bound(photos: &[PathBuf], threads: usize, runtime: &Runtime) -> Result<f64> {
     let model = std::sync::Arc::new(Model::builtin());
     let analyzers: Vec<Analyzer> =
         (0..threads).map(|_| Analyzer::new(runtime, model.clone(), 1)).collect::<Result<_, _>>()?;
@@ -149,8 +149,13 @@ fn stage_costs(photos: &[PathBuf], runtime: &Runtime, out: &Path) -> Result<Vec<
 
 /// `python/baseline.py` with 4 processes in the bench virtualenv. Photos per minute.
 fn python_baseline(photos_dir: &Path, out_dir: &Path, python: &Path) -> Result<f64> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/baseline.py");
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/plant-exg/model.onnx");
+    python_baseline_with(photos_dir, out_dir, python, &model)
+}
+
+/// [`python_baseline`] on another graph with plant-exg's inputs and outputs.
+pub(crate) fn python_baseline_with(photos_dir: &Path, out_dir: &Path, python: &Path, model: &Path) -> Result<f64> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/baseline.py");
     let out = std::process::Command::new(python)
         .arg(&script)
         .args(["--processes", "4", "--model", model.to_str().unwrap()])

@@ -268,7 +268,7 @@ mod tests {
         }
         let model = std::sync::Arc::new(Model::builtin());
         let options = BatchOptions { max_batch: 4, max_wait: Duration::from_secs(3600) };
-        let batcher = Batcher::start(FailsOnBlack, model, demeter_infer::Provider::Cuda, options);
+        let batcher = Batcher::start(vec![FailsOnBlack], model, demeter_infer::Provider::Cuda, options);
         let batch = |reds: [u8; 4]| -> Vec<Result<Segmentation, InferError>> {
             let handles: Vec<_> = reds
                 .into_iter()

@@ -175,7 +175,7 @@ impl Engine {
                 execution_provider: a.provider().as_str().to_owned(),
                 device: a.provider().device().to_owned(),
                 reason: c.reason.clone(),
-                sessions: if batcher.is_some() { 1 } else { sets.len() },
+                sessions: batcher.as_ref().map_or(sets.len(), |b| b.sessions()),
                 warm_up_ms: 0,
                 batching: None,
             })

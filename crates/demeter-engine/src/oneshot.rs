@@ -80,7 +80,8 @@ pub fn process(
     on_done: impl Fn(&PhotoReport) + Sync,
 ) -> Result<Vec<PhotoReport>, EngineError> {
     let workers = config.workers.count.min(photos.len());
-    let (mut analyzers, _) = crate::worker::analyzers(config, workers)?;
+    // The factory holds the batchers: kept until every photo is done.
+    let (mut analyzers, _factory) = crate::worker::analyzers(config, workers)?;
     let limits = DecodeLimits { max_pixels: config.workers.max_pixels };
     let locator = &demeter_domain::location::Locator::new(&config.locations)?;
     let next = AtomicUsize::new(0);

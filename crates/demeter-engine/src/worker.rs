@@ -183,15 +183,24 @@ pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<ModelSet>,
         let (choice, mut session) = demeter_infer::choose(&runtime, m, intra)?;
         info!(model = %m.manifest.name, device = %choice.device, reason = %choice.reason, "device chosen");
         if batched(config, &session) {
-            // One session does all of this model's inference: on the CPU it gets every core.
-            if session.provider() == Provider::Cpu {
-                let threads = config.workers.intra_threads.unwrap_or(cores);
-                session = Analyzer::on(&runtime, m.clone(), threads, Device::Cpu)?;
-            }
-            warm_up_ms.push(warm_up(&mut session, &options.batch_sizes())?);
+            // One session per GPU; on the CPU one single-threaded session per core (see
+            // `Batcher`), or cores / intra_threads sessions when that is set.
             let provider = session.provider();
-            info!(model = %m.manifest.name, max_batch = options.max_batch, max_wait_ms = config.workers.batch_wait_ms, "batched: one session for all workers");
-            let batcher = Batcher::start(session, m.clone(), provider, options);
+            let mut sessions = if provider == Provider::Cpu {
+                let threads = config.workers.intra_threads.unwrap_or(1);
+                (0..(cores / threads).max(1))
+                    .map(|_| Analyzer::on(&runtime, m.clone(), threads, Device::Cpu))
+                    .collect::<Result<Vec<_>, _>>()?
+            } else {
+                vec![session]
+            };
+            let mut spent = 0;
+            for s in &mut sessions {
+                spent += warm_up(s, &options.batch_sizes())?;
+            }
+            warm_up_ms.push(spent);
+            info!(model = %m.manifest.name, sessions = sessions.len(), max_batch = options.max_batch, max_wait_ms = config.workers.batch_wait_ms, "batched: the workers share the sessions");
+            let batcher = Batcher::start(sessions, m.clone(), provider, options);
             first.push(Inference::Batched(batcher.client()));
             batchers.push(Some(batcher));
         } else {

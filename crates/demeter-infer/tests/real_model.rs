@@ -129,7 +129,7 @@ fn default_model_counts_plants_on_real_photos() {
     assert!(session.has_batch_axis() && !a.has_batch_axis(), "plant-exg itself takes one photo a run");
     let options = demeter_infer::BatchOptions { max_batch: 4, max_wait: std::time::Duration::from_millis(200) };
     let batcher = demeter_infer::Batcher::start(
-        session,
+        vec![session],
         Arc::new(
             Model::load_dir(
                 &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/models/plant-exg-heavy-batch"),
