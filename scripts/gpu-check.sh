@@ -1,52 +1,115 @@
 #!/usr/bin/env bash
-# GPU check for a machine with an NVIDIA GPU: installs the ONNX Runtime library of the
-# `onnxruntime-gpu==1.31.1` wheel (with CUDA 13 and cuDNN 9 from their PyPI wheels when the
-# machine has none), builds `demeter`, runs `demeter process --device cuda`
-# over the dev photos and prints its throughput against `--device cpu`. Under 5 minutes on a
-# machine with a few cores (most of it the release build).
+# The GPU check (issue 23), for a machine with an NVIDIA GPU. `demeter process` with default
+# settings over the photos repeated ROUNDS times (default 40), for the default model (plant-exg),
+# the heavy test model with a session per worker and the heavy model with a batch axis (batched on
+# the GPU by `batching = "auto"`), each on `--device auto` and on `--device cpu`. Prints a markdown
+# table for docs/benchmarks.md: photos/min (wall time, start-up included), start-up to ready (from
+# the log), peak GPU memory (nvidia-smi), plants counted (every row must agree: the heavy trunk is
+# added times zero) and where `auto` put the model. Exits non-zero if a photo failed or counts differ.
 #
-#   usage: scripts/gpu-check.sh [PHOTO_DIR]        (default: ../shared/data/real)
-#   offline machines: on a connected one run
-#     python3 -m pip download -d wheels "onnxruntime-gpu[cuda,cudnn]==1.31.1"
-#   copy wheels/ over and set WHEELHOUSE=wheels.
+# On a connected machine:
+#   scripts/gpu-check.sh [PHOTO_DIR]          (default ../shared/data/real)
+#   installs the onnxruntime-gpu 1.31.1 library (with CUDA 13 / cuDNN 9 wheels when the system
+#   has none) in ~/.cache/demeter/gpu-venv and builds demeter in release mode.
+# On an offline machine, from a bundle made on a connected one (uploads capped at 64 MiB):
+#   here:   scripts/gpu-bundle.sh .gpu        (ONNX Runtime GPU trimmed for Hopper, demeter, photos)
+#   there:  source .gpu/unpack.sh && scripts/gpu-check.sh .gpu/photos
+#   ($ORT_LIB and $BIN/demeter from the bundle: nothing is installed or built.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=1.31.1
 photos=${1:-../shared/data/real}
+rounds=${ROUNDS:-40}
 cache=${DEMETER_CACHE:-$HOME/.cache/demeter}
-venv=$cache/gpu-venv
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
 
 command -v nvidia-smi >/dev/null && nvidia-smi -L || { echo "gpu-check: no NVIDIA GPU here (nvidia-smi not found)" >&2; exit 2; }
 
-# 1. The GPU build of ONNX Runtime and, where the machine lacks them, CUDA 13 and cuDNN 9, all
-#    from PyPI wheels (the extras of onnxruntime-gpu pull NVIDIA's own wheels).
-if [[ ! -x $venv/bin/python ]]; then python3 -m venv "$venv"; fi
-pip_args=(--quiet --disable-pip-version-check)
-if [[ -n ${WHEELHOUSE:-} ]]; then pip_args+=(--no-index --find-links "$WHEELHOUSE"); fi
-"$venv/bin/pip" install "${pip_args[@]}" "onnxruntime-gpu[cuda,cudnn]==${version}"
-site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-ort_dir=$site/onnxruntime/capi
-ort_lib=$(ls "$ort_dir"/libonnxruntime.so.* | head -n1)
-# CUDA and cuDNN libraries of the nvidia-* wheels (ignored where the system has its own).
-nvidia_libs=$(find "$site/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | paste -sd: || true)
-export LD_LIBRARY_PATH=$ort_dir${nvidia_libs:+:$nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-echo "gpu-check: ONNX Runtime GPU library $ort_lib"
+if [[ -n ${ORT_LIB:-} && -x ${BIN:-}/demeter ]]; then
+  ort_lib=$ORT_LIB
+  demeter=$BIN/demeter
+  echo "gpu-check: bundle: $demeter with $ort_lib"
+else
+  # The GPU build of ONNX Runtime and, where the machine lacks them, CUDA 13 and cuDNN 9, all
+  # from PyPI wheels (the extras of onnxruntime-gpu pull NVIDIA's own wheels).
+  venv=$cache/gpu-venv
+  [[ -x $venv/bin/python ]] || python3 -m venv "$venv"
+  pip_args=(--quiet --disable-pip-version-check)
+  [[ -z ${WHEELHOUSE:-} ]] || pip_args+=(--no-index --find-links "$WHEELHOUSE")
+  "$venv/bin/pip" install "${pip_args[@]}" "onnxruntime-gpu[cuda,cudnn]==${version}"
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  ort_dir=$site/onnxruntime/capi
+  ort_lib=$(ls "$ort_dir"/libonnxruntime.so.* | head -n1)
+  nvidia_libs=$(find "$site/nvidia" -maxdepth 3 -type d -name lib 2>/dev/null | paste -sd: || true)
+  export LD_LIBRARY_PATH=$ort_dir${nvidia_libs:+:$nvidia_libs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$cache/target}
+  cargo build --release --locked -p demeter-daemon
+  demeter=$CARGO_TARGET_DIR/release/demeter
+fi
 
-# 2. demeter (every build has the CUDA execution provider compiled in).
-cargo build --release --locked -p demeter-daemon
-demeter=$CARGO_TARGET_DIR/release/demeter
+# The photos, ROUNDS times (links: `demeter process` does not deduplicate).
+work=$(mktemp -d /tmp/gpu-check.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/photos"
+n=0
+for ((r = 0; r < rounds; r++)); do
+  for f in "$photos"/*; do
+    case ${f,,} in *.jpg | *.jpeg | *.png) ln -s "$(readlink -f "$f")" "$work/photos/r$r-$(basename "$f")"; n=$((n + 1)) ;; esac
+  done
+done
+echo "gpu-check: $n photos ($rounds rounds of $photos) on $(nproc) cores"
 
-# 3. The same photos on each device; `demeter process` prints per photo, we time the whole run.
+# One run: prints "label|device|photos/min|start-up s|GPU MiB|plants|where".
 run() {
-  local device=$1 start end n
+  local label=$1 device=$2; shift 2
+  local log=$work/$label-$device.log json=$work/$label-$device.json mem=$work/mem
+  nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0 > "$mem.base"
+  ( while sleep 0.2; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -i 0; done ) > "$mem" 2>/dev/null &
+  local sampler=$! start end
   start=$(date +%s.%N)
-  DEMETER_CONFIG= "$demeter" process "$photos" --device "$device" --workers 4 --ort-lib "$ort_lib" --json "/tmp/gpu-check-$device.json" >/dev/null
+  DEMETER_CONFIG= DEMETER_LOG=demeter=info "$demeter" process "$work/photos" --device "$device" --ort-lib "$ort_lib" \
+    --json "$json" "$@" > /dev/null 2> "$log" || true
   end=$(date +%s.%N)
-  n=$(python3 -c "import json; print(len(json.load(open('/tmp/gpu-check-$device.json'))['photos']))")
-  python3 -c "print(f'{\"$device\":>5}: {$n} photos in {$end - $start:.2f} s = {$n * 60 / ($end - $start):.0f} photos/min')"
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+  python3 - "$label" "$device" "$start" "$end" "$json" "$log" "$mem.base" "$mem" <<'PY'
+import datetime, json, re, sys
+label, device, start, end, path, log, base, mem = sys.argv[1:]
+start, end = float(start), float(end)
+try:
+    photos = json.load(open(path))["photos"]
+except Exception as e:
+    sys.exit(f"gpu-check: {label} on {device}: no report ({e}); log: {open(log).read()[-2000:]}")
+bad = [p["path"] for p in photos if p["status"] != "completed"]
+if bad:
+    sys.exit(f"gpu-check: {label} on {device}: {len(bad)} photos failed, e.g. {bad[0]}")
+plants = sum(p["result"]["total_detected"] for p in photos)
+where = {p["result"].get("execution_provider", "?") for p in photos}
+ready = None
+for line in open(log):
+    if re.search(r"device chosen|warmed up|batched", line):
+        t = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+        ready = t - start
+base = int(open(base).read().split()[0])
+peak = max([int(x) for x in open(mem).read().split()] or [base])
+print(f"{label}|{device}|{len(photos) * 60 / (end - start):.0f}|{ready if ready is not None else float('nan'):.2f}|{peak - base}|{plants}|{'+'.join(sorted(where))}")
+PY
 }
-run cuda
-run cpu
-python3 -c "import json,sys; f=[p['path'] for p in json.load(open('/tmp/gpu-check-cuda.json'))['photos'] if p['status']!='completed']; f and sys.exit(f'gpu-check: failed on CUDA: {f}')"
-echo "gpu-check: done"
+
+heavy=tests/models/plant-exg-heavy
+batch=tests/models/plant-exg-heavy-batch
+rows=()
+for device in auto cpu; do
+  rows+=("$(run plant-exg "$device")")
+  rows+=("$(run heavy "$device" --model "$heavy")")
+  rows+=("$(run heavy-batch "$device" --model "$batch")")
+done
+
+echo
+echo "| model | --device | photos/min | start-up to ready (s) | GPU memory (MiB) | plants | ran on |"
+echo "|---|---|---|---|---|---|---|"
+for r in "${rows[@]}"; do echo "| ${r//|/ | } |"; done
+plants=$(printf '%s\n' "${rows[@]}" | cut -d'|' -f6 | sort -u | wc -l)
+if [[ $plants -ne 1 ]]; then
+  echo "gpu-check: the runs counted different numbers of plants" >&2
+  exit 1
+fi
+echo "gpu-check: done; every run counted the same plants"

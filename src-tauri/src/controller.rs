@@ -149,7 +149,8 @@ impl<R: Runtime> Controller<R> {
                     let engine = host.engine().clone();
                     Arc::new(move || engine.health())
                 };
-                handle.spawn(follow_progress(self.app.clone(), store, health, config.workers.count, host.subscribe()));
+                let workers = host.engine().worker_count();
+                handle.spawn(follow_progress(self.app.clone(), store, health, workers, host.subscribe()));
                 handle.spawn(notifications::forward(self.app.clone(), host.subscribe()));
                 let open = {
                     let mut inner = self.lock();

@@ -74,13 +74,17 @@ pub fn run(opts: &Opts) -> Result<Section> {
         ("heavy, a session per worker".into(), 1, vec!["--model", heavy_s]),
         ("heavy, a session per worker".into(), 2, vec!["--model", heavy_s]),
         ("heavy, a session per worker".into(), 4, vec!["--model", heavy_s]),
-        ("heavy, batched (one session, `--batching on`)".into(), 4, vec!["--model", batch_s, "--batching", "on"]),
+        (
+            "heavy, batched (`--batching on`: a session per core, one queue)".into(),
+            4,
+            vec!["--model", batch_s, "--batching", "on"],
+        ),
         ("plant-exg (the default model), for scale".into(), 4, vec![]),
     ];
     let mut rate: Vec<Samples> = vec![Samples::default(); runs.len()];
     let mut peak: Vec<Samples> = vec![Samples::default(); runs.len()];
     let mut plants = Vec::new();
-    let runtime = demeter_infer::Runtime::init(opts.ort_lib.as_deref(), demeter_domain::config::Device::Cpu)?;
+    let runtime = opts.runtime()?;
     let mut bound = Samples::default();
     let mut python = Samples::default();
     for _ in 0..opts.reps {
@@ -91,7 +95,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
             peak[i].push(m);
             plants.push(p);
         }
-        bound.push(crate::pipeline::decode_bound(&photos, cores, &runtime)?);
+        bound.push(crate::pipeline::decode_bound(&photos, cores, runtime)?);
         if let Some(py) = &opts.python {
             let model = heavy.join("model.onnx");
             python.push(crate::pipeline::python_baseline_with(&dir, &tmp.path().join("py-out"), py, &model)?);

@@ -75,6 +75,17 @@ pub struct Opts {
 }
 
 impl Opts {
+    /// The ONNX Runtime environment for benchmarks that call the crates directly: ONNX Runtime
+    /// allows one per process, so it is made on first use and shared.
+    pub fn runtime(&self) -> Result<&'static demeter_infer::Runtime> {
+        static RUNTIME: std::sync::OnceLock<demeter_infer::Runtime> = std::sync::OnceLock::new();
+        if let Some(rt) = RUNTIME.get() {
+            return Ok(rt);
+        }
+        let rt = demeter_infer::Runtime::init(self.ort_lib.as_deref(), demeter_domain::config::Device::Cpu)?;
+        Ok(RUNTIME.get_or_init(|| rt))
+    }
+
     /// `full`, or `quick` under `--quick`.
     pub fn scaled(&self, full: usize, quick: usize) -> usize {
         if self.quick {

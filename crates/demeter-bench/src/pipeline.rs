@@ -184,8 +184,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
         .sum::<f64>()
         / photos.len() as f64;
     let reps = opts.reps;
-    // One ONNX Runtime environment per process: built once, for every decode-bound run.
-    let runtime = Runtime::init(opts.ort_lib.as_deref(), demeter_domain::config::Device::Cpu)?;
+    let runtime = opts.runtime()?;
     let mut rows = Vec::new();
     let mut at4 = (0.0, 0.0);
     let mut overlays = (Samples::default(), Samples::default());
@@ -193,7 +192,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
         let mut pipe = Samples::default();
         let mut bound = Samples::default();
         for _ in 0..reps {
-            bound.push(decode_bound(&photos, workers, &runtime)?);
+            bound.push(decode_bound(&photos, workers, runtime)?);
             pipe.push(daemon_run(&photos, workers, &mut overlays)?);
         }
         let share = 100.0 * pipe.median() / bound.median();
@@ -202,7 +201,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
         }
         rows.push(format!("| {workers} | {} | {} | {share:.0} % |", pipe.spread(1), bound.spread(1)));
     }
-    let stages = stage_costs(&photos, &runtime, &tmp.path().join("stage-costs"))?;
+    let stages = stage_costs(&photos, runtime, &tmp.path().join("stage-costs"))?;
     let mut python = Samples::default();
     let py = opts.python.clone();
     if let Some(py) = &py {

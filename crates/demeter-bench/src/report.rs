@@ -98,21 +98,27 @@ pub fn verdict(met: bool) -> &'static str {
 }
 
 /// The GPU part of the report: `scripts/gpu-check.sh` is run by hand where a GPU is (it
-/// installs about a gigabyte of CUDA wheels), so the report says whether one is here.
+/// installs about a gigabyte of CUDA wheels, or runs from a bundle on an offline machine), so
+/// the report says whether one is here.
 pub fn gpu() -> Section {
     let gpus = run("nvidia-smi", &["-L"]);
+    let what = "`demeter process` with default settings over the dev photos (40 rounds) for plant-exg, the heavy test \
+                model with a session per worker and the heavy model batched, each on `--device auto` and `--device \
+                cpu`, and prints photos/min (start-up included), start-up to ready, peak GPU memory, plants counted \
+                (every row must agree) and where each model ran, as a table for this section";
     let body = match &gpus {
         Some(list) => format!(
-            "This machine has an NVIDIA GPU ({}). Run `scripts/gpu-check.sh` for `demeter process --device cuda` \
-             against `--device cpu` on the dev photos, and record its output here.\n",
+            "This machine has an NVIDIA GPU ({}). Run `scripts/gpu-check.sh`: it runs {what}.\n",
             list.lines().next().unwrap_or("").trim()
         ),
-        None => "No NVIDIA GPU on this machine, so nothing was measured on one. `scripts/gpu-check.sh` is ready for a \
-                 machine that has one: it installs the `onnxruntime-gpu==1.31.1` wheel with CUDA 13 and cuDNN 9 from \
-                 NVIDIA's PyPI wheels (its `cuda,cudnn` extras; `WHEELHOUSE=dir` for machines without PyPI), builds \
-                 `demeter` (every build has the CUDA provider), runs `demeter process --device cuda` and `--device cpu` over the dev \
-                 photos and prints photos per minute for each.\n"
-            .into(),
+        None => format!(
+            "No NVIDIA GPU on this machine, so nothing was measured on one. `scripts/gpu-check.sh` is ready for a \
+             machine that has one. Connected, it installs the `onnxruntime-gpu==1.31.1` library with CUDA 13 and \
+             cuDNN 9 from NVIDIA's PyPI wheels and builds `demeter`; offline, it runs from a bundle made here by \
+             `scripts/gpu-bundle.sh` (the GPU library trimmed for Hopper by `../shared/gpu/bundle.sh`, the release \
+             binary and the photos that fit in 64 MiB; there: `source .gpu/unpack.sh && scripts/gpu-check.sh \
+             .gpu/photos`). It runs {what}.\n"
+        ),
     };
     Section {
         title: "GPU".into(),

@@ -218,6 +218,10 @@ pub struct WorkersConfig {
     pub max_batch: usize,
     /// A photo waits at most this many milliseconds for others of its shape to join its batch.
     pub batch_wait_ms: u64,
+    /// Workers when the default model runs batched on a GPU: there they only read, decode,
+    /// resize and count (the GPU does the inference), so the CPU's cores are what limits them.
+    /// `None`: the number of cores, at least `count`.
+    pub gpu_count: Option<usize>,
 }
 
 impl Default for WorkersConfig {
@@ -234,6 +238,7 @@ impl Default for WorkersConfig {
             batching: Batching::Auto,
             max_batch: 8,
             batch_wait_ms: 4,
+            gpu_count: None,
         }
     }
 }
@@ -349,6 +354,7 @@ impl Config {
                 "DEMETER_BATCHING" => self.workers.batching = parse_env("DEMETER_BATCHING", value)?,
                 "DEMETER_MAX_BATCH" => self.workers.max_batch = parse_env("DEMETER_MAX_BATCH", value)?,
                 "DEMETER_BATCH_WAIT_MS" => self.workers.batch_wait_ms = parse_env("DEMETER_BATCH_WAIT_MS", value)?,
+                "DEMETER_GPU_WORKERS" => self.workers.gpu_count = Some(parse_env("DEMETER_GPU_WORKERS", value)?),
                 "DEMETER_MODEL" => self.model.dir = Some(value.into()),
                 "DEMETER_ORT_LIB" => self.runtime.ort_lib = Some(value.into()),
                 "DEMETER_RESCAN_INTERVAL_SECS" => {
@@ -397,6 +403,9 @@ impl Config {
         let invalid = |field, reason: &str| Err(ConfigError::Invalid { field, reason: reason.into() });
         if !(1..=64).contains(&self.workers.count) {
             return invalid("workers.count", "must be between 1 and 64");
+        }
+        if self.workers.gpu_count.is_some_and(|n| !(1..=256).contains(&n)) {
+            return invalid("workers.gpu_count", "must be between 1 and 256");
         }
         if !(1..=256).contains(&self.workers.max_batch) {
             return invalid("workers.max_batch", "must be between 1 and 256");
@@ -459,6 +468,16 @@ impl Config {
     }
 
     /// ONNX Runtime intra-op threads per worker.
+    /// Worker threads to start: `workers.count`, or, when the default model runs batched on a
+    /// GPU, `workers.gpu_count` (default: every core, and no fewer than `count`).
+    pub fn worker_threads(&self, batched_on_gpu: bool, cores: usize) -> usize {
+        if batched_on_gpu {
+            self.workers.gpu_count.unwrap_or(cores.max(self.workers.count))
+        } else {
+            self.workers.count
+        }
+    }
+
     pub fn intra_threads(&self, cores: usize) -> usize {
         self.workers.intra_threads.unwrap_or((cores / self.workers.count.max(1)).max(1))
     }
@@ -535,6 +554,18 @@ mod tests {
         let mut c = Config::default();
         c.apply_env([("DEMETER_FAILED_AUTH_BURST", "0")]).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("server.failed_auth_burst"));
+    }
+
+    #[test]
+    fn a_gpu_fed_in_batches_gets_a_worker_per_core_unless_told() {
+        let mut c = Config::default();
+        assert_eq!(c.worker_threads(false, 16), 4, "CPU inference: four workers");
+        assert_eq!(c.worker_threads(true, 16), 16, "batched on a GPU: every core decodes");
+        assert_eq!(c.worker_threads(true, 2), 4, "never fewer than workers.count");
+        c.apply_env([("DEMETER_GPU_WORKERS", "6")]).unwrap();
+        assert_eq!(c.worker_threads(true, 16), 6);
+        c.workers.gpu_count = Some(0);
+        assert!(c.validate().unwrap_err().to_string().contains("workers.gpu_count"));
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub struct Engine {
     /// Where each model runs and why.
     devices: Vec<ModelDevice>,
     intra_threads: usize,
+    /// Worker threads started ([`demeter_domain::config::Config::worker_threads`]).
+    workers: usize,
 }
 
 impl Engine {
@@ -154,7 +156,8 @@ impl Engine {
         if let Some(f) = &config.runtime.faults {
             warn!(faults = ?f, "fault injection is ON ([runtime.faults]): a test double, not for production");
         }
-        let (mut sets, factory) = worker::analyzers(&config, config.workers.count)?;
+        let (mut sets, factory) = worker::analyzers(&config, usize::MAX)?;
+        let worker_count = sets.len();
         let intra_threads = factory.intra;
         let models: Vec<Arc<Model>> = sets[0].all().map(|a| Arc::new(a.model().clone())).collect();
         let first = sets[0].default_model();
@@ -260,7 +263,7 @@ impl Engine {
         let watcher = FolderWatcher::start(watch, tx)?;
         threads.push(ingest::spawn(rx, shared.clone()));
 
-        info!(workers = config.workers.count, provider, model = %models[0].manifest.name, installed = models.len() - 1, "engine started");
+        info!(workers = worker_count, provider, model = %models[0].manifest.name, installed = models.len() - 1, "engine started");
         let commands = Arc::new(crate::commands::Executor::new(
             shared.store.clone(),
             shared.clock.clone(),
@@ -277,7 +280,14 @@ impl Engine {
             warnings,
             devices,
             intra_threads,
+            workers: worker_count,
         })
+    }
+
+    /// Worker threads running (`workers.count`, or `workers.gpu_count` when the default model
+    /// runs batched on a GPU).
+    pub fn worker_count(&self) -> usize {
+        self.workers
     }
 
     /// The command port: the only way to change job and session state from outside.
@@ -334,7 +344,7 @@ impl Engine {
             model: model_health(&self.models[0]),
             installed_models: self.models.iter().map(|m| model_health(m)).collect(),
             workers: WorkersHealth {
-                count: self.shared.config.workers.count,
+                count: self.workers,
                 busy: self.shared.busy.load(Ordering::Relaxed),
                 intra_threads: self.intra_threads,
             },
@@ -389,7 +399,7 @@ impl Engine {
         let mut m = self.shared.metrics.lock().unwrap_or_else(|e| e.into_inner()).clone();
         m.jobs_pending = self.shared.store.pending_count() as u64;
         m.jobs_processing = self.shared.store.processing_count() as u64;
-        m.workers = self.shared.config.workers.count;
+        m.workers = self.workers;
         m.workers_busy = self.shared.busy.load(Ordering::Relaxed);
         {
             let breaker = self.shared.breaker();

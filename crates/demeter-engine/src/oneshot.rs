@@ -72,16 +72,15 @@ fn looks_like_image(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Processes `photos` with `config.workers.count` workers; `on_done` sees each report as it
+/// Processes `photos` with `config.workers.count` workers (`gpu_count` when batched on a GPU); `on_done` sees each report as it
 /// finishes (for a progress bar). Reports come back in input order.
 pub fn process(
     config: &Config,
     photos: Vec<Photo>,
     on_done: impl Fn(&PhotoReport) + Sync,
 ) -> Result<Vec<PhotoReport>, EngineError> {
-    let workers = config.workers.count.min(photos.len());
     // The factory holds the batchers: kept until every photo is done.
-    let (mut analyzers, _factory) = crate::worker::analyzers(config, workers)?;
+    let (mut analyzers, _factory) = crate::worker::analyzers(config, photos.len().max(1))?;
     let limits = DecodeLimits { max_pixels: config.workers.max_pixels };
     let locator = &demeter_domain::location::Locator::new(&config.locations)?;
     let next = AtomicUsize::new(0);

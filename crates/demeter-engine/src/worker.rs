@@ -163,9 +163,11 @@ fn batched(config: &Config, session: &Analyzer) -> bool {
 }
 
 /// One set of analyzers (ONNX sessions, or handles on a model's batcher) per worker, for the
-/// configured runtime and device. Built and warmed up before anything else starts, so a bad
-/// model or an unusable GPU stops start-up early and no photo pays for a warm-up.
-pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<ModelSet>, Factory), EngineError> {
+/// configured runtime and device, and as many workers as [`Config::worker_threads`] says (at
+/// most `limit`: `demeter process` needs no more than it has photos). Built and warmed up
+/// before anything else starts, so a bad model or an unusable GPU stops start-up early and no
+/// photo pays for a warm-up.
+pub(crate) fn analyzers(config: &Config, limit: usize) -> Result<(Vec<ModelSet>, Factory), EngineError> {
     let models = models(config)?;
     let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)?;
     let cores = thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -211,6 +213,11 @@ pub(crate) fn analyzers(config: &Config, count: usize) -> Result<(Vec<ModelSet>,
         choices.push(choice);
     }
     let warm_up_ms = warm_up_ms.into_iter().map(std::sync::atomic::AtomicU64::new).collect();
+    let batched_on_gpu = batchers[0].is_some() && first[0].provider() != Provider::Cpu;
+    let count = config.worker_threads(batched_on_gpu, cores).min(limit);
+    if batched_on_gpu {
+        info!(workers = count, "the default model runs batched on the GPU: a worker per core decodes and counts");
+    }
     let factory = Factory { runtime, models, choices, batchers, warm_up_ms, intra };
     let mut sets = vec![ModelSet { analyzers: first }];
     for _ in 1..count.max(1) {

@@ -102,7 +102,13 @@ impl Host {
                 Arc::new(move || engine.metrics())
             },
             commands: engine.commands(),
-            config: Arc::new(config.clone()),
+            // The workers the engine started (more than `count` on a GPU fed in batches): the
+            // ETAs of pending photos divide by them.
+            config: Arc::new({
+                let mut running = config.clone();
+                running.workers.count = engine.worker_count();
+                running
+            }),
             thumbnails: engine.thumbnails_dir(),
             overlay: {
                 let engine = engine.clone();
