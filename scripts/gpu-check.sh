@@ -46,14 +46,15 @@ else
   demeter=$CARGO_TARGET_DIR/release/demeter
 fi
 
-# The photos, ROUNDS times (links: `demeter process` does not deduplicate).
+# The photos, ROUNDS times (hard links where the filesystem allows, else copies; `demeter process`
+# does not deduplicate, and like the daemon it does not follow symbolic links).
 work=$(mktemp -d /tmp/gpu-check.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/photos"
 n=0
 for ((r = 0; r < rounds; r++)); do
   for f in "$photos"/*; do
-    case ${f,,} in *.jpg | *.jpeg | *.png) ln -s "$(readlink -f "$f")" "$work/photos/r$r-$(basename "$f")"; n=$((n + 1)) ;; esac
+    case ${f,,} in *.jpg | *.jpeg | *.png) ln "$f" "$work/photos/r$r-$(basename "$f")" 2>/dev/null || cp "$f" "$work/photos/r$r-$(basename "$f")"; n=$((n + 1)) ;; esac
   done
 done
 echo "gpu-check: $n photos ($rounds rounds of $photos) on $(nproc) cores"
