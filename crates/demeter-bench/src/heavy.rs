@@ -4,7 +4,7 @@
 //! against the Python `onnxruntime` baseline on the same graph, the default model's pipeline and
 //! the machine's decode bound, in the same run. Wall time includes start-up (loading the
 //! library, building and warming sessions), as a user running `demeter process` sees it; peak
-//! memory is the process's maximum resident set (`wait4`).
+//! memory is the process's maximum resident set (`VmHWM`, sampled every 20 ms).
 
 use std::{
     path::{Path, PathBuf},
@@ -34,10 +34,21 @@ fn process(dir: &Path, workers: usize, extra: &[&str]) -> Result<(f64, f64, usiz
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let t = Instant::now();
-    let child = cmd.spawn().context("starting demeter process")?;
-    let (status, max_rss_kb) = wait_with_peak(child.id())?;
+    let mut child = cmd.spawn().context("starting demeter process")?;
+    // The peak resident set, sampled from /proc while it runs: `VmHWM` is the process's own
+    // (wait4's ru_maxrss would start from this benchmark's size at fork, kept across exec).
+    let mut peak_kb = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if let Some(kb) = crate::daemon::proc_status_kb(child.id(), "VmHWM:") {
+            peak_kb = peak_kb.max(kb);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let secs = t.elapsed().as_secs_f64();
-    if status != 0 {
+    if !status.success() {
         bail!("demeter process {extra:?} exited with {status}");
     }
     let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(json.path())?)?;
@@ -46,20 +57,7 @@ fn process(dir: &Path, workers: usize, extra: &[&str]) -> Result<(f64, f64, usiz
         bail!("a photo failed in the heavy-model benchmark: {bad}");
     }
     let plants: u64 = photos.iter().filter_map(|p| p["result"]["total_detected"].as_u64()).sum();
-    Ok((photos.len() as f64 * 60.0 / secs, max_rss_kb as f64 / 1024.0, plants as usize))
-}
-
-/// Waits for the child and returns its exit code and maximum resident set in kB.
-fn wait_with_peak(pid: u32) -> Result<(i32, i64)> {
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is a valid out-parameter; `pid` is our own child, not yet waited for.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-    if r < 0 {
-        bail!("wait4: {}", std::io::Error::last_os_error());
-    }
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
-    Ok((code, usage.ru_maxrss))
+    Ok((photos.len() as f64 * 60.0 / secs, peak_kb as f64 / 1024.0, plants as usize))
 }
 
 pub fn run(opts: &Opts) -> Result<Section> {
