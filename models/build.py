@@ -28,6 +28,9 @@ ReLU; about 5.5 GFLOP for a 512 x 384 input; random weights from a fixed seed) w
 mean, multiplied by zero, is added to the index. The outputs are exactly plant-exg's, so counts
 are asserted exactly on any device, while a device must really run a network-sized model. The
 -batch variant has a free batch axis ([N, 3, H, W]; the trunk reduces per photo).
+And tests/models/plant-exg-two-channel-mask/: the graph with its mask output doubled along the
+channel axis ([1, 2, H, W]), which breaks the mask contract: Demeter must refuse it at load,
+naming the output, rather than fail every photo as a device error.
 Requirements are pinned in models/requirements.txt.
 """
 
@@ -97,6 +100,9 @@ HEAVY_NAME = f"{NAME}-heavy"
 HEAVY_OUT = HERE.parent / "tests" / "models" / HEAVY_NAME
 HEAVY_BATCH_NAME = f"{NAME}-heavy-batch"
 HEAVY_BATCH_OUT = HERE.parent / "tests" / "models" / HEAVY_BATCH_NAME
+# A model that breaks the mask contract: its mask has two channels ([1, 2, H, W]).
+TWO_CHANNEL_NAME = f"{NAME}-two-channel-mask"
+TWO_CHANNEL_OUT = HERE.parent / "tests" / "models" / TWO_CHANNEL_NAME
 # (in, out, stride) of the heavy trunk's 3x3 convolutions.
 TRUNK = [(3, 32, 2), (32, 64, 1), (64, 64, 1)]
 
@@ -121,7 +127,9 @@ def heavy_trunk(nodes: list, inits: list) -> None:
     inits.append(const("zero", 0.0))
 
 
-def build_model(fixed: int | None = None, heavy: bool = False, batch: bool = False) -> onnx.ModelProto:
+def build_model(
+    fixed: int | None = None, heavy: bool = False, batch: bool = False, two_channel_mask: bool = False
+) -> onnx.ModelProto:
     nodes = [
         helper.make_node(
             "AveragePool",
@@ -164,11 +172,15 @@ def build_model(fixed: int | None = None, heavy: bool = False, batch: bool = Fal
         trunk.append(helper.make_node("Add", ["vegetation_exg", "trunk_zero"], ["vegetation"], name="plus_trunk"))
         at = next(i for i, node in enumerate(nodes) if node.name == "chromatic_exg") + 1
         nodes[at:at] = trunk
+    if two_channel_mask:
+        dilate = next(node for node in nodes if node.name == "dilate")
+        dilate.output[0] = "mask_one"
+        nodes.append(helper.make_node("Concat", ["mask_one", "mask_one"], ["mask"], axis=1, name="two_channels"))
     h, w = (fixed, fixed) if fixed else ("height", "width")
     n = "batch" if batch else 1
     image = helper.make_tensor_value_info("image", TensorProto.FLOAT, [n, 3, h, w])
     outputs = [
-        helper.make_tensor_value_info("mask", TensorProto.FLOAT, [n, 1, h, w]),
+        helper.make_tensor_value_info("mask", TensorProto.FLOAT, [n, 2 if two_channel_mask else 1, h, w]),
         helper.make_tensor_value_info("vegetation", TensorProto.FLOAT, [n, 1, h, w]),
         helper.make_tensor_value_info("brightness", TensorProto.FLOAT, [n, 1, h, w]),
     ]
@@ -249,6 +261,7 @@ def main() -> int:
     fixed_bytes = build_model(FIXED).SerializeToString(deterministic=True)
     heavy_bytes = build_model(heavy=True).SerializeToString(deterministic=True)
     heavy_batch_bytes = build_model(heavy=True, batch=True).SerializeToString(deterministic=True)
+    two_channel_bytes = build_model(two_channel_mask=True).SerializeToString(deterministic=True)
     files = {
         OUT / "model.onnx": model_bytes,
         OUT / "manifest.toml": manifest(model_bytes).encode(),
@@ -258,13 +271,18 @@ def main() -> int:
         HEAVY_OUT / "manifest.toml": manifest(heavy_bytes, HEAVY_NAME).encode(),
         HEAVY_BATCH_OUT / "model.onnx": heavy_batch_bytes,
         HEAVY_BATCH_OUT / "manifest.toml": manifest(heavy_batch_bytes, HEAVY_BATCH_NAME).encode(),
+        TWO_CHANNEL_OUT / "model.onnx": two_channel_bytes,
+        TWO_CHANNEL_OUT / "manifest.toml": manifest(two_channel_bytes, TWO_CHANNEL_NAME).encode(),
     }
     if args.check:
         stale = [p for p, b in files.items() if not p.exists() or p.read_bytes() != b]
         for p in stale:
             print(f"{p.relative_to(HERE.parent)} differs from a rebuild; run python3 models/build.py", file=sys.stderr)
         if not stale:
-            print(f"models/{NAME} and tests/models/{{{FIXED_NAME},{HEAVY_NAME},{HEAVY_BATCH_NAME}}}: model.onnx and manifest.toml rebuild byte-for-byte")
+            print(
+                f"models/{NAME} and tests/models/{{{FIXED_NAME},{HEAVY_NAME},{HEAVY_BATCH_NAME},{TWO_CHANNEL_NAME}}}: "
+                "model.onnx and manifest.toml rebuild byte-for-byte"
+            )
         return 1 if stale else 0
     for p, b in files.items():
         p.parent.mkdir(parents=True, exist_ok=True)

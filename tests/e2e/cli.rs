@@ -105,6 +105,32 @@ fn bad_flags_config_and_libraries_stop_start_up_with_one_clear_line() {
     let (code, _, stderr) = demeter(&["process", &photo, "--device", "cuda"]);
     assert_eq!(code, 2, "no CUDA in this build or machine: --device cuda refuses to start");
     assert!(stderr.contains("CUDA"), "{stderr}");
+    // A model whose mask has two channels (models/build.py) is refused at load, by `process` and
+    // by the daemon, with one line naming the tensor and the contract: not at run time, where
+    // each photo would fail as a device error and pause the appliance.
+    let two = demeter_tests::package_dir().join("models/plant-exg-two-channel-mask");
+    let (code, _, stderr) = demeter(&["process", &photo, "--model", two.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    let line = stderr.lines().find(|l| l.contains("cannot load the model")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.contains("output \"mask\" is Tensor<f32>(1, 2, height, width)")
+            && line.contains("a mask model's outputs are Tensor<f32>(1, 1, height, width)"),
+        "{line}"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = demeter(&[
+        "run",
+        "--model",
+        two.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--watch",
+        tmp.path().join("photos").to_str().unwrap(),
+        "--data",
+        tmp.path().join("data").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("output \"mask\" is Tensor<f32>(1, 2, height, width)"), "{stderr}");
 }
 
 #[test]

@@ -120,11 +120,14 @@ pub fn run(
     })
 }
 
-/// Whose fault a failed segmentation is: a shape the model cannot take is the photo's (it fails
-/// once); anything else is the device's, counted once per batch by the circuit breaker.
+/// Whose fault a failed segmentation is: a shape the model cannot take is the photo's, and an
+/// output that breaks the model's contract is the model's (either way the photo fails once);
+/// anything else is the device's, counted once per batch by the circuit breaker.
 pub(crate) fn device_or_photo(e: demeter_infer::InferError) -> Interrupt {
     match e {
-        demeter_infer::InferError::InputShape { .. } => Interrupt::Failed(JobError::permanent(e.to_string())),
+        demeter_infer::InferError::InputShape { .. } | demeter_infer::InferError::Contract(_) => {
+            Interrupt::Failed(JobError::permanent(e.to_string()))
+        }
         demeter_infer::InferError::Batch { batch, .. } => {
             Interrupt::Device(JobError::transient(e.to_string()), Some(batch))
         }
@@ -165,6 +168,21 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_device_errors_reach_the_breaker() {
+        use demeter_infer::InferError;
+        let photo =
+            device_or_photo(InferError::InputShape { model: vec![1, 3, 224, 224], photo: vec![1, 3, 384, 512] });
+        let model = device_or_photo(InferError::Contract("output \"mask\" has shape [1, 2, 384, 512]".into()));
+        for i in [photo, model] {
+            assert!(matches!(&i, Interrupt::Failed(e) if e.kind == demeter_domain::ErrorKind::Permanent), "{i:?}");
+        }
+        let device = device_or_photo(InferError::Run("CUDA failure 700".into()));
+        assert!(matches!(device, Interrupt::Device(_, None)));
+        let batch = device_or_photo(InferError::Batch { batch: 7, size: 4, reason: "out of memory".into() });
+        assert!(matches!(batch, Interrupt::Device(_, Some(7))));
+    }
 
     #[test]
     fn panics_become_readable_reasons() {

@@ -194,13 +194,42 @@ impl Analyzer {
                 ),
             });
         }
-        let input_dims: Vec<i64> = session
+        // The mask contract, checked here so a model that cannot work stops start-up with the
+        // tensor named, instead of failing every photo at run time.
+        let float = Some(ort::value::TensorElementType::Float32);
+        let input_type = session
             .inputs()
             .iter()
             .find(|i| i.name() == model.manifest.input.name)
-            .and_then(|i| i.dtype().tensor_shape())
-            .map(|shape| shape.iter().copied().collect())
-            .unwrap_or_default();
+            .map(|i| i.dtype().clone())
+            .expect("the input was found above");
+        if input_type.tensor_type() != float {
+            return Err(InferError::Model {
+                path: at,
+                reason: format!(
+                    "input {:?} is {input_type}; Demeter feeds Tensor<f32>(1, 3, height, width)",
+                    model.manifest.input.name
+                ),
+            });
+        }
+        for name in
+            [Some(model.mask_output()), model.vegetation_output(), model.brightness_output()].into_iter().flatten()
+        {
+            let dtype = session.outputs().iter().find(|o| o.name() == name).map(|o| o.dtype()).expect("found above");
+            let dims: Vec<i64> = dtype.tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
+            let free_or = |i: usize, want: i64| dims.get(i).is_some_and(|&d| d < 0 || d == want);
+            if dtype.tensor_type() != float || dims.len() != 4 || !free_or(0, 1) || !free_or(1, 1) {
+                return Err(InferError::Model {
+                    path: at,
+                    reason: format!(
+                        "output {name:?} is {dtype}; a mask model's outputs are Tensor<f32>(1, 1, height, width), \
+                         one value per input pixel"
+                    ),
+                });
+            }
+        }
+        let input_dims: Vec<i64> =
+            input_type.tensor_shape().map(|shape| shape.iter().copied().collect()).unwrap_or_default();
         let fits = |i: usize, want: i64| input_dims.get(i).is_none_or(|&d| d < 0 || d == want);
         if input_dims.len() != 4 || !fits(0, 1) || !fits(1, 3) {
             return Err(InferError::Model {
@@ -251,12 +280,16 @@ impl Analyzer {
             Tensor::from_array(([n, 3, h, w], data.into_boxed_slice())).map_err(|e| InferError::Run(e.to_string()))?;
         let name = self.model.manifest.input.name.as_str();
         let outputs = self.session.run(ort::inputs![name => input]).map_err(|e| InferError::Run(e.to_string()))?;
+        // The graph's declared types and shapes were checked at load; a free dimension that
+        // comes out wrong is the model's fault, not the device's.
         let map = |name: &str| -> Result<&[f32], InferError> {
             let (shape, v) = outputs[name]
                 .try_extract_tensor::<f32>()
-                .map_err(|e| InferError::Run(format!("output {name:?}: {e}")))?;
+                .map_err(|e| InferError::Contract(format!("output {name:?}: {e}")))?;
             if v.len() != n * plane {
-                return Err(InferError::Run(format!("{name} has shape {shape:?}, expected [{n}, 1, {h}, {w}]")));
+                return Err(InferError::Contract(format!(
+                    "output {name:?} has shape {shape:?} for an input of [{n}, 3, {h}, {w}]; expected [{n}, 1, {h}, {w}]"
+                )));
             }
             Ok(v)
         };

@@ -290,6 +290,11 @@ fn serve(inner: &Inner, mut session: impl RunBatch) {
                                 reply.send(Err(InferError::InputShape { model: model.clone(), photo: photo.clone() }));
                         }
                     }
+                    Err(InferError::Contract(reason)) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(InferError::Contract(reason.clone())));
+                        }
+                    }
                     other => {
                         let reason = match other {
                             Err(e) => e.to_string(),

@@ -20,6 +20,10 @@ pub enum InferError {
     InputShape { model: Vec<i64>, photo: Vec<i64> },
     #[error("inference failed: {0}")]
     Run(String),
+    /// A run's output broke the model's contract (a shape its graph left free came out wrong):
+    /// the model's problem, so the photo fails for good and the device is not blamed.
+    #[error("the model's output breaks Demeter's contract: {0}")]
+    Contract(String),
     /// A batched run failed: every photo in it gets this, with the batch's number, so the
     /// failure counts once against the device.
     #[error("inference failed for batch {batch} of {size} photos: {reason}")]
