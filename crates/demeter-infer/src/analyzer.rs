@@ -107,6 +107,13 @@ impl Encoder {
         Self { lut }
     }
 
+    /// The photo's three planes (R, G, B): one photo's input tensor data.
+    pub fn encode(&self, rgb: &RgbImage) -> Vec<f32> {
+        let mut data = Vec::with_capacity(3 * rgb.width() as usize * rgb.height() as usize);
+        self.encode_into(rgb, &mut data);
+        data
+    }
+
     /// Appends the photo's three planes (R, G, B) to `out`.
     pub fn encode_into(&self, rgb: &RgbImage, out: &mut Vec<f32>) {
         let plane = rgb.width() as usize * rgb.height() as usize;
@@ -329,9 +336,7 @@ impl Segment for Analyzer {
     }
 
     fn segment(&mut self, p: &Prepared) -> Result<Segmentation, InferError> {
-        let mut data = Vec::with_capacity(3 * p.rgb.width() as usize * p.rgb.height() as usize);
-        self.encoder.encode_into(&p.rgb, &mut data);
-        let mut out = self.run(1, p.rgb.dimensions(), data)?;
+        let mut out = self.run(1, p.rgb.dimensions(), self.encoder.encode(&p.rgb))?;
         Ok(out.pop().expect("one photo in, one out"))
     }
 }

@@ -340,8 +340,7 @@ impl Segment for BatchClient {
     }
 
     fn segment(&mut self, p: &Prepared) -> Result<Segmentation, InferError> {
-        let mut data = Vec::with_capacity(3 * p.rgb.width() as usize * p.rgb.height() as usize);
-        self.encoder.encode_into(&p.rgb, &mut data);
+        let data = self.encoder.encode(&p.rgb);
         let (reply, answer) = mpsc::sync_channel(1);
         {
             let mut state = self.inner.lock();

@@ -20,6 +20,29 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
     let _ = writeln!(out, "{name}_sum{braces} {}\n{name}_count{braces} {}", h.sum, h.count);
 }
 
+/// A model's name as a label value (backslashes and quotes escaped).
+fn model_label(name: &str) -> String {
+    name.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// One family with a sample per model: `value` gives the model's value, or `None` to leave it out
+/// (a gauge of batched models only).
+fn per_model(
+    out: &mut String,
+    m: &EngineMetrics,
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&demeter_domain::health::ModelDevice) -> Option<String>,
+) {
+    family(out, name, kind, help);
+    for d in &m.model_devices {
+        if let Some(v) = value(d) {
+            let _ = writeln!(out, "{name}{{model=\"{}\"}} {v}", model_label(&d.model));
+        }
+    }
+}
+
 /// Renders the engine's metrics and the server's own (SSE clients).
 pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
     let mut out = String::new();
@@ -36,7 +59,6 @@ pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
     let _ = writeln!(out, "demeter_workers{{state=\"busy\"}} {}", m.workers_busy);
     family(&mut out, "demeter_execution_provider", "gauge", "The ONNX Runtime execution provider in use (1).");
     let _ = writeln!(out, "demeter_execution_provider{{provider=\"{}\"}} 1", m.execution_provider);
-    let model_label = |d: &demeter_domain::health::ModelDevice| d.model.replace('\\', "\\\\").replace('"', "\\\"");
     family(
         &mut out,
         "demeter_model_device",
@@ -47,38 +69,31 @@ pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
         let _ = writeln!(
             out,
             "demeter_model_device{{model=\"{}\",provider=\"{}\",device=\"{}\"}} 1",
-            model_label(d),
+            model_label(&d.model),
             d.execution_provider,
             d.device
         );
     }
-    family(
+    per_model(
         &mut out,
+        m,
         "demeter_model_sessions",
         "gauge",
-        "ONNX Runtime sessions per model: one per worker, or one batched.",
+        "ONNX Runtime sessions per model: one per worker, or the batcher's.",
+        |d| Some(d.sessions.to_string()),
     );
-    for d in &m.model_devices {
-        let _ = writeln!(out, "demeter_model_sessions{{model=\"{}\"}} {}", model_label(d), d.sessions);
-    }
-    family(
+    per_model(
         &mut out,
+        m,
         "demeter_model_warm_up_seconds",
         "gauge",
         "Time spent warming each model's sessions before ready.",
+        |d| Some((d.warm_up_ms as f64 / 1000.0).to_string()),
     );
-    for d in &m.model_devices {
-        let _ = writeln!(
-            out,
-            "demeter_model_warm_up_seconds{{model=\"{}\"}} {}",
-            model_label(d),
-            d.warm_up_ms as f64 / 1000.0
-        );
-    }
     family(&mut out, "demeter_batch_size", "histogram", "Photos per batched inference run, per batched model.");
     for d in &m.model_devices {
         let Some(b) = &d.batching else { continue };
-        let label = model_label(d);
+        let label = model_label(&d.model);
         let mut cumulative = 0;
         for c in &b.batches {
             cumulative += c.runs;
@@ -88,23 +103,22 @@ pub fn render(m: &EngineMetrics, sse_clients: usize) -> String {
         let sum: u64 = b.batches.iter().map(|c| c.size as u64 * c.runs).sum();
         let _ = writeln!(out, "demeter_batch_size_sum{{model=\"{label}\"}} {sum}\ndemeter_batch_size_count{{model=\"{label}\"}} {cumulative}");
     }
-    family(&mut out, "demeter_batch_queue_depth", "gauge", "Photos waiting for a batch, per batched model.");
-    for d in &m.model_devices {
-        if let Some(b) = &d.batching {
-            let _ = writeln!(out, "demeter_batch_queue_depth{{model=\"{}\"}} {}", model_label(d), b.queued);
-        }
-    }
-    family(
+    per_model(
         &mut out,
+        m,
+        "demeter_batch_queue_depth",
+        "gauge",
+        "Photos waiting for a batch, per batched model.",
+        |d| d.batching.as_ref().map(|b| b.queued.to_string()),
+    );
+    per_model(
+        &mut out,
+        m,
         "demeter_batches_failed_total",
         "counter",
         "Batched runs that failed (their photos were retried).",
+        |d| d.batching.as_ref().map(|b| b.failed_batches.to_string()),
     );
-    for d in &m.model_devices {
-        if let Some(b) = &d.batching {
-            let _ = writeln!(out, "demeter_batches_failed_total{{model=\"{}\"}} {}", model_label(d), b.failed_batches);
-        }
-    }
     family(&mut out, "demeter_stage_duration_seconds", "histogram", "Duration of each stage of completed jobs.");
     for (stage, h) in &m.stage_seconds {
         histogram(&mut out, "demeter_stage_duration_seconds", &format!("stage=\"{}\"", stage.as_str()), h);
