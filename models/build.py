@@ -31,6 +31,7 @@ are asserted exactly on any device, while a device must really run a network-siz
 And tests/models/plant-exg-two-channel-mask/: the graph with its mask output doubled along the
 channel axis ([1, 2, H, W]), which breaks the mask contract: Demeter must refuse it at load,
 naming the output, rather than fail every photo as a device error.
+And the YOLO family test models (tests/models/yolo-*), from models/yolo_test_models.py.
 Requirements are pinned in models/requirements.txt.
 """
 
@@ -42,6 +43,8 @@ import sys
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+import yolo_test_models
 
 NAME = "plant-exg"
 VERSION = "2.0.0"
@@ -274,13 +277,21 @@ def main() -> int:
         TWO_CHANNEL_OUT / "model.onnx": two_channel_bytes,
         TWO_CHANNEL_OUT / "manifest.toml": manifest(two_channel_bytes, TWO_CHANNEL_NAME).encode(),
     }
+    for name, layout, seg in yolo_test_models.VARIANTS:
+        model = yolo_test_models.build(layout, seg)
+        onnx.checker.check_model(model, full_check=True)
+        b = model.SerializeToString(deterministic=True)
+        out = HERE.parent / "tests" / "models" / name
+        files[out / "model.onnx"] = b
+        files[out / "manifest.toml"] = yolo_test_models.manifest(name, layout, seg, hashlib.sha256(b).hexdigest()).encode()
     if args.check:
         stale = [p for p, b in files.items() if not p.exists() or p.read_bytes() != b]
         for p in stale:
             print(f"{p.relative_to(HERE.parent)} differs from a rebuild; run python3 models/build.py", file=sys.stderr)
         if not stale:
             print(
-                f"models/{NAME} and tests/models/{{{FIXED_NAME},{HEAVY_NAME},{HEAVY_BATCH_NAME},{TWO_CHANNEL_NAME}}}: "
+                f"models/{NAME} and tests/models/{{{FIXED_NAME},{HEAVY_NAME},{HEAVY_BATCH_NAME},{TWO_CHANNEL_NAME},"
+                f"{','.join(v[0] for v in yolo_test_models.VARIANTS)}}}: "
                 "model.onnx and manifest.toml rebuild byte-for-byte"
             )
         return 1 if stale else 0

@@ -396,6 +396,17 @@ function cellTable(g) {
   return el('table', { class: 'cells' }, el('caption', { text: 'Plants per cell' }), el('thead', {}, head), el('tbody', {}, ...rows));
 }
 
+// What each box colour in a multi-class overlay means (the colours come from the API, as the
+// overlay was drawn with them).
+function legend(entries) {
+  return el('figcaption', { class: 'legend' }, el('ul', {}, ...entries.map((c) => {
+    // Set through the CSSOM: the page's CSP allows no inline style attributes.
+    const swatch = el('span', { class: 'swatch', 'aria-hidden': 'true' });
+    swatch.style.borderColor = c.colour;
+    return el('li', {}, swatch, el('span', { text: `${c.class}: ${c.count}${c.plant ? ' (plants, numbered)' : ''}` }));
+  })));
+}
+
 async function showJob(id) {
   let d;
   try {
@@ -414,6 +425,9 @@ async function showJob(id) {
   const rules = { qr_code: 'QR label', subfolder: 'folder', filename_pattern: 'file name', default: 'default' };
   if (d.details) {
     add('Plants', String(d.details.total_detected));
+    if (d.legend.length) {
+      add('By class', d.legend.map((c) => `${c.class} ${c.count}${c.plant ? ' (plants)' : ''}`).join(', '));
+    }
     const g = d.details.grid;
     if (g) {
       const occupied = g.plants_per_cell.filter((n) => n > 0).length;
@@ -447,7 +461,7 @@ async function showJob(id) {
     el('p', {}, el('a', { href: `#/session/${d.upload_session_id}`, text: '← Session' })),
     el('h1', { text: d.filename }),
     warning,
-    el('div', { class: 'detail' }, picture, info),
+    el('div', { class: 'detail' }, d.legend.length ? el('figure', {}, picture, legend(d.legend)) : picture, info),
     cells].filter(Boolean));
   return null;
 }

@@ -4,6 +4,7 @@ mod cli;
 mod corpus;
 mod faults;
 mod lan;
+mod models;
 mod notify;
 mod pipeline;
 mod restart;

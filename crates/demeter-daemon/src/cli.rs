@@ -30,6 +30,74 @@ pub enum Command {
     /// Manage access tokens (viewer, uploader, admin) in the data directory.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Make a model folder from a YOLO export, or check what a folder provides.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Turn an Ultralytics YOLO export (detect or segment, v5, v8, 11, end-to-end) into a model
+    /// folder: DIR/model.onnx and DIR/manifest.toml, from the file's metadata and shapes.
+    Import(ImportArgs),
+    /// Print what a model folder provides (family, tensors, classes, thresholds, where it would
+    /// run); exits 2 when the daemon could not load it.
+    Check {
+        /// The model folder.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The exported model.
+    #[arg(value_name = "FILE.onnx")]
+    pub file: PathBuf,
+    /// The folder to write (created if missing).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The model's name in results [default: the file's stem].
+    #[arg(long)]
+    pub name: Option<String>,
+    /// yolo-detect or yolo-seg [default: from the export's task metadata].
+    #[arg(long, value_name = "FAMILY", value_parser = parse_family)]
+    pub family: Option<demeter_infer::Family>,
+    /// The class names in index order, comma-separated [default: from the names metadata].
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub classes: Option<Vec<String>>,
+    /// The classes that count as plants [default: all].
+    #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
+    pub plant_classes: Option<Vec<String>>,
+    /// v8, v5 or end-to-end [default: from the box output's shape].
+    #[arg(long, value_name = "LAYOUT", value_parser = parse_layout)]
+    pub layout: Option<demeter_infer::yolo::BoxLayout>,
+    /// The square input side [default: the imgsz metadata, else the graph's input].
+    #[arg(long, value_name = "N")]
+    pub input_size: Option<u32>,
+    /// Confidence threshold [default: 0.25].
+    #[arg(long, value_name = "P")]
+    pub confidence: Option<f64>,
+    /// NMS IoU threshold [default: 0.45].
+    #[arg(long, value_name = "P")]
+    pub iou: Option<f64>,
+    /// Replace a model already in DIR.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+fn parse_family(s: &str) -> Result<demeter_infer::Family, String> {
+    toml::Value::String(s.to_owned())
+        .try_into()
+        .map_err(|_| format!("{s:?} is not a family: mask, yolo-detect or yolo-seg"))
+}
+
+fn parse_layout(s: &str) -> Result<demeter_infer::yolo::BoxLayout, String> {
+    toml::Value::String(s.to_owned()).try_into().map_err(|_| format!("{s:?} is not a layout: v8, v5 or end-to-end"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,13 +244,19 @@ pub fn main() -> ExitCode {
         }
     };
     // `process` draws a progress bar on stderr: only warnings may interrupt it.
-    init_logging(if matches!(cli.command, Command::Process(_) | Command::Eval(_)) { "warn" } else { "info,ort=warn" });
+    // `model` prints the device and any fallback reason itself.
+    init_logging(match cli.command {
+        Command::Process(_) | Command::Eval(_) => "warn",
+        Command::Model(_) => "error",
+        _ => "info,ort=warn",
+    });
     let result = match cli.command {
         Command::Run(args) if args.supervise => crate::supervise::supervise(),
         Command::Run(args) => crate::run::run(args),
         Command::Process(args) => crate::process::process(args),
         Command::Eval(args) => crate::eval::eval(args),
         Command::Token(cmd) => crate::token::token(cmd),
+        Command::Model(cmd) => crate::model::model(cmd),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 
 mod cli;
 mod eval;
+mod model;
 mod process;
 mod run;
 mod settings;

@@ -9,7 +9,7 @@ use crate::job::Stage;
 
 /// One detected plant, in the stored photo's pixel coordinates (after EXIF orientation).
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Plant {
     /// `[x, y, width, height]`.
     pub bbox: [u32; 4],
@@ -20,6 +20,12 @@ pub struct Plant {
     /// The tray cell `[row, col]` it grows in, when a grid was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cell: Option<[u32; 2]>,
+    /// Its class, from a multi-class detector (absent for a mask model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+    /// The detector's score for it, 0..=1 (absent for a mask model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f32>,
 }
 
 /// The grid of cells or pots found in a photo from where its plants stand (a plug tray, a flat of
@@ -152,6 +158,12 @@ pub struct ModelRef {
     /// `detection.merge_gap`, `input.long_side`.
     #[serde(default)]
     pub thresholds: BTreeMap<String, f64>,
+    /// The model family: `mask`, `yolo-detect` or `yolo-seg` (empty: recorded before families).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub family: String,
+    /// A multi-class model's classes that count as plants (empty for a mask model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plant_classes: Vec<String>,
 }
 
 /// The outcome of a completed job.
@@ -160,8 +172,17 @@ pub struct ModelRef {
 pub struct JobResult {
     /// The processing run's id (the seed's `result.session_id`): new for every run of a job.
     pub session_id: Uuid,
+    /// Plants counted: `plants.len()`.
     pub total_detected: u32,
     pub plants: Vec<Plant>,
+    /// What a multi-class detector found that is not a plant (weeds, empty cells), each with its
+    /// class.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<Plant>,
+    /// A multi-class detector's count per class, every class of the model included (plants and
+    /// others; empty for a mask model).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub class_counts: BTreeMap<String, u32>,
     /// Share of the photo covered by plants, 0..=1.
     pub plant_area_fraction: f32,
     /// The storage location matched (see `demeter_domain::location`).
@@ -197,5 +218,27 @@ pub struct JobResult {
 impl Default for Trust {
     fn default() -> Self {
         Self { trusted: true, reasons: Vec::new() }
+    }
+}
+
+/// The colours the overlay boxes each class in, in the order of a result's `class_counts` keys
+/// (sorted by name), so the page's legend and the drawn image agree. Chosen to stand out on
+/// foliage and soil and from each other; they repeat after eight classes.
+pub const CLASS_COLOURS: [[u8; 3]; 8] = [
+    [255, 0, 200],
+    [255, 230, 0],
+    [0, 90, 255],
+    [230, 30, 30],
+    [255, 255, 255],
+    [150, 60, 255],
+    [0, 0, 0],
+    [0, 200, 200],
+];
+
+impl JobResult {
+    /// The colour of `class` in this result's overlay ([`CLASS_COLOURS`]); `None` for a class
+    /// the result does not have.
+    pub fn class_colour(&self, class: &str) -> Option<[u8; 3]> {
+        self.class_counts.keys().position(|c| c == class).map(|i| CLASS_COLOURS[i % CLASS_COLOURS.len()])
     }
 }

@@ -252,24 +252,24 @@ mod tests {
     #[test]
     fn a_failing_batch_fails_only_its_photos_and_is_one_error_for_the_breaker() {
         use demeter_infer::{
-            batch::RunBatch, BatchOptions, Batcher, InferError, Model, Prepared, Segment, Segmentation,
+            batch::RunBatch, BatchOptions, Batcher, InferError, Model, ModelOutput, Prepared, Segment, Segmentation,
         };
 
         /// Fails every batch holding a photo whose red is 0; answers the others.
         struct FailsOnBlack;
         impl RunBatch for FailsOnBlack {
-            fn run_batch(&mut self, n: usize, _: (u32, u32), data: Vec<f32>) -> Result<Vec<Segmentation>, InferError> {
+            fn run_batch(&mut self, n: usize, _: (u32, u32), data: Vec<f32>) -> Result<Vec<ModelOutput>, InferError> {
                 let firsts: Vec<f32> = data.chunks(data.len() / n).map(|c| c[0]).collect();
                 if firsts.contains(&0.0) {
                     return Err(InferError::Run("CUDA error: an illegal memory access was encountered".into()));
                 }
-                Ok(vec![Segmentation { mask: vec![true], vegetation: None, brightness: None }; n])
+                Ok(vec![ModelOutput::Mask(Segmentation { mask: vec![true], vegetation: None, brightness: None }); n])
             }
         }
         let model = std::sync::Arc::new(Model::builtin());
         let options = BatchOptions { max_batch: 4, max_wait: Duration::from_secs(3600) };
         let batcher = Batcher::start(vec![FailsOnBlack], model, demeter_infer::Provider::Cuda, options);
-        let batch = |reds: [u8; 4]| -> Vec<Result<Segmentation, InferError>> {
+        let batch = |reds: [u8; 4]| -> Vec<Result<ModelOutput, InferError>> {
             let handles: Vec<_> = reds
                 .into_iter()
                 .map(|red| {
@@ -299,7 +299,7 @@ mod tests {
         assert!(b.is_closed());
         assert!(batch([10, 20, 30, 40]).iter().all(Result::is_ok), "the next batch is not affected");
         b.success();
-        let mut tell = |outcomes: Vec<Result<Segmentation, InferError>>| -> Vec<bool> {
+        let mut tell = |outcomes: Vec<Result<ModelOutput, InferError>>| -> Vec<bool> {
             outcomes
                 .into_iter()
                 .map(|o| match crate::pipeline::device_or_photo(o.unwrap_err()) {

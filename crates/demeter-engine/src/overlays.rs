@@ -127,8 +127,7 @@ impl Overlays {
 /// Boxes and numbers the result's plants on `base` (any size: boxes are scaled from the
 /// photo's coordinates) and encodes it.
 fn draw(base: RgbImage, result: &JobResult) -> Result<Vec<u8>, OverlayError> {
-    thumbnail::jpeg(&overlay::draw(base, result.width, &result.plants, result.grid.as_ref()))
-        .map_err(|e| OverlayError::Encode(Box::new(e)))
+    thumbnail::jpeg(&overlay::draw_result(base, result)).map_err(|e| OverlayError::Encode(Box::new(e)))
 }
 
 /// Stores a drawn overlay as the job's only one (an earlier result's goes). A failure only
@@ -210,7 +209,12 @@ mod tests {
         JobResult {
             session_id: Uuid::now_v7(),
             total_detected: 1,
-            plants: vec![Plant { bbox: [400, 300, 800, 600], centroid: [800.0, 600.0], area_px: 100_000, cell: None }],
+            plants: vec![Plant {
+                bbox: [400, 300, 800, 600],
+                centroid: [800.0, 600.0],
+                area_px: 100_000,
+                ..Default::default()
+            }],
             width: 2000,
             height: 1500,
             ..Default::default()

@@ -105,6 +105,8 @@ pub fn run(
         session_id: uuid::Uuid::now_v7(),
         total_detected: detection.plants.len() as u32,
         plants: detection.plants,
+        objects: detection.objects,
+        class_counts: detection.class_counts,
         plant_area_fraction: detection.plant_area_fraction,
         storage_location_id: location.as_ref().map(|l| l.id.clone()),
         storage_location_name: location.as_ref().and_then(|l| l.name.clone()),

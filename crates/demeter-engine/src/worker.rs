@@ -48,7 +48,7 @@ impl Segment for Inference {
     fn segment(
         &mut self,
         p: &demeter_infer::Prepared,
-    ) -> Result<demeter_infer::Segmentation, demeter_infer::InferError> {
+    ) -> Result<demeter_infer::ModelOutput, demeter_infer::InferError> {
         match self {
             Inference::Own(a) => a.segment(p),
             Inference::Batched(c) => c.segment(p),

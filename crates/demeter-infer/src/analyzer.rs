@@ -25,11 +25,34 @@ pub struct Segmentation {
     pub brightness: Option<Vec<f32>>,
 }
 
+/// What a model says about one photo: a mask (family `mask`) or boxes (the `yolo-*` families,
+/// after the confidence threshold and NMS, in the input tensor's pixels).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelOutput {
+    Mask(Segmentation),
+    Boxes(Vec<crate::yolo::Detected>),
+}
+
+impl ModelOutput {
+    /// The mask model's output, if this is one.
+    pub fn as_mask(&self) -> Option<&Segmentation> {
+        match self {
+            ModelOutput::Mask(seg) => Some(seg),
+            ModelOutput::Boxes(_) => None,
+        }
+    }
+}
+
 /// Plants found in a photo, in the photo's coordinates, with the tray's grid and whether the
 /// count can be trusted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Detection {
     pub plants: Vec<demeter_domain::Plant>,
+    /// What a multi-class model found that is not a plant (weeds, empty cells), by class.
+    pub objects: Vec<demeter_domain::Plant>,
+    /// Every class of a multi-class model with how many it found (plants and others); empty
+    /// for a mask model.
+    pub class_counts: std::collections::BTreeMap<String, u32>,
     pub plant_area_fraction: f32,
     pub grid: Option<demeter_domain::Grid>,
     pub trust: demeter_domain::Trust,
@@ -44,7 +67,7 @@ pub trait Segment {
     fn provider(&self) -> Provider;
 
     /// Runs the model on a prepared photo.
-    fn segment(&mut self, p: &Prepared) -> Result<Segmentation, InferError>;
+    fn segment(&mut self, p: &Prepared) -> Result<ModelOutput, InferError>;
 
     /// Resizes the photo to the model's input ([`Model::input_size`]: the long side to
     /// `long_side`, smaller photos included, the short side in steps of `shape_multiple`), so
@@ -75,11 +98,14 @@ pub trait Segment {
     /// any (else the grid is the one found in the photo, if any).
     fn detect(
         &self,
-        seg: &Segmentation,
+        output: &ModelOutput,
         p: &Prepared,
         tray: Option<demeter_domain::location::TrayLayout>,
     ) -> Detection {
-        detect_plants(self.model(), seg, p, tray)
+        match output {
+            ModelOutput::Mask(seg) => detect_plants(self.model(), seg, p, tray),
+            ModelOutput::Boxes(boxes) => detect_boxes(self.model(), boxes, p),
+        }
     }
 }
 
@@ -93,6 +119,8 @@ fn prepare_sized(model: &Model, rgb: RgbImage, orig_width: u32, orig_height: u32
 /// (index: the byte), writing planar NCHW.
 pub struct Encoder {
     lut: Box<[[f32; 256]; 3]>,
+    /// The square's side, for a letterboxed model.
+    letterbox: Option<u32>,
 }
 
 impl Encoder {
@@ -104,28 +132,52 @@ impl Encoder {
                 *v = (byte as f32 * spec.scale - spec.mean[c]) / spec.std[c];
             }
         }
-        Self { lut }
+        Self { lut, letterbox: model.manifest.letterbox().then_some(spec.long_side) }
+    }
+
+    /// The input tensor's `(width, height)` for a prepared photo.
+    pub fn tensor_size(&self, rgb: &RgbImage) -> (u32, u32) {
+        self.letterbox.map_or(rgb.dimensions(), |side| (side, side))
     }
 
     /// The photo's three planes (R, G, B): one photo's input tensor data.
     pub fn encode(&self, rgb: &RgbImage) -> Vec<f32> {
-        let mut data = Vec::with_capacity(3 * rgb.width() as usize * rgb.height() as usize);
+        let (w, h) = self.tensor_size(rgb);
+        let mut data = Vec::with_capacity(3 * w as usize * h as usize);
         self.encode_into(rgb, &mut data);
         data
     }
 
-    /// Appends the photo's three planes (R, G, B) to `out`.
+    /// Appends the photo's three planes (R, G, B) to `out`; letterboxed, in the middle of the
+    /// square with grey (114) around it.
     pub fn encode_into(&self, rgb: &RgbImage, out: &mut Vec<f32>) {
-        let plane = rgb.width() as usize * rgb.height() as usize;
-        let at = out.len();
-        out.resize(at + 3 * plane, 0.0);
-        let (r, gb) = out[at..].split_at_mut(plane);
-        let (g, b) = gb.split_at_mut(plane);
         let [lr, lg, lb] = &*self.lut;
-        for (((px, r), g), b) in rgb.as_raw().chunks_exact(3).zip(r).zip(g).zip(b) {
-            *r = lr[usize::from(px[0])];
-            *g = lg[usize::from(px[1])];
-            *b = lb[usize::from(px[2])];
+        let (width, height) = (rgb.width() as usize, rgb.height() as usize);
+        let Some(side) = self.letterbox.map(|s| s as usize) else {
+            let plane = width * height;
+            let at = out.len();
+            out.resize(at + 3 * plane, 0.0);
+            let (r, gb) = out[at..].split_at_mut(plane);
+            let (g, b) = gb.split_at_mut(plane);
+            for (((px, r), g), b) in rgb.as_raw().chunks_exact(3).zip(r).zip(g).zip(b) {
+                *r = lr[usize::from(px[0])];
+                *g = lg[usize::from(px[1])];
+                *b = lb[usize::from(px[2])];
+            }
+            return;
+        };
+        let plane = side * side;
+        let (left, top) = ((side - width.min(side)) / 2, (side - height.min(side)) / 2);
+        for (c, table) in [lr, lg, lb].into_iter().enumerate() {
+            let at = out.len();
+            out.resize(at + plane, table[114]);
+            let dst = &mut out[at..];
+            for (y, row) in rgb.as_raw().chunks_exact(3 * width).take(side).enumerate() {
+                let line = &mut dst[(top + y) * side + left..][..width.min(side)];
+                for (v, px) in line.iter_mut().zip(row.chunks_exact(3)) {
+                    *v = table[usize::from(px[c])];
+                }
+            }
         }
     }
 }
@@ -137,9 +189,9 @@ pub struct Analyzer {
     model: Arc<Model>,
     provider: Provider,
     warning: Option<String>,
-    /// The graph input's declared dimensions (negative: free), checked before every run so a
-    /// photo the model cannot take fails as the photo's problem, not as a device error.
-    input_dims: Vec<i64>,
+    /// What the load checks learnt: the input's declared dimensions (checked before every run,
+    /// so a photo the model cannot take fails as the photo's problem, not as a device error).
+    contract: crate::contract::Contract,
     encoder: Encoder,
 }
 
@@ -181,79 +233,20 @@ impl Analyzer {
         let at = model.dir.clone().unwrap_or_else(|| "<built-in>".into());
         let (session, provider, warning) = build_session(runtime, &model, intra_threads.max(1), device)?
             .map_err(|e| InferError::Model { path: at.clone(), reason: e.to_string() })?;
-        // Every output Demeter reads must exist: the mask, and the index and brightness when the
-        // manifest names them (a missing one would otherwise fail every photo at run time).
-        let has_input = session.inputs().iter().any(|i| i.name() == model.manifest.input.name);
-        let missing: Vec<&str> = [Some(model.mask_output()), model.vegetation_output(), model.brightness_output()]
-            .into_iter()
-            .flatten()
-            .filter(|want| !session.outputs().iter().any(|o| o.name() == *want))
-            .collect();
-        if !has_input || !missing.is_empty() {
-            return Err(InferError::Model {
-                path: at,
-                reason: format!(
-                    "model.onnx has inputs [{}] and outputs [{}]; the manifest expects input {:?} and outputs {:?}",
-                    session.inputs().iter().map(|i| i.name()).collect::<Vec<_>>().join(", "),
-                    session.outputs().iter().map(|o| o.name()).collect::<Vec<_>>().join(", "),
-                    model.manifest.input.name,
-                    missing
-                ),
-            });
-        }
-        // The mask contract, checked here so a model that cannot work stops start-up with the
-        // tensor named, instead of failing every photo at run time.
-        let float = Some(ort::value::TensorElementType::Float32);
-        let input_type = session
-            .inputs()
-            .iter()
-            .find(|i| i.name() == model.manifest.input.name)
-            .map(|i| i.dtype().clone())
-            .expect("the input was found above");
-        if input_type.tensor_type() != float {
-            return Err(InferError::Model {
-                path: at,
-                reason: format!(
-                    "input {:?} is {input_type}; Demeter feeds Tensor<f32>(1, 3, height, width)",
-                    model.manifest.input.name
-                ),
-            });
-        }
-        for name in
-            [Some(model.mask_output()), model.vegetation_output(), model.brightness_output()].into_iter().flatten()
-        {
-            let dtype = session.outputs().iter().find(|o| o.name() == name).map(|o| o.dtype()).expect("found above");
-            let dims: Vec<i64> = dtype.tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default();
-            let free_or = |i: usize, want: i64| dims.get(i).is_some_and(|&d| d < 0 || d == want);
-            if dtype.tensor_type() != float || dims.len() != 4 || !free_or(0, 1) || !free_or(1, 1) {
-                return Err(InferError::Model {
-                    path: at,
-                    reason: format!(
-                        "output {name:?} is {dtype}; a mask model's outputs are Tensor<f32>(1, 1, height, width), \
-                         one value per input pixel"
-                    ),
-                });
-            }
-        }
-        let input_dims: Vec<i64> =
-            input_type.tensor_shape().map(|shape| shape.iter().copied().collect()).unwrap_or_default();
-        let fits = |i: usize, want: i64| input_dims.get(i).is_none_or(|&d| d < 0 || d == want);
-        if input_dims.len() != 4 || !fits(0, 1) || !fits(1, 3) {
-            return Err(InferError::Model {
-                path: at,
-                reason: format!(
-                    "model.onnx input {:?} has dimensions {input_dims:?}; Demeter feeds [1, 3, height, width] (NCHW RGB)",
-                    model.manifest.input.name
-                ),
-            });
-        }
+        let contract =
+            crate::contract::check(&session, &model).map_err(|reason| InferError::Model { path: at, reason })?;
         let encoder = Encoder::new(&model);
-        Ok(Self { session, model, provider, warning, input_dims, encoder })
+        Ok(Self { session, model, provider, warning, contract, encoder })
     }
 
     /// The shared model (for a batcher's clients).
     pub fn model_arc(&self) -> &Arc<Model> {
         &self.model
+    }
+
+    /// The graph's tensors and metadata (`demeter model check`).
+    pub fn graph(&self) -> crate::import::Graph {
+        crate::import::describe(&self.session)
     }
 
     /// Set when the requested device could not be used.
@@ -263,7 +256,7 @@ impl Analyzer {
 
     /// Whether the graph's batch axis is free, so one run can take several photos of a shape.
     pub fn has_batch_axis(&self) -> bool {
-        self.input_dims.first().is_some_and(|&d| d < 0)
+        self.contract.input_dims.first().is_some_and(|&d| d < 0)
     }
 
     /// Runs the model on `n` photos of `width` × `height`, encoded one after the other in
@@ -273,12 +266,12 @@ impl Analyzer {
         n: usize,
         (width, height): (u32, u32),
         data: Vec<f32>,
-    ) -> Result<Vec<Segmentation>, InferError> {
+    ) -> Result<Vec<ModelOutput>, InferError> {
         let (w, h) = (width as usize, height as usize);
         let plane = w * h;
         let dims = [n as i64, 3, h as i64, w as i64];
-        if self.input_dims.iter().zip(dims).any(|(&want, got)| want >= 0 && want != got) {
-            return Err(InferError::InputShape { model: self.input_dims.clone(), photo: dims.to_vec() });
+        if self.contract.input_dims.iter().zip(dims).any(|(&want, got)| want >= 0 && want != got) {
+            return Err(InferError::InputShape { model: self.contract.input_dims.clone(), photo: dims.to_vec() });
         }
         if data.len() != n * 3 * plane {
             return Err(InferError::Run(format!("{} input values for {n} photos of {w} × {h}", data.len())));
@@ -287,30 +280,7 @@ impl Analyzer {
             Tensor::from_array(([n, 3, h, w], data.into_boxed_slice())).map_err(|e| InferError::Run(e.to_string()))?;
         let name = self.model.manifest.input.name.as_str();
         let outputs = self.session.run(ort::inputs![name => input]).map_err(|e| InferError::Run(e.to_string()))?;
-        // The graph's declared types and shapes were checked at load; a free dimension that
-        // comes out wrong is the model's fault, not the device's.
-        let map = |name: &str| -> Result<&[f32], InferError> {
-            let (shape, v) = outputs[name]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| InferError::Contract(format!("output {name:?}: {e}")))?;
-            if v.len() != n * plane {
-                return Err(InferError::Contract(format!(
-                    "output {name:?} has shape {shape:?} for an input of [{n}, 3, {h}, {w}]; expected [{n}, 1, {h}, {w}]"
-                )));
-            }
-            Ok(v)
-        };
-        let mask = map(self.model.mask_output())?;
-        let vegetation = self.model.vegetation_output().map(map).transpose()?;
-        let brightness = self.model.brightness_output().map(map).transpose()?;
-        let photo = |v: &[f32], i: usize| v[i * plane..(i + 1) * plane].to_vec();
-        Ok((0..n)
-            .map(|i| Segmentation {
-                mask: mask[i * plane..(i + 1) * plane].iter().map(|v| *v > 0.5).collect(),
-                vegetation: vegetation.map(|v| photo(v, i)),
-                brightness: brightness.map(|v| photo(v, i)),
-            })
-            .collect())
+        crate::contract::read(&self.model, &self.contract, &outputs, n, (width, height))
     }
 
     /// Runs every shape in `sizes` once at every batch size in `batches`, so no photo pays for a
@@ -335,8 +305,8 @@ impl Segment for Analyzer {
         self.provider
     }
 
-    fn segment(&mut self, p: &Prepared) -> Result<Segmentation, InferError> {
-        let mut out = self.run(1, p.rgb.dimensions(), self.encoder.encode(&p.rgb))?;
+    fn segment(&mut self, p: &Prepared) -> Result<ModelOutput, InferError> {
+        let mut out = self.run(1, self.encoder.tensor_size(&p.rgb), self.encoder.encode(&p.rgb))?;
         Ok(out.pop().expect("one photo in, one out"))
     }
 }
@@ -377,6 +347,7 @@ fn detect_plants(
                 centroid: [((c.centroid[0] + 0.5) * sx) as f32, ((c.centroid[1] + 0.5) * sy) as f32],
                 area_px: (c.area as f64 * sx * sy).round() as u64,
                 cell: f.cell.map(|(r, c)| [r, c]),
+                ..Default::default()
             }
         })
         .collect();
@@ -395,8 +366,56 @@ fn detect_plants(
     });
     Detection {
         plants,
+        objects: Vec::new(),
+        class_counts: Default::default(),
         plant_area_fraction: count.plant_pixels as f32 / (w * h).max(1) as f32,
         grid,
         trust: demeter_domain::Trust::from_reasons(count.reasons),
+    }
+}
+
+/// A box model's detections as plants (and other classes' objects) in the original photo's
+/// coordinates: the letterbox's padding taken off, then scaled back ([`Segment::detect`]).
+fn detect_boxes(model: &Model, boxes: &[crate::yolo::Detected], p: &Prepared) -> Detection {
+    let m = &model.manifest;
+    let (w, h) = p.rgb.dimensions();
+    let (left, top) = model.letterbox((w, h)).map_or((0, 0), |l| l.offset());
+    let (sx, sy) = (f64::from(p.orig_width) / f64::from(w), f64::from(p.orig_height) / f64::from(h));
+    let (ow, oh) = (f64::from(p.orig_width), f64::from(p.orig_height));
+    let mut class_counts: std::collections::BTreeMap<String, u32> = m.classes.iter().map(|c| (c.clone(), 0)).collect();
+    let (mut plants, mut objects, mut plant_area) = (Vec::new(), Vec::new(), 0.0);
+    for d in boxes {
+        let x = |v: f32| ((f64::from(v) - f64::from(left)) * sx).clamp(0.0, ow);
+        let y = |v: f32| ((f64::from(v) - f64::from(top)) * sy).clamp(0.0, oh);
+        let (x0, y0, x1, y1) = (x(d.bbox[0]), y(d.bbox[1]), x(d.bbox[2]), y(d.bbox[3]));
+        if x1 <= x0 || y1 <= y0 {
+            continue; // entirely in the padding
+        }
+        let area = d.area.map_or((x1 - x0) * (y1 - y0), |a| a * sx * sy);
+        let class = m.classes.get(d.class).cloned().unwrap_or_else(|| format!("class {}", d.class));
+        *class_counts.entry(class.clone()).or_default() += 1;
+        let found = demeter_domain::Plant {
+            bbox: [x0 as u32, y0 as u32, (x1 - x0).ceil() as u32, (y1 - y0).ceil() as u32],
+            centroid: [((x0 + x1) / 2.0) as f32, ((y0 + y1) / 2.0) as f32],
+            area_px: area.round() as u64,
+            cell: None,
+            class: Some(class),
+            confidence: Some(d.score),
+        };
+        if m.is_plant_class(d.class) {
+            plant_area += area;
+            plants.push(found);
+        } else {
+            objects.push(found);
+        }
+    }
+    let reasons = if plants.is_empty() { vec![demeter_domain::TrustReason::NoPlants] } else { vec![] };
+    Detection {
+        plants,
+        objects,
+        class_counts,
+        plant_area_fraction: (plant_area / (ow * oh).max(1.0)).min(1.0) as f32,
+        grid: None,
+        trust: demeter_domain::Trust::from_reasons(reasons),
     }
 }

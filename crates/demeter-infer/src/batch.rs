@@ -28,7 +28,7 @@ use std::{
 
 use crate::{
     analyzer::{Encoder, Segment},
-    Analyzer, InferError, Model, Prepared, Provider, Segmentation,
+    Analyzer, InferError, Model, ModelOutput, Prepared, Provider,
 };
 
 /// An input shape: width, height.
@@ -128,11 +128,11 @@ impl<T> Queue<T> {
 /// What runs a batch: the batcher's session ([`Analyzer`]), or a test double.
 pub trait RunBatch: Send + 'static {
     /// `n` photos of `shape`, encoded one after the other in `data`.
-    fn run_batch(&mut self, n: usize, shape: Shape, data: Vec<f32>) -> Result<Vec<Segmentation>, InferError>;
+    fn run_batch(&mut self, n: usize, shape: Shape, data: Vec<f32>) -> Result<Vec<ModelOutput>, InferError>;
 }
 
 impl RunBatch for Analyzer {
-    fn run_batch(&mut self, n: usize, shape: Shape, data: Vec<f32>) -> Result<Vec<Segmentation>, InferError> {
+    fn run_batch(&mut self, n: usize, shape: Shape, data: Vec<f32>) -> Result<Vec<ModelOutput>, InferError> {
         self.run(n, shape, data)
     }
 }
@@ -148,7 +148,7 @@ pub struct BatchStats {
     pub queued: usize,
 }
 
-type Reply = mpsc::SyncSender<Result<Segmentation, InferError>>;
+type Reply = mpsc::SyncSender<Result<ModelOutput, InferError>>;
 
 struct Request {
     data: Vec<f32>,
@@ -339,15 +339,16 @@ impl Segment for BatchClient {
         self.provider
     }
 
-    fn segment(&mut self, p: &Prepared) -> Result<Segmentation, InferError> {
+    fn segment(&mut self, p: &Prepared) -> Result<ModelOutput, InferError> {
         let data = self.encoder.encode(&p.rgb);
+        let shape = self.encoder.tensor_size(&p.rgb);
         let (reply, answer) = mpsc::sync_channel(1);
         {
             let mut state = self.inner.lock();
             if state.stopping {
                 return Err(InferError::Run("the batcher has stopped".into()));
             }
-            state.queue.push(p.rgb.dimensions(), Request { data, reply }, Instant::now());
+            state.queue.push(shape, Request { data, reply }, Instant::now());
         }
         self.inner.wake.notify_one();
         answer.recv().unwrap_or_else(|_| Err(InferError::Run("the batcher stopped before answering".into())))
@@ -367,6 +368,14 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// The test double's answer for a photo ([`Picky`] puts it in the brightness).
+    fn brightness(output: ModelOutput) -> f32 {
+        match output {
+            ModelOutput::Mask(seg) => seg.brightness.expect("the double answers a brightness")[0],
+            ModelOutput::Boxes(_) => panic!("a mask model"),
+        }
     }
 
     #[test]
@@ -446,7 +455,7 @@ mod tests {
     struct Picky;
 
     impl RunBatch for Picky {
-        fn run_batch(&mut self, n: usize, shape: Shape, data: Vec<f32>) -> Result<Vec<Segmentation>, InferError> {
+        fn run_batch(&mut self, n: usize, shape: Shape, data: Vec<f32>) -> Result<Vec<ModelOutput>, InferError> {
             let size = 3 * (shape.0 * shape.1) as usize;
             let firsts: Vec<f32> = data.chunks(size).map(|c| c[0]).collect();
             assert_eq!(firsts.len(), n);
@@ -455,7 +464,13 @@ mod tests {
             }
             Ok(firsts
                 .iter()
-                .map(|v| Segmentation { mask: vec![], vegetation: None, brightness: Some(vec![*v]) })
+                .map(|v| {
+                    ModelOutput::Mask(crate::Segmentation {
+                        mask: vec![],
+                        vegetation: None,
+                        brightness: Some(vec![*v]),
+                    })
+                })
                 .collect())
         }
     }
@@ -507,8 +522,7 @@ mod tests {
         assert!(numbers.iter().all(|n| *n == numbers[0]), "{numbers:?}");
         // The next batch of the same shape, and one of another, are unaffected.
         for (shape, reds) in [((4, 3), vec![1, 2, 3, 4]), ((3, 4), vec![10, 20, 30, 40])] {
-            let mut got: Vec<f32> =
-                run(shape, reds.clone()).into_iter().map(|r| r.unwrap().brightness.unwrap()[0]).collect();
+            let mut got: Vec<f32> = run(shape, reds.clone()).into_iter().map(|r| brightness(r.unwrap())).collect();
             got.sort_by(f32::total_cmp);
             assert_eq!(got, reds.iter().map(|r| f32::from(*r) - 1.0).collect::<Vec<_>>());
         }
@@ -522,8 +536,7 @@ mod tests {
         let options = BatchOptions { max_batch: 8, max_wait: Duration::from_millis(5) };
         let batcher = Batcher::start(vec![Picky], model(), Provider::Cpu, options);
         let mut client = batcher.client();
-        let seg = client.segment(&photo((4, 3), 11)).unwrap();
-        assert_eq!(seg.brightness, Some(vec![10.0]));
+        assert_eq!(brightness(client.segment(&photo((4, 3), 11)).unwrap()), 10.0);
         assert_eq!(batcher.stats().batches_by_size, BTreeMap::from([(1, 1)]));
         assert_eq!(client.provider(), Provider::Cpu);
         drop(batcher);

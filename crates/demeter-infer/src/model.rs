@@ -23,6 +23,15 @@ pub struct Manifest {
     pub version: String,
     #[serde(default)]
     pub description: String,
+    /// What kind of model this is, so Demeter knows how to read its outputs.
+    #[serde(default)]
+    pub family: Family,
+    /// The classes a `yolo-*` model tells apart, in the order of its class indices.
+    #[serde(default)]
+    pub classes: Vec<String>,
+    /// Which of `classes` are plants (counted in `total_detected`); absent: all of them.
+    #[serde(default)]
+    pub plant_classes: Option<Vec<String>>,
     pub input: InputSpec,
     pub outputs: BTreeMap<String, OutputSpec>,
     pub thresholds: Thresholds,
@@ -31,6 +40,115 @@ pub struct Manifest {
     pub detection: crate::detect::Rules,
     #[serde(default)]
     pub provenance: BTreeMap<String, toml::Value>,
+}
+
+impl Manifest {
+    /// The family's outputs, classes and thresholds, checked before any session is built.
+    fn check_family(&self) -> Result<(), String> {
+        let output = |key: &str| self.outputs.get(key);
+        match self.family {
+            Family::Mask => {
+                if output("mask").is_none() {
+                    return Err("outputs.mask is missing: a mask model needs a plant mask output".into());
+                }
+                if !self.classes.is_empty() || self.plant_classes.is_some() {
+                    return Err("classes and plant_classes are for the yolo-detect and yolo-seg families; \
+                                a mask model's mask is one class, plants"
+                        .into());
+                }
+            }
+            Family::YoloDetect | Family::YoloSeg => {
+                let boxes = output("boxes").ok_or_else(|| {
+                    format!("outputs.boxes is missing: a {} model needs its box output named", self.family.as_str())
+                })?;
+                if boxes.layout.is_none() {
+                    return Err("outputs.boxes.layout is missing: \"v8\" ([1, 4+classes, N]), \"v5\" \
+                                ([1, N, 5+classes]) or \"end-to-end\" ([1, N, 6], NMS in the graph)"
+                        .into());
+                }
+                if self.family == Family::YoloSeg && output("protos").is_none() {
+                    return Err("outputs.protos is missing: a yolo-seg model needs its prototype masks output".into());
+                }
+                if self.classes.is_empty() {
+                    return Err(format!("classes is empty: a {} model names its classes", self.family.as_str()));
+                }
+                if let Some(plants) = &self.plant_classes {
+                    if let Some(unknown) = plants.iter().find(|c| !self.classes.contains(c)) {
+                        return Err(format!(
+                            "plant_classes names {unknown:?}, which is not one of classes {:?}",
+                            self.classes
+                        ));
+                    }
+                }
+                for (key, value) in [("confidence", self.thresholds.confidence), ("iou", self.thresholds.iou)] {
+                    if value.is_some_and(|v| !(v > 0.0 && v <= 1.0)) {
+                        return Err(format!("thresholds.{key} must be in (0, 1]"));
+                    }
+                }
+                if !self.detection.is_plain() {
+                    return Err("[detection] rules read a mask's vegetation index; a box model has none".into());
+                }
+            }
+        }
+        if let Some((key, _)) = self.outputs.iter().find(|(k, o)| *k != "boxes" && o.layout.is_some()) {
+            return Err(format!("outputs.{key}.layout: only outputs.boxes has a layout"));
+        }
+        Ok(())
+    }
+
+    /// Whether the photo is letterboxed into a square ([`InputSpec::letterbox`]).
+    pub fn letterbox(&self) -> bool {
+        self.input.letterbox.unwrap_or(self.family.boxes())
+    }
+
+    /// The confidence threshold of a box model.
+    pub fn confidence(&self) -> f32 {
+        self.thresholds.confidence.unwrap_or(0.25) as f32
+    }
+
+    /// The NMS IoU threshold of a box model.
+    pub fn iou(&self) -> f32 {
+        self.thresholds.iou.unwrap_or(0.45) as f32
+    }
+
+    /// Whether class `index` counts as a plant.
+    pub fn is_plant_class(&self, index: usize) -> bool {
+        match (&self.plant_classes, self.classes.get(index)) {
+            (None, _) => true,
+            (Some(plants), Some(name)) => plants.contains(name),
+            (Some(_), None) => false,
+        }
+    }
+}
+
+/// The model families Demeter reads (`family` in the manifest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// A semantic mask: output `mask` is `[1, 1, H, W]`, one value per input pixel (and,
+    /// optionally, `vegetation` and `brightness` of the same shape for the adaptive rules).
+    #[default]
+    Mask,
+    /// A box detector in an Ultralytics export layout: output `boxes` ([`crate::yolo::BoxLayout`]).
+    YoloDetect,
+    /// Instance segmentation in the YOLO-seg layout: output `boxes` with mask coefficients after
+    /// the class scores, and output `protos`, `[1, nm, H/4, W/4]` prototype masks.
+    YoloSeg,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Mask => "mask",
+            Family::YoloDetect => "yolo-detect",
+            Family::YoloSeg => "yolo-seg",
+        }
+    }
+
+    /// Whether the model finds boxes (a YOLO family) rather than painting a mask.
+    pub fn boxes(self) -> bool {
+        self != Family::Mask
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -54,6 +172,11 @@ pub struct InputSpec {
     /// batches hold one shape). 1: the aspect ratio exactly.
     #[serde(default = "default_shape_multiple")]
     pub shape_multiple: u32,
+    /// Letterboxing: the photo, resized so it fits in `long_side` × `long_side` with its aspect
+    /// kept, sits in the middle of a square of that size, padded with grey (114), as Ultralytics
+    /// trains and exports its models. Absent: on for the `yolo-*` families, off for masks.
+    #[serde(default)]
+    pub letterbox: Option<bool>,
 }
 
 fn default_shape_multiple() -> u32 {
@@ -66,12 +189,23 @@ pub struct OutputSpec {
     pub name: String,
     #[serde(default)]
     pub meaning: String,
+    /// The box output's layout (`boxes` of the `yolo-*` families): "v8", "v5" or "end-to-end".
+    #[serde(default)]
+    pub layout: Option<crate::yolo::BoxLayout>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Thresholds {
-    /// Connected components smaller than this share of the model input are not plants.
+    /// Connected components smaller than this share of the model input are not plants (masks).
+    #[serde(default)]
     pub min_area_fraction: f64,
+    /// Boxes scoring below this are dropped (`yolo-*`; default 0.25, as Ultralytics predicts).
+    #[serde(default)]
+    pub confidence: Option<f64>,
+    /// Non-maximum suppression: a box overlapping a better one of its class by more than this
+    /// IoU is dropped (`yolo-*`; default 0.45).
+    #[serde(default)]
+    pub iou: Option<f64>,
     /// Other values baked into the graph, recorded for provenance.
     #[serde(flatten)]
     pub other: BTreeMap<String, toml::Value>,
@@ -124,9 +258,7 @@ impl Model {
         if manifest.input.std.contains(&0.0) {
             return Err(err("input.std must not contain 0".into()));
         }
-        if !manifest.outputs.contains_key("mask") {
-            return Err(err("outputs.mask is missing: Demeter needs a plant mask output".into()));
-        }
+        manifest.check_family().map_err(err)?;
         if !(0.0..1.0).contains(&manifest.thresholds.min_area_fraction) {
             return Err(err("thresholds.min_area_fraction must be in 0..1".into()));
         }
@@ -148,12 +280,16 @@ impl Model {
         thresholds.insert("input.long_side".to_owned(), f64::from(m.input.long_side));
         thresholds.insert("input.shape_multiple".to_owned(), f64::from(m.input.shape_multiple));
         thresholds.insert("thresholds.min_area_fraction".to_owned(), m.thresholds.min_area_fraction);
+        if m.family.boxes() {
+            thresholds.insert("thresholds.confidence".to_owned(), f64::from(m.confidence()));
+            thresholds.insert("thresholds.iou".to_owned(), f64::from(m.iou()));
+        }
         for (k, v) in &m.thresholds.other {
             if let Some(x) = v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
                 thresholds.insert(format!("thresholds.{k}"), x);
             }
         }
-        for (key, value) in m.detection.values() {
+        for (key, value) in if m.family.boxes() { vec![] } else { m.detection.values() } {
             thresholds.insert(format!("detection.{key}"), value);
         }
         demeter_domain::ModelRef {
@@ -162,6 +298,12 @@ impl Model {
             manifest_sha256: self.manifest_sha256.clone(),
             onnx_sha256: self.sha256.clone(),
             thresholds,
+            family: m.family.as_str().to_owned(),
+            plant_classes: if m.family.boxes() {
+                m.plant_classes.clone().unwrap_or_else(|| m.classes.clone())
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -171,8 +313,11 @@ impl Model {
     /// defaults (512, 32) every photo is one of 31 shapes (512 × 32k and 32k × 512) and the
     /// common cameras' are 512 × 384 (4:3), 512 × 352 (3:2, stretched 3.2 %), 512 × 288 (16:9),
     /// 512 × 512; the stretch is at most half a step (16 px, 6 % of a 256-pixel side).
+    /// A letterboxed model ([`Manifest::letterbox`]) gets the photo at its exact aspect ratio
+    /// (the padding, not a stretch, fills the square: [`Model::tensor_size`]).
     pub fn input_size(&self, width: u32, height: u32) -> (u32, u32) {
         let (side, step) = (self.manifest.input.long_side, self.manifest.input.shape_multiple);
+        let step = if self.manifest.letterbox() { 1 } else { step };
         let (long, short) = (width.max(height).max(1), width.min(height).max(1));
         let exact = f64::from(short) * f64::from(side) / f64::from(long);
         let rounded = ((exact / f64::from(step)).round() as u32 * step).clamp(step.min(side), side);
@@ -183,12 +328,32 @@ impl Model {
         }
     }
 
+    /// The input tensor's `(width, height)` for a photo prepared at `size`: the square for a
+    /// letterboxed model, else the size itself.
+    pub fn tensor_size(&self, size: (u32, u32)) -> (u32, u32) {
+        if self.manifest.letterbox() {
+            (self.manifest.input.long_side, self.manifest.input.long_side)
+        } else {
+            size
+        }
+    }
+
+    /// Where a photo prepared at `(width, height)` sits in the letterboxed square, if the model
+    /// letterboxes.
+    pub fn letterbox(&self, (width, height): (u32, u32)) -> Option<crate::yolo::Letterbox> {
+        self.manifest.letterbox().then_some(crate::yolo::Letterbox {
+            side: self.manifest.input.long_side,
+            width,
+            height,
+        })
+    }
+
     /// The shapes of the commonest cameras' photos (4:3, 3:2, 16:9, 1:1, landscape and portrait):
     /// what a GPU session is warmed up with before the first photo.
     pub fn common_input_sizes(&self) -> Vec<(u32, u32)> {
         let mut out: Vec<(u32, u32)> = Vec::new();
         for (w, h) in [(4, 3), (3, 2), (16, 9), (1, 1), (3, 4), (2, 3), (9, 16)] {
-            let size = self.input_size(w * 1000, h * 1000);
+            let size = self.tensor_size(self.input_size(w * 1000, h * 1000));
             if !out.contains(&size) {
                 out.push(size);
             }

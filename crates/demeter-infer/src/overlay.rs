@@ -4,7 +4,7 @@
 
 use image::{Rgb, RgbImage};
 
-use demeter_domain::{Grid, Plant};
+use demeter_domain::{Grid, JobResult, Plant};
 
 /// 3×5 bitmaps of the digits 0–9, one row per `u8` (low 3 bits, left to right).
 const DIGITS: [[u8; 5]; 10] = [
@@ -106,20 +106,42 @@ fn cells(img: &mut RgbImage, grid: &Grid, s: f32, dot: u32) {
     }
 }
 
+/// Draws the result's plants (numbered, in the original photo's coordinates), a multi-class
+/// model's other objects (boxed, not numbered), each class in its colour
+/// ([`JobResult::class_colour`]; a mask model's plants in magenta), and the tray's grid onto `img`
+/// (the photo at any size), lines and numbers sized to it.
+pub fn draw_result(img: RgbImage, result: &JobResult) -> RgbImage {
+    let colour = |p: &Plant| p.class.as_deref().and_then(|c| result.class_colour(c)).map_or(BOX, Rgb);
+    let objects: Vec<(&Plant, Rgb<u8>)> = result.objects.iter().map(|p| (p, colour(p))).collect();
+    let plants: Vec<(&Plant, Rgb<u8>)> = result.plants.iter().map(|p| (p, colour(p))).collect();
+    draw_coloured(img, result.width, &plants, &objects, result.grid.as_ref())
+}
+
 /// Draws `plants` (in the original photo's coordinates, `orig_width` wide) and the tray's `grid`
 /// onto `img` (the photo at any size), lines and numbers sized to it.
-pub fn draw(mut img: RgbImage, orig_width: u32, plants: &[Plant], grid: Option<&Grid>) -> RgbImage {
+pub fn draw(img: RgbImage, orig_width: u32, plants: &[Plant], grid: Option<&Grid>) -> RgbImage {
+    let plants: Vec<(&Plant, Rgb<u8>)> = plants.iter().map(|p| (p, BOX)).collect();
+    draw_coloured(img, orig_width, &plants, &[], grid)
+}
+
+fn draw_coloured(
+    mut img: RgbImage,
+    orig_width: u32,
+    plants: &[(&Plant, Rgb<u8>)],
+    objects: &[(&Plant, Rgb<u8>)],
+    grid: Option<&Grid>,
+) -> RgbImage {
     let dot = dot_for(img.width().max(img.height()));
     let s = f64::from(img.width()) / f64::from(orig_width.max(1));
     let scale = |v: u32| (f64::from(v) * s).round() as u32;
     if let Some(g) = grid {
         cells(&mut img, g, s as f32, dot);
     }
-    for p in plants {
-        rect(&mut img, [scale(p.bbox[0]), scale(p.bbox[1]), scale(p.bbox[2]), scale(p.bbox[3])], BOX, dot);
+    for (p, colour) in objects.iter().chain(plants) {
+        rect(&mut img, [scale(p.bbox[0]), scale(p.bbox[1]), scale(p.bbox[2]), scale(p.bbox[3])], *colour, dot);
     }
     // Labels last, so no box is drawn over a number.
-    for (i, p) in plants.iter().enumerate() {
+    for (i, (p, _)) in plants.iter().enumerate() {
         label(&mut img, scale(p.bbox[0]), scale(p.bbox[1]), i + 1, dot);
     }
     img
@@ -133,8 +155,8 @@ mod tests {
     fn boxes_and_numbers_are_drawn_where_the_plants_are() {
         let preview = RgbImage::from_pixel(100, 50, Rgb([0, 128, 0]));
         let plants = vec![
-            Plant { bbox: [20, 20, 60, 40], centroid: [50.0, 40.0], area_px: 100, cell: None },
-            Plant { bbox: [120, 40, 40, 40], centroid: [140.0, 60.0], area_px: 50, cell: None },
+            Plant { bbox: [20, 20, 60, 40], centroid: [50.0, 40.0], area_px: 100, ..Default::default() },
+            Plant { bbox: [120, 40, 40, 40], centroid: [140.0, 60.0], area_px: 50, ..Default::default() },
         ];
         let out = draw(preview, 200, &plants, None); // photo twice the preview's size
         assert_eq!(out.dimensions(), (100, 50));
@@ -150,7 +172,8 @@ mod tests {
 
     #[test]
     fn lines_and_numbers_grow_with_the_image() {
-        let plants = [Plant { bbox: [100, 100, 400, 300], centroid: [300.0, 250.0], area_px: 1000, cell: None }];
+        let plants =
+            [Plant { bbox: [100, 100, 400, 300], centroid: [300.0, 250.0], area_px: 1000, ..Default::default() }];
         let line_width = |side: u32| {
             let out = draw(RgbImage::from_pixel(side, side * 3 / 4, Rgb([0, 0, 0])), 1024, &plants, None);
             let s = side / 4; // mid-box; only the left edge (x = 100 * side / 1024) is left of 0.3 side
@@ -162,10 +185,30 @@ mod tests {
     #[test]
     fn multi_digit_labels_fit() {
         let preview = RgbImage::from_pixel(40, 20, Rgb([0, 0, 0]));
-        let plants: Vec<_> =
-            (0..12).map(|_| Plant { bbox: [0, 0, 10, 10], centroid: [5.0, 5.0], area_px: 1, cell: None }).collect();
+        let plants: Vec<_> = (0..12)
+            .map(|_| Plant { bbox: [0, 0, 10, 10], centroid: [5.0, 5.0], area_px: 1, ..Default::default() })
+            .collect();
         let out = draw(preview, 40, &plants, None);
         assert_eq!(out.dimensions(), (40, 20));
+    }
+
+    #[test]
+    fn each_class_is_boxed_in_its_own_colour() {
+        let at = |x: u32, class: &str| Plant { bbox: [x, 10, 20, 20], class: Some(class.into()), ..Default::default() };
+        let result = JobResult {
+            width: 100,
+            plants: vec![at(10, "seedling")],
+            objects: vec![at(60, "weed")],
+            class_counts: [("seedling".to_owned(), 1), ("weed".to_owned(), 1), ("empty".to_owned(), 0)].into(),
+            ..Default::default()
+        };
+        let out = draw_result(RgbImage::from_pixel(100, 50, Rgb([0, 0, 0])), &result);
+        // the right edges, clear of the number labels; classes sorted: empty, seedling, weed
+        assert_eq!(out.get_pixel(29, 25).0, demeter_domain::CLASS_COLOURS[1], "seedling");
+        assert_eq!(out.get_pixel(79, 25).0, demeter_domain::CLASS_COLOURS[2], "weed");
+        assert_eq!(result.class_colour("empty"), Some(demeter_domain::CLASS_COLOURS[0]));
+        assert_eq!(out.get_pixel(11, 16), &LABEL_BG, "plants are numbered (the label's margin)");
+        assert_eq!(out.get_pixel(61, 16), &Rgb([0, 0, 0]), "objects are not");
     }
 
     #[test]

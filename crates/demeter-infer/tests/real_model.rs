@@ -78,7 +78,8 @@ fn default_model_counts_plants_on_real_photos() {
     // they touch, among three that stand apart, are counted apart.
     let img = decode(&real("01_pcv-tut-arabidopsis-tray__arabidopsis_tray.jpg"), limits).unwrap();
     let p = a.prepare(&img);
-    let seg = a.segment(&p).unwrap();
+    let output = a.segment(&p).unwrap();
+    let seg = output.as_mask().expect("plant-exg is a mask model");
     let (w, h) = (p.rgb.width() as usize, p.rgb.height() as usize);
     let rules = Model::builtin().manifest.detection;
     let big: Vec<_> = demeter_infer::detect::components(&seg.mask, w, h, 300);

@@ -183,6 +183,8 @@ async fn poll_returns_the_seed_shape_with_every_state() {
                     height: 10,
                     grid: None,
                     trust: Default::default(),
+                    objects: vec![],
+                    class_counts: Default::default(),
                 },
                 t0() + Duration::seconds(3),
             )
@@ -582,6 +584,7 @@ async fn results_come_as_json_and_csv() {
         model: ModelRef { name: "plant-exg".into(), version: "2.0.0".into(), ..Default::default() },
         execution_provider: "CUDA".into(),
         device: "cuda:0".into(),
+        class_counts: [("seedling".to_owned(), 6), ("weed".to_owned(), 1)].into(),
         ..Default::default()
     };
     f.store.update(b, |j| j.complete(result, t0())).unwrap();
@@ -596,13 +599,14 @@ async fn results_come_as_json_and_csv() {
     let lines: Vec<_> = csv.lines().collect();
     assert!(lines[0].starts_with(
         "filename,status,plant_count,storage_location_id,error_message,grid_rows,grid_cols,cells_occupied,\
-         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons,model,execution_provider,device,read_ms"
+         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons,model,execution_provider,device,class_counts,read_ms"
     ));
-    assert_eq!(lines[1], "\"'=tray, \"\"A\"\".jpg\",failed,,,\"corrupt, truncated\",,,,,,,,,,,,,,,,,");
+    assert_eq!(lines[1], "\"'=tray, \"\"A\"\".jpg\",failed,,,\"corrupt, truncated\",,,,,,,,,,,,,,,,,,");
     assert_eq!(
         lines[2],
-        "tray-b.jpg,completed,6,,,2,3,5,1,1,1 0 2 1 1 1,false,crowded_cells,plant-exg 2.0.0,CUDA,cuda:0,,,,,,"
+        "tray-b.jpg,completed,6,,,2,3,5,1,1,1 0 2 1 1 1,false,crowded_cells,plant-exg 2.0.0,CUDA,cuda:0,seedling=6;weed=1,,,,,,"
     );
+    assert_eq!(rows[1]["class_counts"], json!({"seedling": 6, "weed": 1}));
     assert_eq!((rows[1]["execution_provider"].as_str(), rows[1]["device"].as_str()), (Some("CUDA"), Some("cuda:0")));
 }
 

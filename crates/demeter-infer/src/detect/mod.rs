@@ -165,6 +165,11 @@ impl Rules {
         v
     }
 
+    /// Whether every rule is off (a manifest without a `[detection]` table).
+    pub fn is_plain(&self) -> bool {
+        *self == Self::default()
+    }
+
     /// The seed follows the photo (else it is `seed_vegetation`, fixed).
     fn adaptive_seed(&self) -> bool {
         self.seed_fraction > 0.0

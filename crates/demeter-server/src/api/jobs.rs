@@ -54,6 +54,7 @@ pub(crate) async fn job_detail(
             model: job.model.clone(),
             thumbnail_url: format!("/api/v1/jobs/{id}/thumbnail"),
             overlay_url: overlay_url(&job),
+            legend: job.result().map(super::views::LegendEntry::of).unwrap_or_default(),
         })
     })
     .await??;

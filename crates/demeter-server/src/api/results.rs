@@ -33,6 +33,10 @@ pub struct ResultRow {
     pub trust: Option<demeter_domain::Trust>,
     /// Every plant's box, centre, area and cell, in the photo's pixels.
     pub plants: Vec<demeter_domain::Plant>,
+    /// A multi-class model's count per class (plants and others); empty for a mask model.
+    pub class_counts: std::collections::BTreeMap<String, u32>,
+    /// What a multi-class model found that is not a plant, with its class.
+    pub objects: Vec<demeter_domain::Plant>,
     pub timings_ms: std::collections::BTreeMap<Stage, u64>,
 }
 
@@ -49,6 +53,8 @@ fn row(j: &Job) -> ResultRow {
         grid: j.result().and_then(|r| r.grid.clone()),
         trust: j.result().map(|r| r.trust.clone()),
         plants: j.result().map(|r| r.plants.clone()).unwrap_or_default(),
+        class_counts: j.result().map(|r| r.class_counts.clone()).unwrap_or_default(),
+        objects: j.result().map(|r| r.objects.clone()).unwrap_or_default(),
         timings_ms: j.result().map(|r| r.timings_ms.clone()).unwrap_or_default(),
     }
 }
@@ -113,7 +119,7 @@ pub(crate) async fn results_csv(
     let rows = rows(state, who, raw.clone()).await?;
     let mut out = String::from(
         "filename,status,plant_count,storage_location_id,error_message,grid_rows,grid_cols,cells_occupied,\
-         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons,model,execution_provider,device",
+         cells_empty,cells_crowded,plants_per_cell,trusted,trust_reasons,model,execution_provider,device,class_counts",
     );
     for s in Stage::ALL {
         out.push_str(&format!(",{}_ms", s.as_str()));
@@ -129,6 +135,8 @@ pub(crate) async fn results_csv(
         ];
         cells.extend(grid_cells(&r));
         cells.extend([&r.model, &r.execution_provider, &r.device].map(|v| csv_field(v.as_deref().unwrap_or(""))));
+        // `class=count` pairs, `;`-separated: one column whatever the model's classes.
+        cells.push(csv_field(&r.class_counts.iter().map(|(c, n)| format!("{c}={n}")).collect::<Vec<_>>().join(";")));
         cells.extend(Stage::ALL.iter().map(|s| r.timings_ms.get(s).map(|v| v.to_string()).unwrap_or_default()));
         out.push_str(&cells.join(","));
         out.push('\n');

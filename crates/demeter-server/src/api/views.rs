@@ -133,4 +133,37 @@ pub struct JobDetail {
     pub model: Option<String>,
     pub thumbnail_url: String,
     pub overlay_url: String,
+    /// A multi-class model's classes with their counts and the colours the overlay boxes them
+    /// in; empty for a mask model.
+    pub legend: Vec<LegendEntry>,
+}
+
+/// One class in a job's overlay.
+#[derive(Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct LegendEntry {
+    pub class: String,
+    pub count: u32,
+    /// Whether the class counts as plants (`total_detected`).
+    pub plant: bool,
+    /// The box colour, `#rrggbb`.
+    pub colour: String,
+}
+
+impl LegendEntry {
+    /// The legend of `result`'s overlay.
+    pub fn of(result: &JobResult) -> Vec<Self> {
+        result
+            .class_counts
+            .iter()
+            .map(|(class, count)| {
+                let [r, g, b] = result.class_colour(class).expect("a class of the result");
+                LegendEntry {
+                    class: class.clone(),
+                    count: *count,
+                    plant: result.model.plant_classes.contains(class),
+                    colour: format!("#{r:02x}{g:02x}{b:02x}"),
+                }
+            })
+            .collect()
+    }
 }
