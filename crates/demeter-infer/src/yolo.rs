@@ -106,7 +106,12 @@ pub fn decode(
             }
         };
         // NaN scores never pass.
-        if score.is_nan() || score < confidence || bbox.iter().any(|v| !v.is_finite()) || bbox[2] <= bbox[0] || bbox[3] <= bbox[1] {
+        if score.is_nan()
+            || score < confidence
+            || bbox.iter().any(|v| !v.is_finite())
+            || bbox[2] <= bbox[0]
+            || bbox[3] <= bbox[1]
+        {
             continue;
         }
         let coefficients = (0..nm).map(|k| at(first_coefficient + k, b)).collect();
