@@ -375,3 +375,40 @@ test('processing paused by a failing device shows on every view until the device
   }
 });
 
+
+test('a multi-class model shows per-class counts and a legend of the overlay colours on the photo', async () => {
+  // tests/models/yolo-detect-v8 (models/yolo_test_models.py): 4 seedlings (the plants), 2 weeds
+  // and 2 empty cells in every photo.
+  const yolo = await startDaemon({ DEMETER_MODEL: join(repo, 'tests/models/yolo-detect-v8') });
+  try {
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+    await page.goto(yolo.url);
+    await page.fill('#token', ADMIN_TOKEN);
+    await page.click('button:has-text("Sign in")');
+    await page.waitForSelector('h1:has-text("Recent sessions")');
+    copyFileSync(photo(0), join(yolo.watch, 'classes.jpg'));
+    const job = await waitFor('the photo counted', async () => {
+      for (const s of (await yolo.api('/api/v1/sessions')).sessions) {
+        const d = await yolo.api(`/api/v1/photos/jobs/status?upload_session_id=${s.upload_session_id}`);
+        const j = d.jobs.find((x) => x.filename === 'classes.jpg' && x.status === 'completed');
+        if (j) return j;
+      }
+      return null;
+    });
+    await page.goto(`${yolo.url}/#/job/${job.job_id}`);
+    await page.waitForSelector('.legend li');
+    assert.match(await page.textContent('main'), /By classempty_cell 2, seedling 4 \(plants\), weed 2/);
+    const entries = await page.$$eval('.legend li', (lis) => lis.map((li) => ({
+      text: li.textContent, colour: getComputedStyle(li.querySelector('.swatch')).borderTopColor })));
+    assert.deepEqual(entries, [
+      { text: 'empty_cell: 2', colour: 'rgb(255, 0, 200)' },
+      { text: 'seedling: 4 (plants, numbered)', colour: 'rgb(255, 230, 0)' },
+      { text: 'weed: 2', colour: 'rgb(0, 90, 255)' },
+    ]);
+    await page.waitForFunction(() => document.querySelector('.detail img')?.complete);
+    await page.screenshot({ path: join(artifacts, 'job-classes.png'), fullPage: true });
+    await page.close();
+  } finally {
+    yolo.stop();
+  }
+});

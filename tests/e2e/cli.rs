@@ -1,15 +1,6 @@
 use std::{fs, process::Command};
 
-use demeter_tests::{demeter_bin, real_photos};
-
-fn demeter(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(demeter_bin()).args(args).env("DEMETER_CONFIG", "").output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
+use demeter_tests::{demeter, demeter_bin, real_photos, run_with_model};
 
 #[test]
 fn process_reports_each_photo_and_exits_1_when_one_failed() {
@@ -118,17 +109,7 @@ fn bad_flags_config_and_libraries_stop_start_up_with_one_clear_line() {
         "{line}"
     );
     let tmp = tempfile::tempdir().unwrap();
-    let (code, _, stderr) = demeter(&[
-        "run",
-        "--model",
-        two.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--watch",
-        tmp.path().join("photos").to_str().unwrap(),
-        "--data",
-        tmp.path().join("data").to_str().unwrap(),
-    ]);
+    let (code, _, stderr) = run_with_model(&two, tmp.path());
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("output \"mask\" is Tensor<f32>(1, 2, height, width)"), "{stderr}");
 }

@@ -7,19 +7,10 @@
 //! and a seedling on a weed that class-aware NMS must keep: 4 seedlings (the plants), 2 weeds and
 //! 2 empty cells, whatever the photo.
 
-use std::{collections::BTreeMap, fs, process::Command, time::Duration};
+use std::{collections::BTreeMap, fs, time::Duration};
 
-use demeter_tests::{demeter_bin, package_dir, real_photos, wait_for, Daemon};
+use demeter_tests::{demeter, package_dir, real_photos, run_with_model, wait_for, Daemon};
 use serde_json::{json, Value};
-
-fn demeter(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(demeter_bin()).args(args).env("DEMETER_CONFIG", "").output().unwrap();
-    (
-        out.status.code().unwrap(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
-}
 
 const FAMILIES: [&str; 4] = ["yolo-detect-v8", "yolo-detect-v5", "yolo-detect-end-to-end", "yolo-seg-v8"];
 
@@ -199,17 +190,7 @@ fn a_model_that_breaks_its_family_contract_stops_start_up_naming_the_tensor() {
     let (code, _, stderr) = demeter(&["model", "check", model.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains(want), "{stderr}");
-    let (code, _, stderr) = demeter(&[
-        "run",
-        "--model",
-        model.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--watch",
-        tmp.path().join("photos").to_str().unwrap(),
-        "--data",
-        tmp.path().join("data").to_str().unwrap(),
-    ]);
+    let (code, _, stderr) = run_with_model(&model, tmp.path());
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains(want), "{stderr}");
 

@@ -39,6 +39,32 @@ pub fn real_photos() -> Vec<PathBuf> {
 }
 
 /// The `demeter` binary built by `cargo build -p demeter-daemon` (the Makefile does this first).
+/// Runs `demeter ARGS` without a config file; its exit code, stdout and stderr.
+pub fn demeter(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(demeter_bin()).args(args).env("DEMETER_CONFIG", "").output().unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// Starts `demeter run --model MODEL` on a free port with its folders under `root`, for a model
+/// that must stop start-up: its exit code, stdout and stderr.
+pub fn run_with_model(model: &Path, root: &Path) -> (i32, String, String) {
+    demeter(&[
+        "run",
+        "--model",
+        model.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--watch",
+        root.join("photos").to_str().unwrap(),
+        "--data",
+        root.join("data").to_str().unwrap(),
+    ])
+}
+
 pub fn demeter_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("DEMETER_BIN") {
         return p.into();
