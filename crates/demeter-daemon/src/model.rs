@@ -6,7 +6,7 @@ use anyhow::{anyhow, Context};
 use demeter_infer::{import, Analyzer, Model, Runtime, Segment};
 
 use crate::{
-    cli::{Failure, ImportArgs, ModelCommand},
+    cli::{CommonArgs, Failure, ImportArgs, ModelCommand},
     settings,
 };
 
@@ -14,13 +14,16 @@ pub fn model(cmd: ModelCommand) -> Result<ExitCode, Failure> {
     match cmd {
         ModelCommand::Import(args) => import(args),
         ModelCommand::Check { dir, common } => {
-            let config = settings::load(&common, |_| {}).map_err(Failure::config)?;
-            let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)
-                .map_err(|e| Failure::config(anyhow!(e)))?;
-            check(&runtime, &dir)?;
+            check(&runtime(&common)?, &dir)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// ONNX Runtime as the configuration, environment and flags say (library and device).
+fn runtime(common: &CommonArgs) -> Result<Runtime, Failure> {
+    let config = settings::load(common, |_| {}).map_err(Failure::config)?;
+    Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device).map_err(|e| Failure::config(anyhow!(e)))
 }
 
 /// Loads the folder as the daemon would (manifest, then a session with the family's contract
@@ -62,9 +65,7 @@ fn check(runtime: &Runtime, dir: &Path) -> Result<(), Failure> {
 }
 
 fn import(args: ImportArgs) -> Result<ExitCode, Failure> {
-    let config = settings::load(&args.common, |_| {}).map_err(Failure::config)?;
-    let runtime = Runtime::init(config.runtime.ort_lib.as_deref(), config.workers.device)
-        .map_err(|e| Failure::config(anyhow!(e)))?;
+    let runtime = runtime(&args.common)?;
     let onnx = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))
         .map_err(Failure::config)?;

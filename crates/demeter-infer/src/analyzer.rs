@@ -167,13 +167,16 @@ impl Encoder {
             return;
         };
         let plane = side * side;
-        let (left, top) = ((side - width.min(side)) / 2, (side - height.min(side)) / 2);
+        let (width, height) = (width.min(side), height.min(side));
+        let box_ = crate::yolo::Letterbox { side: side as u32, width: width as u32, height: height as u32 };
+        let (left, top) = box_.offset();
+        let (left, top) = (left as usize, top as usize);
         for (c, table) in [lr, lg, lb].into_iter().enumerate() {
             let at = out.len();
             out.resize(at + plane, table[114]);
             let dst = &mut out[at..];
-            for (y, row) in rgb.as_raw().chunks_exact(3 * width).take(side).enumerate() {
-                let line = &mut dst[(top + y) * side + left..][..width.min(side)];
+            for (y, row) in rgb.as_raw().chunks_exact(3 * rgb.width() as usize).take(height).enumerate() {
+                let line = &mut dst[(top + y) * side + left..][..width];
                 for (v, px) in line.iter_mut().zip(row.chunks_exact(3)) {
                     *v = table[usize::from(px[c])];
                 }
@@ -392,7 +395,8 @@ fn detect_boxes(model: &Model, boxes: &[crate::yolo::Detected], p: &Prepared) ->
             continue; // entirely in the padding
         }
         let area = d.area.map_or((x1 - x0) * (y1 - y0), |a| a * sx * sy);
-        let class = m.classes.get(d.class).cloned().unwrap_or_else(|| format!("class {}", d.class));
+        // `yolo::decode` keeps only class indices the manifest names.
+        let class = m.classes[d.class].clone();
         *class_counts.entry(class.clone()).or_default() += 1;
         let found = demeter_domain::Plant {
             bbox: [x0 as u32, y0 as u32, (x1 - x0).ceil() as u32, (y1 - y0).ceil() as u32],

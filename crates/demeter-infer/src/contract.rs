@@ -22,7 +22,7 @@ pub struct Contract {
 }
 
 /// A tensor's declared dimensions, negative where free.
-fn dims_of(t: &ort::value::ValueType) -> Vec<i64> {
+pub(crate) fn dims_of(t: &ort::value::ValueType) -> Vec<i64> {
     t.tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default()
 }
 
@@ -205,7 +205,6 @@ pub fn read(
                         let plane = shape[1] * shape[2] * shape[3];
                         let p = yolo::Prototypes {
                             data: &data[i * plane..(i + 1) * plane],
-                            nm,
                             width: shape[3],
                             height: shape[2],
                         };

@@ -43,7 +43,7 @@ fn tensors<'a>(list: impl Iterator<Item = (&'a str, &'a ort::value::ValueType)>)
     list.map(|(name, t)| Tensor {
         name: name.to_owned(),
         element: t.tensor_type().map_or_else(|| t.to_string(), |e| format!("{e}")),
-        dims: t.tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default(),
+        dims: crate::contract::dims_of(t),
     })
     .collect()
 }

@@ -117,13 +117,6 @@ pub fn draw_result(img: RgbImage, result: &JobResult) -> RgbImage {
     draw_coloured(img, result.width, &plants, &objects, result.grid.as_ref())
 }
 
-/// Draws `plants` (in the original photo's coordinates, `orig_width` wide) and the tray's `grid`
-/// onto `img` (the photo at any size), lines and numbers sized to it.
-pub fn draw(img: RgbImage, orig_width: u32, plants: &[Plant], grid: Option<&Grid>) -> RgbImage {
-    let plants: Vec<(&Plant, Rgb<u8>)> = plants.iter().map(|p| (p, BOX)).collect();
-    draw_coloured(img, orig_width, &plants, &[], grid)
-}
-
 fn draw_coloured(
     mut img: RgbImage,
     orig_width: u32,
@@ -150,6 +143,13 @@ fn draw_coloured(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mask model's result with `plants` in a photo `orig_width` wide, drawn onto `img`.
+    fn draw(img: RgbImage, orig_width: u32, plants: &[Plant], grid: Option<&Grid>) -> RgbImage {
+        let result =
+            JobResult { width: orig_width, plants: plants.to_vec(), grid: grid.cloned(), ..Default::default() };
+        draw_result(img, &result)
+    }
 
     #[test]
     fn boxes_and_numbers_are_drawn_where_the_plants_are() {

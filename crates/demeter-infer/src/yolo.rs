@@ -92,7 +92,7 @@ pub fn decode(
         let (bbox, score, class, first_coefficient) = match layout {
             BoxLayout::EndToEnd => {
                 let class = at(5, b);
-                if !class.is_finite() || class < 0.0 || class as usize >= nc.max(1) {
+                if !class.is_finite() || class < 0.0 || class as usize >= nc {
                     continue;
                 }
                 ([at(0, b), at(1, b), at(2, b), at(3, b)], at(4, b), class as usize, 6)
@@ -147,12 +147,11 @@ pub fn nms(mut boxes: Vec<Detected>, threshold: f32) -> Vec<Detected> {
     kept
 }
 
-/// The prototype masks of an instance-segmentation model for one photo: `nm` planes of
-/// `width` × `height`, covering the whole model input (each proto pixel is
+/// The prototype masks of an instance-segmentation model for one photo: one plane of
+/// `width` × `height` per mask coefficient, covering the whole model input (each proto pixel is
 /// `input / proto` input pixels wide).
 pub struct Prototypes<'a> {
     pub data: &'a [f32],
-    pub nm: usize,
     pub width: usize,
     pub height: usize,
 }
@@ -303,7 +302,7 @@ mod tests {
                 data[w * h + y * w + x] = 1.0;
             }
         }
-        let protos = Prototypes { data: &data, nm: 2, width: w, height: h };
+        let protos = Prototypes { data: &data, width: w, height: h };
         let mut boxes = vec![
             // left half only: coefficient 1 on the first prototype; box covers the whole input
             Detected { bbox: [0.0, 0.0, 32.0, 32.0], score: 1.0, class: 0, coefficients: vec![1.0, 0.0], area: None },
