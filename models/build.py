@@ -31,7 +31,8 @@ are asserted exactly on any device, while a device must really run a network-siz
 And tests/models/plant-exg-two-channel-mask/: the graph with its mask output doubled along the
 channel axis ([1, 2, H, W]), which breaks the mask contract: Demeter must refuse it at load,
 naming the output, rather than fail every photo as a device error.
-And the YOLO family test models (tests/models/yolo-*), from models/yolo_test_models.py.
+And the YOLO family test models (tests/models/yolo-*), from models/yolo_test_models.py, and the
+mask family's class-axis and logits test models (tests/models/mask-*), from models/mask_test_models.py.
 Requirements are pinned in models/requirements.txt.
 """
 
@@ -44,6 +45,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import mask_test_models
 import yolo_test_models
 
 NAME = "plant-exg"
@@ -284,6 +286,13 @@ def main() -> int:
         out = HERE.parent / "tests" / "models" / name
         files[out / "model.onnx"] = b
         files[out / "manifest.toml"] = yolo_test_models.manifest(name, layout, seg, hashlib.sha256(b).hexdigest()).encode()
+    for name in mask_test_models.VARIANTS:
+        model = mask_test_models.build(name)
+        onnx.checker.check_model(model, full_check=True)
+        b = model.SerializeToString(deterministic=True)
+        out = HERE.parent / "tests" / "models" / name
+        files[out / "model.onnx"] = b
+        files[out / "manifest.toml"] = mask_test_models.manifest(name, hashlib.sha256(b).hexdigest()).encode()
     if args.check:
         stale = [p for p, b in files.items() if not p.exists() or p.read_bytes() != b]
         for p in stale:
@@ -291,7 +300,7 @@ def main() -> int:
         if not stale:
             print(
                 f"models/{NAME} and tests/models/{{{FIXED_NAME},{HEAVY_NAME},{HEAVY_BATCH_NAME},{TWO_CHANNEL_NAME},"
-                f"{','.join(v[0] for v in yolo_test_models.VARIANTS)}}}: "
+                f"{','.join(v[0] for v in yolo_test_models.VARIANTS)},{','.join(mask_test_models.VARIANTS)}}}: "
                 "model.onnx and manifest.toml rebuild byte-for-byte"
             )
         return 1 if stale else 0

@@ -105,7 +105,7 @@ fn bad_flags_config_and_libraries_stop_start_up_with_one_clear_line() {
     let line = stderr.lines().find(|l| l.contains("cannot load the model")).unwrap_or_else(|| panic!("{stderr}"));
     assert!(
         line.contains("output \"mask\" is Tensor<f32>(1, 2, height, width)")
-            && line.contains("a mask model's outputs are Tensor<f32>(1, 1, height, width)"),
+            && line.contains("a mask model without classes gives Tensor<f32>(1, 1, height, width)"),
         "{line}"
     );
     let tmp = tempfile::tempdir().unwrap();

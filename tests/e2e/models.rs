@@ -1,11 +1,13 @@
 //! The model families growers bring (issue 24): YOLO box detectors in each Ultralytics layout and
-//! YOLO instance segmentation, multi-class, through the real daemon; `demeter model import` and
+//! YOLO instance segmentation, multi-class, and semantic masks with a class axis or logits, through the
+//! real daemon; `demeter model import` and
 //! `model check`; and models that break their contract stopping start-up with the tensor named.
 //!
 //! The test models (`tests/models/yolo-*`, from `models/yolo_test_models.py`) hold a fixed table
 //! of boxes, among them a near-duplicate that NMS must drop, a box under the confidence threshold
 //! and a seedling on a weed that class-aware NMS must keep: 4 seedlings (the plants), 2 weeds and
-//! 2 empty cells, whatever the photo.
+//! 2 empty cells, whatever the photo. The mask test models (`tests/models/mask-*`, from
+//! `models/mask_test_models.py`) read colour: green is a crop, red a weed, grey the background.
 
 use std::{collections::BTreeMap, fs, time::Duration};
 
@@ -30,23 +32,28 @@ fn photos(into: &std::path::Path) -> Vec<String> {
     vec!["tray.jpg".into(), "small.jpg".into(), "portrait.png".into()]
 }
 
+/// Waits for the daemon's one session to hold `n` photos and finish them; its id and poll body.
+fn finished_session(d: &Daemon, n: usize) -> (String, Value) {
+    let id = wait_for("a session with every photo", Duration::from_secs(60), || {
+        let s = d.sessions();
+        (s.len() == 1 && s[0]["summary"]["total_jobs"] == n)
+            .then(|| s[0]["upload_session_id"].as_str().unwrap().to_owned())
+    });
+    let body = wait_for("every photo to finish", Duration::from_secs(120), || {
+        let body = d.poll(&id);
+        (body["summary"]["completed"].as_u64().unwrap() + body["summary"]["failed"].as_u64().unwrap() == n as u64)
+            .then_some(body)
+    });
+    (id, body)
+}
+
 #[test]
 fn every_yolo_family_counts_its_known_boxes_exactly_through_the_daemon() {
     for family in FAMILIES {
         let model = package_dir().join("models").join(family);
         let d = Daemon::start_with(&[("DEMETER_MODEL", model.to_str().unwrap()), ("DEMETER_WORKERS", "2")]);
         let names = photos(&d.watch_dir());
-        let id = wait_for("a session with every photo", Duration::from_secs(60), || {
-            let s = d.sessions();
-            (s.len() == 1 && s[0]["summary"]["total_jobs"] == names.len())
-                .then(|| s[0]["upload_session_id"].as_str().unwrap().to_owned())
-        });
-        let body = wait_for("every photo to finish", Duration::from_secs(120), || {
-            let body = d.poll(&id);
-            (body["summary"]["completed"].as_u64().unwrap() + body["summary"]["failed"].as_u64().unwrap()
-                == names.len() as u64)
-                .then_some(body)
-        });
+        let (id, body) = finished_session(&d, names.len());
         let jobs = body["jobs"].as_array().unwrap();
         for j in jobs {
             assert_eq!(j["status"], "completed", "{family}: {j}");
@@ -106,6 +113,79 @@ fn every_yolo_family_counts_its_known_boxes_exactly_through_the_daemon() {
             assert_eq!(line.split(',').nth(column), Some("empty_cell=2;seedling=4;weed=2"), "{family}: {line}");
             assert_eq!(line.split(',').nth(2), Some("4"), "{family}: {line}");
         }
+    }
+}
+
+/// A grey floor with 4 green squares (crops) and 2 red ones (weeds), 640 × 480, as a JPEG; and
+/// the same turned to portrait and darkened, as a PNG.
+fn crops_and_weeds(into: &std::path::Path) -> Vec<String> {
+    let mut img = image::RgbImage::from_pixel(640, 480, image::Rgb([120, 118, 115]));
+    let squares =
+        [(60, 80, [40, 150, 45]), (220, 80, [60, 170, 50]), (380, 80, [35, 140, 40]), (540, 80, [50, 160, 60])]
+            .into_iter()
+            .chain([(140, 300, [170, 45, 40]), (400, 300, [150, 40, 50])]);
+    for (x0, y0, colour) in squares {
+        for y in y0..y0 + 60 {
+            for x in x0..x0 + 60 {
+                img.put_pixel(x, y, image::Rgb(colour));
+            }
+        }
+    }
+    img.save(into.join("floor.jpg")).unwrap();
+    let mut portrait = image::imageops::rotate90(&img);
+    portrait.pixels_mut().for_each(|p| p.0 = p.0.map(|v| v / 2));
+    portrait.save(into.join("floor-portrait.png")).unwrap();
+    vec!["floor.jpg".into(), "floor-portrait.png".into()]
+}
+
+#[test]
+fn mask_models_with_a_class_axis_or_logits_count_through_the_daemon() {
+    // Logits with a class axis: background, crop (the plants) and weed.
+    let model = package_dir().join("models/mask-classes-logits");
+    let d = Daemon::start_with(&[("DEMETER_MODEL", model.to_str().unwrap())]);
+    let names = crops_and_weeds(&d.watch_dir());
+    let (id, body) = finished_session(&d, names.len());
+    for j in body["jobs"].as_array().unwrap() {
+        assert_eq!(j["status"], "completed", "{j}");
+        let (_, detail) = d.get(&format!("/api/v1/jobs/{}", j["job_id"].as_str().unwrap()));
+        let r = &detail["details"];
+        assert_eq!(r["total_detected"], 4, "the crops only: {r:#}");
+        assert_eq!(r["class_counts"], json!({"crop": 4, "weed": 2}), "the background is never counted");
+        assert!(r["plants"].as_array().unwrap().iter().all(|p| p["class"] == "crop"), "{r:#}");
+        let objects = r["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), 2);
+        assert!(objects.iter().all(|o| o["class"] == "weed"));
+        assert_eq!(r["model"]["family"], "mask");
+        assert_eq!(r["model"]["plant_classes"], json!(["crop"]));
+        let legend: Vec<(&str, u64, bool)> = detail["legend"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["class"].as_str().unwrap(), e["count"].as_u64().unwrap(), e["plant"] == true))
+            .collect();
+        assert_eq!(legend, vec![("crop", 4, true), ("weed", 2, false)]);
+    }
+    let (code, stdout, stderr) = demeter(&["model", "check", model.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("(logits: a plant over 0)"), "{stdout}");
+    assert!(
+        stdout
+            .contains("classes background, crop, weed (class axis; background: background) — counted as plants: crop"),
+        "{stdout}"
+    );
+    let csv = d.request("GET", &format!("/api/v1/sessions/{id}/results.csv")).call().unwrap().into_string().unwrap();
+    assert!(csv.lines().skip(1).all(|l| l.contains(",crop=4;weed=2")), "{csv}");
+    drop(d);
+
+    // One channel of logits: a plant where the logit is over 0; no classes to count.
+    let model = package_dir().join("models/mask-logits");
+    let d = Daemon::start_with(&[("DEMETER_MODEL", model.to_str().unwrap())]);
+    let names = crops_and_weeds(&d.watch_dir());
+    let (_, body) = finished_session(&d, names.len());
+    for j in body["jobs"].as_array().unwrap() {
+        let (_, detail) = d.get(&format!("/api/v1/jobs/{}", j["job_id"].as_str().unwrap()));
+        assert_eq!(detail["details"]["total_detected"], 4, "{detail:#}");
+        assert!(detail["details"].get("class_counts").is_none(), "{detail:#}");
     }
 }
 
@@ -203,6 +283,26 @@ fn a_model_that_breaks_its_family_contract_stops_start_up_naming_the_tensor() {
         stderr.contains("output \"output0\"") && stderr.contains("in the v5 layout gives Tensor<f32>(1, boxes, 8)"),
         "{stderr}"
     );
+
+    // A mask model whose manifest names a fourth class its class axis does not have.
+    let src = package_dir().join("models/mask-classes-logits");
+    fs::copy(src.join("model.onnx"), model.join("model.onnx")).unwrap();
+    let manifest = fs::read_to_string(src.join("manifest.toml")).unwrap().replace(
+        "classes = [\"background\", \"crop\", \"weed\"]",
+        "classes = [\"background\", \"crop\", \"weed\", \"moss\"]",
+    );
+    fs::write(model.join("manifest.toml"), manifest).unwrap();
+    let (code, _, stderr) = demeter(&["model", "check", model.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(
+            "output \"mask\" is Tensor<f32>(1, 3, height, width); a mask model with 4 classes gives \
+                         Tensor<f32>(1, 4, height, width)"
+        ),
+        "{stderr}"
+    );
+    let src = package_dir().join("models/yolo-detect-v8");
+    fs::copy(src.join("model.onnx"), model.join("model.onnx")).unwrap();
 
     // plant_classes naming a class the model does not have.
     let manifest = fs::read_to_string(src.join("manifest.toml"))

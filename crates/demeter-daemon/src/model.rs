@@ -42,7 +42,20 @@ fn check(runtime: &Runtime, dir: &Path) -> Result<(), Failure> {
     for (role, spec) in &m.outputs {
         let tensor = graph.outputs.iter().find(|t| t.name == spec.name).expect("checked at load");
         let layout = spec.layout.map(|l| format!(" ({} layout)", l.as_str())).unwrap_or_default();
-        println!("output  {role}: {tensor}{layout}");
+        let values = match (role.as_str(), m.family) {
+            ("mask", demeter_infer::Family::Mask) if m.mask_logits() => " (logits: a plant over 0)",
+            ("mask", demeter_infer::Family::Mask) => " (probabilities: a plant over 0.5)",
+            _ => "",
+        };
+        println!("output  {role}: {tensor}{layout}{values}");
+    }
+    if !m.family.boxes() && !m.classes.is_empty() {
+        let plants = m.plant_classes.as_deref().unwrap_or_default().join(", ");
+        println!(
+            "classes {} (class axis; background: {}) — counted as plants: {plants}",
+            m.classes.join(", "),
+            m.classes[0]
+        );
     }
     if m.family.boxes() {
         let plants = m.plant_classes.as_ref().map_or_else(|| "all".to_owned(), |p| p.join(", "));

@@ -180,7 +180,7 @@ pub struct JobResult {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<Plant>,
     /// A multi-class detector's count per class, every class of the model included (plants and
-    /// others; empty for a mask model).
+    /// others; empty for a mask model without classes).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub class_counts: BTreeMap<String, u32>,
     /// Share of the photo covered by plants, 0..=1.

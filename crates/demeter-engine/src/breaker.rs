@@ -263,7 +263,15 @@ mod tests {
                 if firsts.contains(&0.0) {
                     return Err(InferError::Run("CUDA error: an illegal memory access was encountered".into()));
                 }
-                Ok(vec![ModelOutput::Mask(Segmentation { mask: vec![true], vegetation: None, brightness: None }); n])
+                Ok(vec![
+                    ModelOutput::Mask(Segmentation {
+                        mask: vec![true],
+                        vegetation: None,
+                        brightness: None,
+                        labels: None
+                    });
+                    n
+                ])
             }
         }
         let model = std::sync::Arc::new(Model::builtin());

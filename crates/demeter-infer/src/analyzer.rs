@@ -23,6 +23,9 @@ pub struct Segmentation {
     pub vegetation: Option<Vec<f32>>,
     /// The model's brightness (smoothed R+G+B) at the same size, if it has that output.
     pub brightness: Option<Vec<f32>>,
+    /// Each pixel's class (an index into the manifest's `classes`), for a mask model with a
+    /// class axis; `mask` is then the pixels of a plant class.
+    pub labels: Option<Vec<u8>>,
 }
 
 /// What a model says about one photo: a mask (family `mask`) or boxes (the `yolo-*` families,
@@ -51,7 +54,7 @@ pub struct Detection {
     /// What a multi-class model found that is not a plant (weeds, empty cells), by class.
     pub objects: Vec<demeter_domain::Plant>,
     /// Every class of a multi-class model with how many it found (plants and others); empty
-    /// for a mask model.
+    /// for a mask model without classes (its background class is never counted).
     pub class_counts: std::collections::BTreeMap<String, u32>,
     pub plant_area_fraction: f32,
     pub grid: Option<demeter_domain::Grid>,
@@ -335,25 +338,46 @@ fn detect_plants(
     };
     let layout = tray.map(|t| detect::grid::Layout { rows: t.rows as usize, cols: t.cols as usize });
     let count = detect::count(maps, min_area, &model.manifest.detection, layout);
-    let plants = count
+    let to_photo = |c: &detect::Component| demeter_domain::Plant {
+        bbox: [
+            (f64::from(c.bbox[0]) * sx) as u32,
+            (f64::from(c.bbox[1]) * sy) as u32,
+            (f64::from(c.bbox[2]) * sx).ceil() as u32,
+            (f64::from(c.bbox[3]) * sy).ceil() as u32,
+        ],
+        centroid: [((c.centroid[0] + 0.5) * sx) as f32, ((c.centroid[1] + 0.5) * sy) as f32],
+        area_px: (c.area as f64 * sx * sy).round() as u64,
+        ..Default::default()
+    };
+    let classes = &model.manifest.classes;
+    let mut class_counts = std::collections::BTreeMap::new();
+    let plants: Vec<demeter_domain::Plant> = count
         .plants
         .into_iter()
         .map(|f| {
-            let c = f.component;
-            demeter_domain::Plant {
-                bbox: [
-                    (f64::from(c.bbox[0]) * sx) as u32,
-                    (f64::from(c.bbox[1]) * sy) as u32,
-                    (f64::from(c.bbox[2]) * sx).ceil() as u32,
-                    (f64::from(c.bbox[3]) * sy).ceil() as u32,
-                ],
-                centroid: [((c.centroid[0] + 0.5) * sx) as f32, ((c.centroid[1] + 0.5) * sy) as f32],
-                area_px: (c.area as f64 * sx * sy).round() as u64,
-                cell: f.cell.map(|(r, c)| [r, c]),
-                ..Default::default()
-            }
+            let class = seg.labels.as_deref().map(|labels| {
+                let class = majority_label(labels, &seg.mask, w, &f.component.bbox, classes.len());
+                *class_counts.entry(classes[class].clone()).or_insert(0) += 1;
+                classes[class].clone()
+            });
+            demeter_domain::Plant { cell: f.cell.map(|(r, c)| [r, c]), class, ..to_photo(&f.component) }
         })
         .collect();
+    // A mask model with classes: each foreground class that is not a plant (weeds, say) is
+    // counted as plain connected components of its pixels.
+    let mut objects = Vec::new();
+    if let Some(labels) = seg.labels.as_deref() {
+        for (index, class) in classes.iter().enumerate().skip(1) {
+            if model.manifest.is_plant_class(index) {
+                class_counts.entry(class.clone()).or_insert(0);
+                continue;
+            }
+            let pixels: Vec<bool> = labels.iter().map(|&l| usize::from(l) == index).collect();
+            let found = detect::components(&pixels, w, h, min_area);
+            class_counts.insert(class.clone(), found.len() as u32);
+            objects.extend(found.iter().map(|c| demeter_domain::Plant { class: Some(class.clone()), ..to_photo(c) }));
+        }
+    }
     let grid = count.grid.map(|g| {
         let l = &g.lattice;
         let [ox, oy] = l.centre(0, 0);
@@ -369,12 +393,28 @@ fn detect_plants(
     });
     Detection {
         plants,
-        objects: Vec::new(),
-        class_counts: Default::default(),
+        objects,
+        class_counts,
         plant_area_fraction: count.plant_pixels as f32 / (w * h).max(1) as f32,
         grid,
         trust: demeter_domain::Trust::from_reasons(count.reasons),
     }
+}
+
+/// The plant class most of a plant's pixels have: the plant pixels inside its box (`[x, y,
+/// width, height]` in mask pixels) voted by label; ties go to the lower class.
+fn majority_label(labels: &[u8], mask: &[bool], width: usize, bbox: &[u32; 4], classes: usize) -> usize {
+    let mut votes = vec![0usize; classes];
+    let [x, y, bw, bh] = bbox.map(|v| v as usize);
+    for row in y..y + bh {
+        for i in row * width + x..row * width + x + bw {
+            if mask[i] {
+                votes[usize::from(labels[i])] += 1;
+            }
+        }
+    }
+    // Plant pixels always carry a plant class, so a plant with pixels has a winner above 0.
+    votes.iter().enumerate().max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(&a.0))).map_or(0, |(c, _)| c)
 }
 
 /// A box model's detections as plants (and other classes' objects) in the original photo's

@@ -469,6 +469,7 @@ mod tests {
                         mask: vec![],
                         vegetation: None,
                         brightness: Some(vec![*v]),
+                        labels: None,
                     })
                 })
                 .collect())

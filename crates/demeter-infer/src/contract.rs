@@ -81,14 +81,29 @@ pub fn check(session: &Session, model: &Model) -> Result<Contract, String> {
     let mut coefficients = 0;
     match m.family {
         Family::Mask => {
+            let classes = m.classes.len();
             for name in wanted {
                 let dtype = output(name);
                 let dims = dims_of(dtype);
-                if dtype.tensor_type() != float || dims.len() != 4 || !free_or(&dims, 0, 1) || !free_or(&dims, 1, 1) {
-                    return Err(format!(
-                        "output {name:?} is {dtype}; a mask model's outputs are Tensor<f32>(1, 1, height, width), \
-                         one value per input pixel"
-                    ));
+                let channels = if name == model.mask_output() { classes.max(1) } else { 1 };
+                if dtype.tensor_type() != float
+                    || dims.len() != 4
+                    || !free_or(&dims, 0, 1)
+                    || !free_or(&dims, 1, channels as i64)
+                {
+                    return Err(match channels {
+                        1 if name == model.mask_output() => format!(
+                            "output {name:?} is {dtype}; a mask model without classes gives Tensor<f32>(1, 1, height, \
+                             width), one value per input pixel (a class axis needs the classes in the manifest)"
+                        ),
+                        1 => format!(
+                            "output {name:?} is {dtype}; a mask model's {name} output is Tensor<f32>(1, 1, height, width)"
+                        ),
+                        c => format!(
+                            "output {name:?} is {dtype}; a mask model with {c} classes gives Tensor<f32>(1, {c}, height, \
+                             width), one value per class and input pixel"
+                        ),
+                    });
                 }
             }
         }
@@ -148,25 +163,36 @@ pub fn read(
     match m.family {
         Family::Mask => {
             let plane = w * h;
-            let map = |name: &str| -> Result<&[f32], InferError> {
+            let map = |name: &str, channels: usize| -> Result<&[f32], InferError> {
                 let (shape, v) = tensor(name)?;
-                if v.len() != n * plane {
+                if v.len() != n * channels * plane {
                     return Err(InferError::Contract(format!(
-                        "output {name:?} has shape {shape:?} for an input of [{n}, 3, {h}, {w}]; expected [{n}, 1, {h}, {w}]"
+                        "output {name:?} has shape {shape:?} for an input of [{n}, 3, {h}, {w}]; expected \
+                         [{n}, {channels}, {h}, {w}]"
                     )));
                 }
                 Ok(v)
             };
-            let mask = map(model.mask_output())?;
-            let vegetation = model.vegetation_output().map(map).transpose()?;
-            let brightness = model.brightness_output().map(map).transpose()?;
+            let classes = m.classes.len();
+            let mask = map(model.mask_output(), classes.max(1))?;
+            let vegetation = model.vegetation_output().map(|o| map(o, 1)).transpose()?;
+            let brightness = model.brightness_output().map(|o| map(o, 1)).transpose()?;
             let photo = |v: &[f32], i: usize| v[i * plane..(i + 1) * plane].to_vec();
+            let cut = if m.mask_logits() { 0.0 } else { 0.5 };
             Ok((0..n)
                 .map(|i| {
+                    let (mask, labels) = if classes == 0 {
+                        (mask[i * plane..(i + 1) * plane].iter().map(|v| *v > cut).collect(), None)
+                    } else {
+                        let labels = argmax(&mask[i * classes * plane..(i + 1) * classes * plane], classes, plane);
+                        let plant: Vec<bool> = (0..classes).map(|c| m.is_plant_class(c)).collect();
+                        (labels.iter().map(|&c| plant[c as usize]).collect(), Some(labels))
+                    };
                     ModelOutput::Mask(Segmentation {
-                        mask: mask[i * plane..(i + 1) * plane].iter().map(|v| *v > 0.5).collect(),
+                        mask,
                         vegetation: vegetation.map(|v| photo(v, i)),
                         brightness: brightness.map(|v| photo(v, i)),
+                        labels,
                     })
                 })
                 .collect())
@@ -214,5 +240,46 @@ pub fn read(
                 })
                 .collect())
         }
+    }
+}
+
+/// Each pixel's class: the channel with the highest value of `classes` planes of `plane`
+/// values (ties go to the lower class, so a flat output is background). NaN never wins.
+fn argmax(planes: &[f32], classes: usize, plane: usize) -> Vec<u8> {
+    let mut best: Vec<f32> = planes[..plane].to_vec();
+    let mut labels = vec![0u8; plane];
+    for c in 1..classes {
+        for ((v, b), l) in planes[c * plane..(c + 1) * plane].iter().zip(&mut best).zip(&mut labels) {
+            if *v > *b || b.is_nan() && !v.is_nan() {
+                *b = *v;
+                *l = c as u8;
+            }
+        }
+    }
+    labels
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_picks_the_highest_channel_per_pixel_and_ties_go_to_the_background() {
+        // 3 classes over 4 pixels.
+        let planes = [
+            0.0,
+            0.5,
+            0.2,
+            f32::NAN, // background
+            0.0,
+            0.9,
+            0.1,
+            1.0, // crop
+            0.0,
+            0.1,
+            0.7,
+            2.0, // weed
+        ];
+        assert_eq!(argmax(&planes, 3, 4), vec![0, 1, 2, 2]);
     }
 }

@@ -26,10 +26,12 @@ pub struct Manifest {
     /// What kind of model this is, so Demeter knows how to read its outputs.
     #[serde(default)]
     pub family: Family,
-    /// The classes a `yolo-*` model tells apart, in the order of its class indices.
+    /// The classes a model tells apart, in the order of its class indices (a `yolo-*` model's
+    /// box classes, or the channels of a mask model's class axis, the background first).
     #[serde(default)]
     pub classes: Vec<String>,
-    /// Which of `classes` are plants (counted in `total_detected`); absent: all of them.
+    /// Which of `classes` are plants (counted in `total_detected`); absent: all of them (box
+    /// models; a mask model with classes must say).
     #[serde(default)]
     pub plant_classes: Option<Vec<String>>,
     pub input: InputSpec,
@@ -51,10 +53,39 @@ impl Manifest {
                 if output("mask").is_none() {
                     return Err("outputs.mask is missing: a mask model needs a plant mask output".into());
                 }
-                if !self.classes.is_empty() || self.plant_classes.is_some() {
-                    return Err("classes and plant_classes are for the yolo-detect and yolo-seg families; \
-                                a mask model's mask is one class, plants"
-                        .into());
+                if self.classes.len() > 256 {
+                    return Err(format!("classes names {} classes; a mask model has at most 256", self.classes.len()));
+                }
+                match (self.classes.len(), &self.plant_classes) {
+                    (0, None) => {}
+                    (0, Some(_)) => {
+                        return Err("plant_classes needs classes: a mask model without classes has one \
+                                    channel, plants"
+                            .into())
+                    }
+                    (1, _) => {
+                        return Err("classes names one class: a mask model's class axis has the background \
+                                    first and at least one more class"
+                            .into())
+                    }
+                    (_, None) => {
+                        return Err(format!(
+                            "plant_classes is missing: say which of {:?} are plants (the first, {:?}, is the \
+                             background)",
+                            &self.classes[1..],
+                            self.classes[0]
+                        ))
+                    }
+                    (_, Some(plants)) => {
+                        if let Some(unknown) = plants.iter().find(|c| !self.classes[1..].contains(c)) {
+                            return Err(format!(
+                                "plant_classes names {unknown:?}, which is not one of the foreground classes {:?} \
+                                 (the first class, {:?}, is the background)",
+                                &self.classes[1..],
+                                self.classes[0]
+                            ));
+                        }
+                    }
                 }
             }
             Family::YoloDetect | Family::YoloSeg => {
@@ -93,6 +124,10 @@ impl Manifest {
         if let Some((key, _)) = self.outputs.iter().find(|(k, o)| *k != "boxes" && o.layout.is_some()) {
             return Err(format!("outputs.{key}.layout: only outputs.boxes has a layout"));
         }
+        let mask_output = |k: &str| self.family == Family::Mask && k == "mask";
+        if let Some((key, _)) = self.outputs.iter().find(|(k, o)| !mask_output(k) && o.activation.is_some()) {
+            return Err(format!("outputs.{key}.activation: only a mask model's outputs.mask has an activation"));
+        }
         Ok(())
     }
 
@@ -111,6 +146,11 @@ impl Manifest {
         self.thresholds.iou.unwrap_or(0.45) as f32
     }
 
+    /// Whether a mask model's `mask` holds logits rather than probabilities.
+    pub fn mask_logits(&self) -> bool {
+        self.outputs.get("mask").and_then(|o| o.activation) == Some(Activation::Logits)
+    }
+
     /// Whether class `index` counts as a plant.
     pub fn is_plant_class(&self, index: usize) -> bool {
         match (&self.plant_classes, self.classes.get(index)) {
@@ -125,8 +165,9 @@ impl Manifest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Family {
-    /// A semantic mask: output `mask` is `[1, 1, H, W]`, one value per input pixel (and,
-    /// optionally, `vegetation` and `brightness` of the same shape for the adaptive rules).
+    /// A semantic mask: output `mask` is `[1, 1, H, W]`, one probability (or logit) per input
+    /// pixel, or `[1, C, H, W]` with a class axis for `classes` (the first the background); and,
+    /// optionally, `vegetation` and `brightness`, `[1, 1, H, W]`, for the adaptive rules.
     #[default]
     Mask,
     /// A box detector in an Ultralytics export layout: output `boxes` ([`crate::yolo::BoxLayout`]).
@@ -192,6 +233,20 @@ pub struct OutputSpec {
     /// The box output's layout (`boxes` of the `yolo-*` families): "v8", "v5" or "end-to-end".
     #[serde(default)]
     pub layout: Option<crate::yolo::BoxLayout>,
+    /// What a mask model's `mask` holds ([`Activation`]); absent: probabilities.
+    #[serde(default)]
+    pub activation: Option<Activation>,
+}
+
+/// What the values of a mask model's `mask` output are. With one channel, a pixel is a plant
+/// where its probability is over 0.5, or its logit over 0 (the same rule: sigmoid(0) = 0.5).
+/// With a class axis, a pixel is the class with the highest value, whichever they are (softmax
+/// keeps the order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    Probability,
+    Logits,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -302,7 +357,7 @@ impl Model {
             plant_classes: if m.family.boxes() {
                 m.plant_classes.clone().unwrap_or_else(|| m.classes.clone())
             } else {
-                Vec::new()
+                m.plant_classes.clone().unwrap_or_default()
             },
         }
     }
@@ -418,5 +473,57 @@ mod tests {
         std::fs::write(tmp.path().join("model.onnx"), DEFAULT_ONNX).unwrap();
         let e = Model::load_dir(tmp.path()).unwrap_err().to_string();
         assert!(e.contains("NHWC"), "{e}");
+    }
+
+    /// The built-in manifest with `edit` applied, loaded as a folder: the error, if any.
+    fn load_edited(edit: impl Fn(&str) -> String) -> Result<Model, String> {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("manifest.toml"), edit(DEFAULT_MANIFEST)).unwrap();
+        std::fs::write(tmp.path().join("model.onnx"), DEFAULT_ONNX).unwrap();
+        Model::load_dir(tmp.path()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_mask_model_with_classes_names_its_background_first_and_its_plants() {
+        fn with(classes: &'static str) -> impl Fn(&str) -> String {
+            move |m: &str| {
+                m.replacen("[input]", &format!("{classes}\n[input]"), 1).replacen(
+                    "[outputs.mask]\nname = \"mask\"",
+                    "[outputs.mask]\nname = \"mask\"\nactivation = \"logits\"",
+                    1,
+                )
+            }
+        }
+        let ok = load_edited(with("classes = [\"soil\", \"crop\", \"weed\"]\nplant_classes = [\"crop\"]")).unwrap();
+        assert!(ok.manifest.mask_logits());
+        assert!(ok.manifest.is_plant_class(1) && !ok.manifest.is_plant_class(2));
+        assert_eq!(ok.reference().plant_classes, vec!["crop".to_owned()]);
+        let e = load_edited(with("classes = [\"soil\", \"crop\"]")).unwrap_err();
+        assert!(e.contains("plant_classes is missing") && e.contains("\"soil\", is the background"), "{e}");
+        let e = load_edited(with("classes = [\"soil\", \"crop\"]\nplant_classes = [\"soil\"]")).unwrap_err();
+        assert!(e.contains("plant_classes names \"soil\"") && e.contains("background"), "{e}");
+        let e = load_edited(with("classes = [\"crop\"]\nplant_classes = [\"crop\"]")).unwrap_err();
+        assert!(e.contains("classes names one class"), "{e}");
+        let e = load_edited(with("plant_classes = [\"crop\"]")).unwrap_err();
+        assert!(e.contains("plant_classes needs classes"), "{e}");
+        // Only a mask output has an activation.
+        let e = load_edited(|m| {
+            m.replacen(
+                "[outputs.vegetation]\nname = \"vegetation\"",
+                "[outputs.vegetation]\nname = \"vegetation\"\nactivation = \"logits\"",
+                1,
+            )
+        })
+        .unwrap_err();
+        assert!(e.contains("outputs.vegetation.activation"), "{e}");
+        let e = load_edited(|m| {
+            m.replacen(
+                "[outputs.mask]\nname = \"mask\"",
+                "[outputs.mask]\nname = \"mask\"\nactivation = \"softmax\"",
+                1,
+            )
+        })
+        .unwrap_err();
+        assert!(e.contains("softmax"), "{e}");
     }
 }
