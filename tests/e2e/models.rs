@@ -11,7 +11,7 @@
 
 use std::{collections::BTreeMap, fs, time::Duration};
 
-use demeter_tests::{demeter, package_dir, real_photos, run_with_model, wait_for, Daemon};
+use demeter_tests::{demeter, form, package_dir, real_photos, run_with_model, wait_for, Daemon};
 use serde_json::{json, Value};
 
 const FAMILIES: [&str; 4] = ["yolo-detect-v8", "yolo-detect-v5", "yolo-detect-end-to-end", "yolo-seg-v8"];
@@ -312,4 +312,97 @@ fn a_model_that_breaks_its_family_contract_stops_start_up_naming_the_tensor() {
     let (code, _, stderr) = demeter(&["model", "check", model.to_str().unwrap()]);
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("plant_classes names \"tomato\""), "{stderr}");
+}
+
+#[test]
+fn a_model_installed_while_running_is_checked_like_start_up_kept_and_used_for_reprocessing() {
+    let mut d = Daemon::start();
+    let src = package_dir().join("models/yolo-detect-v8");
+    let onnx = fs::read(src.join("model.onnx")).unwrap();
+    let manifest = fs::read_to_string(src.join("manifest.toml")).unwrap();
+
+    // One class too many: refused with the line start-up gives, as JSON, and nothing kept.
+    let four = manifest.replace(
+        "classes = [\"seedling\", \"weed\", \"empty_cell\"]",
+        "classes = [\"seedling\", \"weed\", \"empty_cell\", \"moss\"]",
+    );
+    let (ct, body) =
+        form(&[("model", Some("best.onnx"), onnx.as_slice()), ("manifest", Some("manifest.toml"), four.as_bytes())]);
+    let (code, err) = d.send("POST", "/api/v1/models", &ct, &body);
+    assert_eq!(code, 422, "{err}");
+    assert_eq!(err["error"], "unprocessable");
+    let want = "output \"output0\" is Tensor<f32>(1, 7, 11); a yolo-detect model with 4 classes in the v8 layout \
+                gives Tensor<f32>(1, 8, boxes)";
+    assert!(err["detail"].as_str().unwrap().contains(want), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("bad");
+    fs::create_dir(&bad).unwrap();
+    fs::write(bad.join("model.onnx"), &onnx).unwrap();
+    fs::write(bad.join("manifest.toml"), &four).unwrap();
+    let (_, _, stderr) = demeter(&["model", "check", bad.to_str().unwrap()]);
+    assert!(stderr.contains(want), "the same reason as start-up: {stderr}");
+    // A file that is not a model, and a form without one.
+    let (ct, body) = form(&[("model", Some("notes.onnx"), b"not a model".as_slice())]);
+    let (code, err) = d.send("POST", "/api/v1/models", &ct, &body);
+    assert_eq!(code, 422, "{err}");
+    assert!(err["detail"].as_str().unwrap().starts_with("notes.onnx: "), "{err}");
+    let (ct, body) = form(&[("plant_classes", None, b"seedling".as_slice())]);
+    let (code, err) = d.send("POST", "/api/v1/models", &ct, &body);
+    assert_eq!((code, err["error"].as_str()), (400, Some("bad_request")), "{err}");
+    // An export whose metadata does not say what counts is asked for the field.
+    let (ct, body) = form(&[("model", Some("best.onnx"), onnx.as_slice()), ("family", None, b"mask".as_slice())]);
+    let (code, err) = d.send("POST", "/api/v1/models", &ct, &body);
+    assert_eq!(code, 422, "{err}");
+    assert!(!d.data_dir().join("models").read_dir().is_ok_and(|mut r| r.any(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with('.'))));
+
+    // An Ultralytics export alone, with the plant classes as a field: inferred like `model import`.
+    let (ct, body) =
+        form(&[("model", Some("seedlings.onnx"), onnx.as_slice()), ("plant_classes", None, b"seedling".as_slice())]);
+    let (code, installed) = d.send("POST", "/api/v1/models", &ct, &body);
+    assert_eq!(code, 201, "{installed}");
+    assert_eq!(installed["name"], "seedlings", "named after the file");
+    assert_eq!(installed["family"], "yolo-detect");
+    assert_eq!(installed["execution_provider"], "CPU");
+    assert!(installed["inferred"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().contains("box layout v8")));
+    let (code, again) = d.send("POST", "/api/v1/models", &ct, &body);
+    assert_eq!((code, again["error"].as_str()), (409, Some("conflict")), "{again}");
+    let (_, models) = d.get("/api/v1/models");
+    let names: Vec<&str> = models["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["plant-exg", "seedlings"]);
+    assert_eq!(models["default"], "plant-exg");
+
+    // A session counted by the default model, then run again with the one just installed.
+    fs::copy(&real_photos()[0], d.watch_dir().join("tray.jpg")).unwrap();
+    let (session, body) = finished_session(&d, 1);
+    let job = body["jobs"][0]["job_id"].as_str().unwrap().to_owned();
+    let (code, res) = d.send(
+        "POST",
+        &format!("/api/v1/sessions/{session}/reprocess"),
+        "application/json",
+        br#"{"model":"seedlings"}"#,
+    );
+    assert_eq!(code, 200, "{res}");
+    let detail = wait_for("the re-run with the installed model", Duration::from_secs(60), || {
+        let (_, detail) = d.get(&format!("/api/v1/jobs/{job}"));
+        (detail["status"] == "completed" && detail["details"]["model"]["name"] == "seedlings").then_some(detail)
+    });
+    assert_eq!(detail["details"]["total_detected"], 4);
+    assert_eq!(detail["details"]["class_counts"], expected_classes());
+    let (_, health) = d.get("/health");
+    let device = health["devices"].as_array().unwrap().iter().find(|m| m["model"] == "seedlings").unwrap().clone();
+    assert!(device["sessions"].as_u64().unwrap() >= 1, "{device}");
+
+    // Kept: after kill -9 the daemon loads it from the data folder.
+    d.restart();
+    let (_, models) = wait_for("the daemon back", Duration::from_secs(30), || {
+        let r = d.request("GET", "/api/v1/models").call().ok()?;
+        Some((r.status(), r.into_json::<Value>().unwrap()))
+    });
+    let names: Vec<&str> = models["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["plant-exg", "seedlings"]);
+    assert!(d.data_dir().join("models/seedlings/manifest.toml").exists());
 }

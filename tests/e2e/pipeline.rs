@@ -273,20 +273,9 @@ fn the_event_stream_shows_each_stage_of_a_dropped_photo_and_a_learned_eta() {
 }
 
 fn multipart(files: &[(&str, Vec<u8>)]) -> (String, Vec<u8>) {
-    let boundary = "demeter-test-boundary-7f3a";
-    let mut body = Vec::new();
-    for (name, bytes) in files {
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"photos\"; filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
+    let parts: Vec<(&str, Option<&str>, &[u8])> =
+        files.iter().map(|(name, bytes)| ("photos", Some(*name), bytes.as_slice())).collect();
+    demeter_tests::form(&parts)
 }
 
 #[test]

@@ -65,6 +65,27 @@ pub fn run_with_model(model: &Path, root: &Path) -> (i32, String, String) {
     ])
 }
 
+/// A `multipart/form-data` body of `parts` (field, file name or `None` for a text field,
+/// bytes): its content type and bytes.
+pub fn form(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+    let boundary = "demeter-test-boundary-7f3a";
+    let mut body = Vec::new();
+    for (field, file_name, bytes) in parts {
+        let head = match file_name {
+            Some(f) => format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{f}\"\r\n\
+                 Content-Type: application/octet-stream\r\n\r\n"
+            ),
+            None => format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"\r\n\r\n"),
+        };
+        body.extend_from_slice(head.as_bytes());
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
 pub fn demeter_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("DEMETER_BIN") {
         return p.into();
@@ -197,6 +218,15 @@ impl Daemon {
             Ok(r) => (r.status(), r.into_json().expect("JSON body")),
             Err(ureq::Error::Status(code, r)) => (code, r.into_json().expect("JSON error body")),
             Err(e) => panic!("GET {path}: {e}"),
+        }
+    }
+
+    /// Sends a body with its content type; (status, JSON body), for error statuses too.
+    pub fn send(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> (u16, Value) {
+        match self.request(method, path).set("content-type", content_type).send_bytes(body) {
+            Ok(r) => (r.status(), r.into_json().expect("JSON body")),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_json().expect("JSON error body")),
+            Err(e) => panic!("{method} {path}: {e}"),
         }
     }
 

@@ -63,7 +63,7 @@ pub struct ImportArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// yolo-detect or yolo-seg [default: from the export's task metadata].
-    #[arg(long, value_name = "FAMILY", value_parser = parse_family)]
+    #[arg(long, value_name = "FAMILY", value_parser = demeter_infer::import::parse_family)]
     pub family: Option<demeter_infer::Family>,
     /// The class names in index order, comma-separated [default: from the names metadata].
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
@@ -72,7 +72,7 @@ pub struct ImportArgs {
     #[arg(long, value_name = "A,B,...", value_delimiter = ',')]
     pub plant_classes: Option<Vec<String>>,
     /// v8, v5 or end-to-end [default: from the box output's shape].
-    #[arg(long, value_name = "LAYOUT", value_parser = parse_layout)]
+    #[arg(long, value_name = "LAYOUT", value_parser = demeter_infer::import::parse_layout)]
     pub layout: Option<demeter_infer::yolo::BoxLayout>,
     /// The square input side [default: the imgsz metadata, else the graph's input].
     #[arg(long, value_name = "N")]
@@ -88,16 +88,6 @@ pub struct ImportArgs {
     pub force: bool,
     #[command(flatten)]
     pub common: CommonArgs,
-}
-
-fn parse_family(s: &str) -> Result<demeter_infer::Family, String> {
-    toml::Value::String(s.to_owned())
-        .try_into()
-        .map_err(|_| format!("{s:?} is not a family: mask, yolo-detect or yolo-seg"))
-}
-
-fn parse_layout(s: &str) -> Result<demeter_infer::yolo::BoxLayout, String> {
-    toml::Value::String(s.to_owned()).try_into().map_err(|_| format!("{s:?} is not a layout: v8, v5 or end-to-end"))
 }
 
 #[derive(Debug, Subcommand)]

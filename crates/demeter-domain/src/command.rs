@@ -4,6 +4,8 @@
 //! tray all listen there). Callers read through the store's read model and write through
 //! [`Commands`] alone.
 
+use std::collections::BTreeMap;
+
 use crate::{JobId, SessionId, UploadSession};
 
 /// A change asked of the engine.
@@ -24,6 +26,38 @@ pub enum Command {
     CreateUploadSession(UploadSession),
     /// Run the TTL sweep now.
     Cleanup,
+    /// Check a model as start-up would and, if it loads, keep it in the data folder and make
+    /// it available for reprocessing at once (and at every later start).
+    InstallModel(Box<ModelUpload>),
+}
+
+/// A model sent to a running appliance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelUpload {
+    /// The file's name as sent (named in errors; `model import` names a model after it).
+    pub file_name: String,
+    /// The ONNX file.
+    pub onnx: Vec<u8>,
+    /// Its `manifest.toml`; absent: inferred from the export's metadata as `demeter model
+    /// import` does, helped by `hints`.
+    pub manifest: Option<String>,
+    /// What the export does not say, by the name of the `model import` flag with underscores
+    /// (`plant_classes = "seedling"`, `input_size = "640"`).
+    pub hints: BTreeMap<String, String>,
+}
+
+/// A model installed while running, as the answer describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledModel {
+    pub name: String,
+    pub version: String,
+    pub family: String,
+    pub sha256: String,
+    /// Where it runs ("CPU", "CUDA") and why.
+    pub execution_provider: String,
+    pub reason: String,
+    /// What was inferred, and from where, when no manifest was sent.
+    pub notes: Vec<String>,
 }
 
 /// What a command did.
@@ -43,6 +77,7 @@ pub enum Outcome {
         sessions: usize,
         jobs: usize,
     },
+    ModelInstalled(Box<InstalledModel>),
 }
 
 /// Why a command was refused or failed; each maps to one HTTP status.
@@ -51,9 +86,14 @@ pub enum CommandError {
     /// No such job, session (or it expired) or installed model.
     #[error("{0}")]
     NotFound(String),
-    /// Not in a state that allows it (a running photo cancelled, a busy session reprocessed).
+    /// Not in a state that allows it (a running photo cancelled, a busy session reprocessed, a
+    /// model name taken).
     #[error("{0}")]
     Conflict(String),
+    /// What was sent cannot be used (a model that would not load), with the reason start-up
+    /// would give.
+    #[error("{0}")]
+    Invalid(String),
     /// The store failed; nothing was announced.
     #[error("the job store failed: {0}")]
     Store(#[source] Box<dyn std::error::Error + Send + Sync>),

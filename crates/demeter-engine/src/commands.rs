@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use demeter_domain::{
-    command::{Command, CommandError, Commands, Outcome},
+    command::{Command, CommandError, Commands, InstalledModel, ModelUpload, Outcome},
     Clock, ErrorKind, Job, SessionId,
 };
 use demeter_store::{Store, StoreError};
@@ -22,6 +22,10 @@ pub trait Effects: Send + Sync {
     fn wake_workers(&self);
     /// Runs the TTL sweep now; returns (sessions, jobs) removed.
     fn sweep(&self) -> (usize, usize);
+    /// Checks and installs a model ([`crate::install`]).
+    fn install_model(&self, upload: ModelUpload) -> Result<InstalledModel, CommandError>;
+    /// The models jobs may run with, the default first.
+    fn models(&self) -> Vec<String>;
 }
 
 /// Carries out [`Command`]s against the store. The engine builds one over its own effects
@@ -29,14 +33,12 @@ pub trait Effects: Send + Sync {
 pub struct Executor<E> {
     store: Arc<Store>,
     clock: Arc<dyn Clock>,
-    /// Installed model names, the default first.
-    models: Vec<String>,
     effects: E,
 }
 
 impl<E: Effects> Executor<E> {
-    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, models: Vec<String>, effects: E) -> Self {
-        Self { store, clock, models, effects }
+    pub fn new(store: Arc<Store>, clock: Arc<dyn Clock>, effects: E) -> Self {
+        Self { store, clock, effects }
     }
 
     /// The session's jobs, or 404 when it is unknown or expired.
@@ -86,13 +88,14 @@ impl<E: Effects> Commands for Executor<E> {
                 Outcome::Cancelled
             }
             Command::Reprocess { session, model } => {
-                let default = self.models.first().cloned().unwrap_or_default();
+                let models = self.effects.models();
+                let default = models.first().cloned().unwrap_or_default();
                 let model = match model {
-                    Some(name) if self.models.contains(&name) => name,
+                    Some(name) if models.contains(&name) => name,
                     Some(name) => {
                         return Err(CommandError::NotFound(format!(
                             "model {name:?} is not installed; installed: {}",
-                            self.models.join(", ")
+                            models.join(", ")
                         )))
                     }
                     None => default.clone(),
@@ -124,6 +127,9 @@ impl<E: Effects> Commands for Executor<E> {
             Command::Cleanup => {
                 let (sessions, jobs) = self.effects.sweep();
                 return Ok(Outcome::Cleaned { sessions, jobs });
+            }
+            Command::InstallModel(upload) => {
+                return Ok(Outcome::ModelInstalled(Box::new(self.effects.install_model(*upload)?)));
             }
         };
         if matches!(outcome, Outcome::Requeued { jobs: 1.., .. } | Outcome::Paused(false)) {
@@ -170,6 +176,12 @@ mod tests {
         fn sweep(&self) -> (usize, usize) {
             (0, 0)
         }
+        fn install_model(&self, _: ModelUpload) -> Result<InstalledModel, CommandError> {
+            Err(CommandError::Invalid("no engine in this test".into()))
+        }
+        fn models(&self) -> Vec<String> {
+            vec!["plant-exg".into(), "other".into()]
+        }
     }
 
     fn t0() -> DateTime<Utc> {
@@ -181,7 +193,7 @@ mod tests {
         let store = Arc::new(Store::open(dir.path(), 8 << 20).unwrap());
         let rec = Arc::new(Recorded::default());
         let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(t0()));
-        let exec = Executor::new(store.clone(), clock, vec!["plant-exg".into(), "other".into()], rec.clone());
+        let exec = Executor::new(store.clone(), clock, rec.clone());
         let session = UploadSession {
             id: SessionId::new_v7(),
             created_at: t0(),

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     /// Storage-location rules, compiled once (the config was validated at load).
     pub locator: demeter_domain::location::Locator,
     pub thumbnails: PathBuf,
+    /// Models installed while running are kept here ([`crate::install`]).
+    pub models_dir: PathBuf,
     /// Overlays, drawn when first asked for (see `overlays`).
     pub overlays: crate::overlays::Overlays,
     /// Pauses claiming while the inference device keeps failing (see `breaker`).
@@ -127,6 +129,17 @@ impl crate::commands::Effects for EngineEffects {
     fn sweep(&self) -> (usize, usize) {
         sweeper::sweep(&self.0)
     }
+
+    fn install_model(
+        &self,
+        upload: demeter_domain::command::ModelUpload,
+    ) -> Result<demeter_domain::command::InstalledModel, demeter_domain::command::CommandError> {
+        crate::install::install(&self.0, upload)
+    }
+
+    fn models(&self) -> Vec<String> {
+        self.0.factory.names()
+    }
 }
 
 /// A running engine: watcher, ingest, workers and sweeper. Stop it with [`Engine::shutdown`].
@@ -152,7 +165,9 @@ impl Engine {
     /// Starts everything. Fails, without side effects on the photo folder, when the model,
     /// the ONNX Runtime library, the device or the store cannot be used.
     pub fn start(opts: EngineOptions) -> Result<Self, EngineError> {
-        let EngineOptions { config, data_dir, clock } = opts;
+        let EngineOptions { mut config, data_dir, clock } = opts;
+        // Models installed through the API at an earlier run load like `model.installed`.
+        config.model.installed.extend(crate::install::installed_dirs(&data_dir));
         if let Some(f) = &config.runtime.faults {
             warn!(faults = ?f, "fault injection is ON ([runtime.faults]): a test double, not for production");
         }
@@ -224,6 +239,7 @@ impl Engine {
                 demeter_infer::DecodeLimits { max_pixels: config.workers.max_pixels },
             ),
             thumbnails,
+            models_dir: data_dir.join(crate::install::MODELS_DIR),
             breaker: Mutex::new(Breaker::new(
                 config.workers.breaker_threshold,
                 Duration::from_secs(config.workers.breaker_cooldown_secs),
@@ -267,7 +283,6 @@ impl Engine {
         let commands = Arc::new(crate::commands::Executor::new(
             shared.store.clone(),
             shared.clock.clone(),
-            models.iter().map(|m| m.manifest.name.clone()).collect(),
             EngineEffects(shared.clone()),
         ));
         Ok(Self {
@@ -342,7 +357,12 @@ impl Engine {
             warnings: self.warnings.clone(),
             devices: self.devices(),
             model: model_health(&self.models[0]),
-            installed_models: self.models.iter().map(|m| model_health(m)).collect(),
+            installed_models: self
+                .models
+                .iter()
+                .map(|m| model_health(m))
+                .chain(self.shared.factory.added().iter().map(|a| model_health(&a.model)))
+                .collect(),
             workers: WorkersHealth {
                 count: self.workers,
                 busy: self.shared.busy.load(Ordering::Relaxed),
@@ -386,6 +406,15 @@ impl Engine {
                 }
             });
         }
+        devices.extend(factory.added().iter().map(|a| ModelDevice {
+            model: a.model.manifest.name.clone(),
+            execution_provider: a.provider.as_str().to_owned(),
+            device: a.provider.device().to_owned(),
+            reason: a.choice.reason.clone(),
+            sessions: a.sessions.load(Ordering::Relaxed),
+            warm_up_ms: 0,
+            batching: None,
+        }));
         devices
     }
 

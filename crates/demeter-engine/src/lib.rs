@@ -6,7 +6,8 @@
 //!                               └──────── EngineEvent broadcast (after each durable write) ◀┘
 //!                                                        ▲
 //!   server, desktop ──Command──▶ commands (retry, cancel, reprocess, pause, upload session,
-//!                                 cleanup: stored, then announced on the same stream)
+//!                                 cleanup, install a model: stored, then announced on the same
+//!                                 stream)
 //! ```
 //!
 //! The engine is the only writer of job and session state: the server and the desktop read the
@@ -15,8 +16,8 @@
 //! This crate owns: ingest (dedup by path+size+mtime then content hash, grouping into upload
 //! sessions), the worker threads (one ONNX session each, inference never on the async runtime),
 //! the photo [`pipeline`] with its stage milestones, reclaiming orphans at start, graceful
-//! shutdown, the TTL sweeper, `/health` data, overlays drawn when first asked for, and one-shot
-//! processing for `demeter process`.
+//! shutdown, the TTL sweeper, `/health` data, overlays drawn when first asked for, models
+//! installed while running ([`install`]), and one-shot processing for `demeter process`.
 
 mod breaker;
 pub mod commands;
@@ -25,6 +26,7 @@ mod engine;
 mod error;
 mod faults;
 mod ingest;
+pub mod install;
 pub mod oneshot;
 mod overlays;
 pub mod pipeline;

@@ -72,13 +72,32 @@ impl ModelSet {
         self.analyzers.iter()
     }
 
-    /// The analyzer for a job's model (`None`: the default).
-    fn pick(&mut self, name: Option<&str>) -> Option<&mut Inference> {
-        match name {
-            None => Some(&mut self.analyzers[0]),
-            Some(n) => self.analyzers.iter_mut().find(|a| a.model().manifest.name == n),
+    /// The analyzer for a job's model (`None`: the default). A model installed while running
+    /// gets this worker's session the first time one of its jobs comes here.
+    fn pick(&mut self, name: Option<&str>, factory: &Factory) -> Result<Option<&mut Inference>, EngineError> {
+        let Some(n) = name else { return Ok(Some(&mut self.analyzers[0])) };
+        if let Some(i) = self.analyzers.iter().position(|a| a.model().manifest.name == n) {
+            return Ok(Some(&mut self.analyzers[i]));
+        }
+        match factory.session_for(n) {
+            None => Ok(None),
+            Some(session) => {
+                self.analyzers.push(Inference::Own(session?));
+                Ok(self.analyzers.last_mut())
+            }
         }
     }
+}
+
+/// A model installed while running ([`crate::install`]): it runs on a session per worker,
+/// built when the worker first gets one of its jobs, on the device chosen at installation.
+pub(crate) struct Added {
+    pub model: Arc<Model>,
+    pub choice: Choice,
+    /// Where the session built at installation ran (what `choice.device` resolves to).
+    pub provider: Provider,
+    /// Workers that have built a session for it.
+    pub sessions: std::sync::atomic::AtomicUsize,
 }
 
 /// The default model (the configured folder or the built-in one) and the installed ones,
@@ -116,9 +135,52 @@ pub(crate) struct Factory {
     /// Milliseconds each model's sessions spent warming up (all workers' together).
     pub(crate) warm_up_ms: Vec<std::sync::atomic::AtomicU64>,
     pub(crate) intra: usize,
+    /// Models installed while running, in the order they came.
+    pub(crate) added: std::sync::RwLock<Vec<Arc<Added>>>,
 }
 
 impl Factory {
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Every model's name: the default, those installed at start, those installed since.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let added = self.added.read().unwrap_or_else(|e| e.into_inner());
+        self.models
+            .iter()
+            .map(|m| &m.manifest.name)
+            .chain(added.iter().map(|a| &a.model.manifest.name))
+            .cloned()
+            .collect()
+    }
+
+    /// Models installed while running.
+    pub(crate) fn added(&self) -> Vec<Arc<Added>> {
+        self.added.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Makes an installed model available to every worker; `false` when its name is taken
+    /// (checked under the same lock, so two installs of one name cannot both succeed).
+    pub(crate) fn add(&self, added: Added) -> bool {
+        let mut list = self.added.write().unwrap_or_else(|e| e.into_inner());
+        let name = &added.model.manifest.name;
+        if self.models.iter().any(|m| &m.manifest.name == name) || list.iter().any(|a| &a.model.manifest.name == name) {
+            return false;
+        }
+        list.push(Arc::new(added));
+        true
+    }
+
+    /// A new session for model `name` installed while running; `None` when there is none.
+    fn session_for(&self, name: &str) -> Option<Result<Analyzer, EngineError>> {
+        let added = self.added().into_iter().find(|a| a.model.manifest.name == name)?;
+        let session = Analyzer::on(&self.runtime, added.model.clone(), self.intra, added.choice.device);
+        Some(session.map_err(Into::into).inspect(|_| {
+            added.sessions.fetch_add(1, Ordering::Relaxed);
+        }))
+    }
+
     pub(crate) fn model_set(&self) -> Result<ModelSet, EngineError> {
         let analyzers = self
             .models
@@ -218,7 +280,7 @@ pub(crate) fn analyzers(config: &Config, limit: usize) -> Result<(Vec<ModelSet>,
     if batched_on_gpu {
         info!(workers = count, "the default model runs batched on the GPU: a worker per core decodes and counts");
     }
-    let factory = Factory { runtime, models, choices, batchers, warm_up_ms, intra };
+    let factory = Factory { runtime, models, choices, batchers, warm_up_ms, intra, added: Default::default() };
     let mut sets = vec![ModelSet { analyzers: first }];
     for _ in 1..count.max(1) {
         sets.push(factory.model_set()?);
@@ -343,10 +405,14 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
         true
     };
     // A panic in decoding or inference fails this job only; the worker carries on.
-    let outcome = match models.pick(job.model.as_deref()) {
-        Some(analyzer) => pipeline::run_guarded(analyzer, &input, on_stage),
-        None => Err(Interrupt::Failed(demeter_domain::JobError::permanent(format!(
+    let outcome = match models.pick(job.model.as_deref(), &shared.factory) {
+        Ok(Some(analyzer)) => pipeline::run_guarded(analyzer, &input, on_stage),
+        Ok(None) => Err(Interrupt::Failed(demeter_domain::JobError::permanent(format!(
             "model {:?} is not installed any more",
+            job.model.as_deref().unwrap_or_default()
+        )))),
+        Err(e) => Err(Interrupt::Failed(demeter_domain::JobError::permanent(format!(
+            "cannot start model {:?}: {e}",
             job.model.as_deref().unwrap_or_default()
         )))),
     };

@@ -84,6 +84,50 @@ pub struct Hints {
     pub iou: Option<f64>,
 }
 
+impl Hints {
+    /// The hints of a form (the install API): each field named like the `model import` flag,
+    /// with underscores (`plant_classes`), lists comma-separated.
+    pub fn from_fields(fields: &std::collections::BTreeMap<String, String>) -> Result<Self, String> {
+        let mut hints = Hints::default();
+        let list = |v: &str| v.split(',').map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect();
+        let number = |key: &str, v: &str| v.trim().parse::<f64>().map_err(|_| format!("{key} {v:?} is not a number"));
+        for (key, value) in fields {
+            match key.as_str() {
+                "name" => hints.name = Some(value.trim().to_owned()),
+                "family" => hints.family = Some(parse_family(value.trim())?),
+                "classes" => hints.classes = Some(list(value)),
+                "plant_classes" => hints.plant_classes = Some(list(value)),
+                "layout" => hints.layout = Some(parse_layout(value.trim())?),
+                "input_size" => {
+                    hints.input_size =
+                        Some(value.trim().parse().map_err(|_| format!("input_size {value:?} is not a whole number"))?)
+                }
+                "confidence" => hints.confidence = Some(number(key, value)?),
+                "iou" => hints.iou = Some(number(key, value)?),
+                other => {
+                    return Err(format!(
+                        "unknown field {other:?}; a model's fields are model, manifest, name, family, classes, \
+                         plant_classes, layout, input_size, confidence and iou"
+                    ))
+                }
+            }
+        }
+        Ok(hints)
+    }
+}
+
+/// A family by its manifest name (`yolo-detect`).
+pub fn parse_family(s: &str) -> Result<Family, String> {
+    toml::Value::String(s.to_owned())
+        .try_into()
+        .map_err(|_| format!("{s:?} is not a family: mask, yolo-detect or yolo-seg"))
+}
+
+/// A box layout by its manifest name (`v8`).
+pub fn parse_layout(s: &str) -> Result<BoxLayout, String> {
+    toml::Value::String(s.to_owned()).try_into().map_err(|_| format!("{s:?} is not a layout: v8, v5 or end-to-end"))
+}
+
 /// Why a manifest could not be inferred, with the flag that supplies it.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ImportError {
@@ -91,6 +135,18 @@ pub enum ImportError {
     Missing { what: String, flag: &'static str },
     #[error("{0}")]
     Unsupported(String),
+}
+
+impl ImportError {
+    /// The same, for a form: the field that supplies what is missing rather than the flag.
+    pub fn for_form(&self) -> String {
+        match self {
+            ImportError::Missing { what, flag } => {
+                format!("{what}; give it in the form field {}", flag.trim_start_matches('-').replace('-', "_"))
+            }
+            ImportError::Unsupported(m) => m.clone(),
+        }
+    }
 }
 
 /// The manifest inferred, and a line per decision (what was read from where).

@@ -295,6 +295,12 @@ impl Model {
         Self::from_parts(&manifest, onnx.into(), Some(dir.to_owned()), dir)
     }
 
+    /// A model from the contents of its two files, checked as [`Model::load_dir`] checks a
+    /// folder; `at` names it in errors (and is its `dir` until it is given a folder).
+    pub fn from_bytes(manifest_text: &str, onnx: Vec<u8>, at: &Path) -> Result<Self, InferError> {
+        Self::from_parts(manifest_text, onnx.into(), Some(at.to_owned()), at)
+    }
+
     fn from_parts(manifest_text: &str, onnx: Arc<[u8]>, dir: Option<PathBuf>, at: &Path) -> Result<Self, InferError> {
         let err = |reason: String| InferError::Model { path: at.to_owned(), reason };
         let manifest: Manifest = toml::from_str(manifest_text).map_err(|e| err(format!("manifest.toml: {e}")))?;

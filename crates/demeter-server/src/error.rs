@@ -10,7 +10,8 @@ use tracing::error;
 /// Every error response's body.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// A stable machine code: `bad_request`, `not_found`, `conflict`, `too_large`, `internal`.
+    /// A stable machine code: `bad_request`, `not_found`, `conflict`, `too_large`, `unprocessable`,
+    /// `internal`.
     pub error: &'static str,
     /// A sentence for people (the seed's `detail`).
     pub detail: String,
@@ -40,6 +41,8 @@ pub enum AppError {
     TooLarge(String),
     /// 409: the action is not possible in the resource's current state.
     Conflict(String),
+    /// 422: well-formed, but what it carries cannot be used (a model that would not load).
+    Unprocessable(String),
     /// 500: logged with its cause; the client only learns that it happened.
     Internal(Box<dyn std::error::Error + Send + Sync>),
 }
@@ -60,6 +63,7 @@ impl From<demeter_domain::command::CommandError> for AppError {
         match e {
             E::NotFound(m) => AppError::NotFound(m),
             E::Conflict(m) => AppError::Conflict(m),
+            E::Invalid(m) => AppError::Unprocessable(m),
             e @ E::Store(_) => AppError::Internal(Box::new(e)),
         }
     }
@@ -85,6 +89,7 @@ impl IntoResponse for AppError {
             AppError::Busy(m) => (StatusCode::SERVICE_UNAVAILABLE, "busy", m),
             AppError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
             AppError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            AppError::Unprocessable(m) => (StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", m),
             AppError::Internal(e) => {
                 error!(error = %e, "internal error serving a request");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the appliance log".to_owned())

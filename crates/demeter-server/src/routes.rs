@@ -87,6 +87,12 @@ fn entries() -> Vec<(Route, MethodRouter<AppState>)> {
         (r("POST", "/api/v1/queue/pause", Needs(Admin)), post(api::actions::pause)),
         (r("POST", "/api/v1/queue/resume", Needs(Admin)), post(api::actions::resume)),
         (r("POST", "/admin/cleanup-sessions", Needs(Admin)), post(api::actions::cleanup)),
+        // Models: what jobs may run with, and installing one while running.
+        (r("GET", "/api/v1/models", Needs(Viewer)), get(api::models::list)),
+        (
+            r("POST", "/api/v1/models", Needs(Admin)),
+            post(api::models::install).layer(axum::extract::DefaultBodyLimit::max(api::models::MAX_MODEL_BYTES)),
+        ),
     ]
 }
 

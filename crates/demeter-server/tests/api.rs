@@ -82,7 +82,6 @@ impl Fixture {
             commands: Arc::new(demeter_engine::commands::Executor::new(
                 self.store.clone(),
                 Arc::new(self.clock.clone()),
-                vec!["m".into(), "plant-unet".into()],
                 common::NoEffects,
             )),
             metrics: Arc::new(Default::default),
@@ -1203,4 +1202,38 @@ async fn reprocessing_a_session_with_another_model_keeps_old_results_until_new_o
     )
     .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn models_are_listed_and_an_install_answers_in_the_json_error_shape() {
+    let f = Fixture::new();
+    let (status, body) = get(f.app(), "/api/v1/models").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["default"], "m");
+    assert_eq!(body["models"][1]["name"], "plant-unet");
+
+    let boundary = "b0undary";
+    let form = |parts: &[(&str, Option<&str>, &str)]| {
+        let mut body = String::new();
+        for (field, file, value) in parts {
+            let file = file.map(|f| format!("; filename=\"{f}\"")).unwrap_or_default();
+            body +=
+                &format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"{file}\r\n\r\n{value}\r\n");
+        }
+        body + &format!("--{boundary}--\r\n")
+    };
+    let ct = format!("multipart/form-data; boundary={boundary}");
+    // No model file: 400.
+    let (status, _, body) =
+        send_body(f.app(), "POST", "/api/v1/models", &ct, &form(&[("plant_classes", None, "seedling")])).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("\"model\""), "{body}");
+    // The engine refuses the model: 422 with its reason (the test double's, here).
+    let (status, _, body) =
+        send_body(f.app(), "POST", "/api/v1/models", &ct, &form(&[("model", Some("../best.onnx"), "xx")])).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("unprocessable")), "{body}");
+    assert_eq!(body["detail"], "cannot load the model in best.onnx: ONNX Runtime cannot read it", "the path is cut");
+    // Not multipart: 415 or 400, in the JSON shape.
+    let (status, _, body) = send_body(f.app(), "POST", "/api/v1/models", "application/json", "{}").await;
+    assert!(status.is_client_error() && body["error"].is_string(), "{status} {body}");
 }

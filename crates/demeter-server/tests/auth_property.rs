@@ -93,7 +93,6 @@ async fn world() -> World {
         commands: Arc::new(demeter_engine::commands::Executor::new(
             store.clone(),
             Arc::new(demeter_domain::SystemClock),
-            vec!["m".into()],
             common::NoEffects,
         )),
         config: Default::default(),

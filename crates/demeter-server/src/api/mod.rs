@@ -1,8 +1,10 @@
-//! `/api/v1`: the seed's poll endpoint, sessions, jobs, queue actions and the event stream. The
+//! `/api/v1`: the seed's poll endpoint, sessions, jobs, queue actions, models and the event
+//! stream. The
 //! routes and the role each needs are declared in [`crate::routes`].
 
 pub(crate) mod actions;
 pub(crate) mod jobs;
+pub(crate) mod models;
 pub mod openapi;
 pub(crate) mod poll;
 pub mod poll_cache;

@@ -24,6 +24,8 @@ use utoipa::OpenApi;
         super::results::results_json,
         super::results::results_csv,
         super::upload::upload,
+        super::models::list,
+        super::models::install,
         crate::events::stream,
         crate::metrics::metrics,
         crate::health,

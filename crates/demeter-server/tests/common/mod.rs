@@ -10,4 +10,17 @@ impl demeter_engine::commands::Effects for NoEffects {
     fn sweep(&self) -> (usize, usize) {
         (0, 0)
     }
+    fn install_model(
+        &self,
+        upload: demeter_domain::command::ModelUpload,
+    ) -> Result<demeter_domain::command::InstalledModel, demeter_domain::command::CommandError> {
+        // What the engine says of a file that is not a model (tests/e2e/models.rs runs the real one).
+        Err(demeter_domain::command::CommandError::Invalid(format!(
+            "cannot load the model in {}: ONNX Runtime cannot read it",
+            upload.file_name
+        )))
+    }
+    fn models(&self) -> Vec<String> {
+        vec!["m".into(), "plant-unet".into()]
+    }
 }
