@@ -1,5 +1,6 @@
 //! End-to-end: the real `demeter` binary, real folders, real photos, real ONNX Runtime, over HTTP.
 
+mod archive;
 mod cli;
 mod corpus;
 mod faults;

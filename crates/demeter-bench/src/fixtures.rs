@@ -98,7 +98,7 @@ pub fn fill_session(
     let session = UploadSession {
         id: SessionId::new_v7(),
         created_at: created,
-        expires_at: Store::expires(created, 24),
+        expires_at: Store::expires(created, 24.0),
         source: SessionSource::Folder { subfolder: Some(tag.to_owned()) },
     };
     store.insert_session(&session)?;
@@ -106,7 +106,7 @@ pub fn fill_session(
         let name = format!("{tag}/photo-{i:06}.jpg");
         let job =
             Job::new(JobId::new_v7(), session.id, format!("{tag}{i}"), photo.to_owned(), name, 1, i as i128, created);
-        store.enqueue(&job, &format!("{tag}-{i}"), Store::expires(created, 48))?;
+        store.enqueue(&job, &format!("{tag}-{i}"), Store::expires(created, 48.0))?;
         if completed {
             store.update(job.id, |j| j.claim(0, created))?;
             let result = JobResult {

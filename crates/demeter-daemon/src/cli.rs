@@ -33,6 +33,34 @@ pub enum Command {
     /// Make a model folder from a YOLO export, or check what a folder provides.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Write the results archive (every completed photo, kept after its job is gone) as CSV or
+    /// JSON, oldest first, for spreadsheets. Reads the data directory: stop the daemon first, or
+    /// use GET /api/v1/results while it runs.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Taken at or after: a date (2026-05-04) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Taken before: as --since.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// A storage location's id.
+    #[arg(long, value_name = "ID")]
+    pub location: Option<String>,
+    /// A model's name.
+    #[arg(long, value_name = "NAME")]
+    pub model: Option<String>,
+    /// csv or json (one JSON array).
+    #[arg(long, value_name = "FORMAT", default_value = "csv", value_parser = ["csv", "json"])]
+    pub format: String,
+    /// Write here rather than to standard output.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub at: DataArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,7 +265,7 @@ pub fn main() -> ExitCode {
     // `model` prints the device and any fallback reason itself.
     init_logging(match cli.command {
         Command::Process(_) | Command::Eval(_) => "warn",
-        Command::Model(_) => "error",
+        Command::Model(_) | Command::Export(_) => "error",
         _ => "info,ort=warn",
     });
     let result = match cli.command {
@@ -247,6 +275,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => crate::eval::eval(args),
         Command::Token(cmd) => crate::token::token(cmd),
         Command::Model(cmd) => crate::model::model(cmd),
+        Command::Export(args) => crate::export::export(args),
     };
     match result {
         Ok(code) => code,

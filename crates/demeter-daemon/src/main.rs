@@ -2,6 +2,7 @@
 
 mod cli;
 mod eval;
+mod export;
 mod model;
 mod process;
 mod run;

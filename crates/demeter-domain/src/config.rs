@@ -19,6 +19,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub runtime: RuntimeConfig,
     pub notify: NotifyConfig,
+    /// The results archive: how long results are kept after their jobs are swept.
+    pub results: ResultsConfig,
     /// Storage locations and how photos are matched to them.
     pub locations: crate::location::LocationsConfig,
 }
@@ -29,6 +31,14 @@ pub struct NotifyConfig {
     /// `http://` URL that gets a JSON POST per finished upload session (headless machines'
     /// answer to the desktop notifications). Retried with back-off; never slows the engine.
     pub webhook: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResultsConfig {
+    /// Archived results older than this many days (by when they were processed) are removed by
+    /// the sweep, with their thumbnails. `None` (the default): every result is kept.
+    pub retention_days: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,10 +102,12 @@ pub struct StoreConfig {
     pub data_dir: Option<PathBuf>,
     /// sled's page cache. Its own default is 1 GiB, far more than an appliance should take.
     pub cache_capacity_mb: u64,
-    /// Upload sessions disappear from the API this long after creation.
-    pub session_ttl_hours: u64,
-    /// Job records (and thumbnails) are removed this long after creation.
-    pub job_ttl_hours: u64,
+    /// Upload sessions disappear from the API this long after creation (fractions allowed:
+    /// 0.5 is half an hour).
+    pub session_ttl_hours: f64,
+    /// Job records (and thumbnails) are removed this long after creation. Results stay in the
+    /// archive ([`ResultsConfig`]).
+    pub job_ttl_hours: f64,
     /// How often the TTL sweeper runs.
     pub sweep_interval_secs: u64,
 }
@@ -105,8 +117,8 @@ impl Default for StoreConfig {
         Self {
             data_dir: None,
             cache_capacity_mb: 64,
-            session_ttl_hours: 24,
-            job_ttl_hours: 48,
+            session_ttl_hours: 24.0,
+            job_ttl_hours: 48.0,
             sweep_interval_secs: 300,
         }
     }
@@ -371,6 +383,9 @@ impl Config {
                     self.store.session_ttl_hours = parse_env("DEMETER_SESSION_TTL_HOURS", value)?
                 }
                 "DEMETER_JOB_TTL_HOURS" => self.store.job_ttl_hours = parse_env("DEMETER_JOB_TTL_HOURS", value)?,
+                "DEMETER_RESULTS_RETENTION_DAYS" => {
+                    self.results.retention_days = Some(parse_env("DEMETER_RESULTS_RETENTION_DAYS", value)?)
+                }
                 "DEMETER_SWEEP_INTERVAL_SECS" => {
                     self.store.sweep_interval_secs = parse_env("DEMETER_SWEEP_INTERVAL_SECS", value)?
                 }
@@ -434,8 +449,24 @@ impl Config {
         if self.watch.dir.as_os_str().is_empty() {
             return invalid("watch.dir", "must not be empty");
         }
-        if self.store.session_ttl_hours == 0 {
-            return invalid("store.session_ttl_hours", "must be at least 1");
+        // At least a millisecond, at most a century (an expiry time must be representable).
+        let hours = 1.0 / 3_600_000.0..=876_000.0;
+        if !hours.contains(&self.store.session_ttl_hours) {
+            return invalid("store.session_ttl_hours", "must be more than 0 hours and at most 876000 (100 years)");
+        }
+        if !hours.contains(&self.store.job_ttl_hours) {
+            return invalid("store.job_ttl_hours", "must be more than 0 hours and at most 876000 (100 years)");
+        }
+        if self.store.job_ttl_hours < self.store.session_ttl_hours {
+            return invalid("store.job_ttl_hours", "must be at least store.session_ttl_hours");
+        }
+        if let Some(days) = self.results.retention_days {
+            if !(days > 0.0 && days <= 36_500.0) {
+                return invalid(
+                    "results.retention_days",
+                    "must be more than 0 days and at most 36500; leave it out to keep every result",
+                );
+            }
         }
         if self.store.job_ttl_hours < self.store.session_ttl_hours {
             return invalid("store.job_ttl_hours", "must be at least store.session_ttl_hours");
@@ -527,8 +558,8 @@ mod tests {
         assert_eq!(c.workers.count, 4);
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:7878");
         assert_eq!(c.watch.stability_window_ms, 2000);
-        assert_eq!(c.store.session_ttl_hours, 24);
-        assert_eq!(c.store.job_ttl_hours, 48);
+        assert_eq!(c.store.session_ttl_hours, 24.0);
+        assert_eq!(c.store.job_ttl_hours, 48.0);
     }
 
     #[test]
@@ -549,8 +580,19 @@ mod tests {
         c.workers.count = 0;
         assert!(c.validate().unwrap_err().to_string().contains("workers.count"));
         let mut c = Config::default();
-        c.store.job_ttl_hours = 1;
+        c.store.job_ttl_hours = 1.0;
         assert!(c.validate().unwrap_err().to_string().contains("store.job_ttl_hours"));
+        // Fractions of an hour are fine (tests sweep in seconds); nothing, negative or NaN is not.
+        c.store.session_ttl_hours = 0.0005;
+        c.store.job_ttl_hours = 0.001;
+        assert!(c.validate().is_ok());
+        for bad in [0.0, -1.0, f64::NAN] {
+            c.store.session_ttl_hours = bad;
+            assert!(c.validate().unwrap_err().to_string().contains("store.session_ttl_hours"), "{bad}");
+        }
+        c.store.session_ttl_hours = 0.0005;
+        c.results.retention_days = Some(0.0);
+        assert!(c.validate().unwrap_err().to_string().contains("results.retention_days"));
         let mut c = Config::default();
         c.apply_env([("DEMETER_FAILED_AUTH_BURST", "0")]).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("server.failed_auth_burst"));

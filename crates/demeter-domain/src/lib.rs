@@ -15,6 +15,7 @@
 //!
 //! Anything that touches disk, network or ONNX Runtime lives elsewhere.
 
+pub mod archive;
 pub mod clock;
 pub mod command;
 pub mod config;

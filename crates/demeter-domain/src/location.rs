@@ -67,6 +67,18 @@ pub enum LocationRule {
     Default,
 }
 
+impl LocationRule {
+    /// The rule's name, as in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocationRule::QrCode => "qr_code",
+            LocationRule::Subfolder => "subfolder",
+            LocationRule::FilenamePattern => "filename_pattern",
+            LocationRule::Default => "default",
+        }
+    }
+}
+
 /// A photo's location and how it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocationMatch {

@@ -203,6 +203,10 @@ pub struct JobResult {
     pub device: String,
     /// Milliseconds spent in each stage.
     pub timings_ms: BTreeMap<Stage, u64>,
+    /// When the photo was taken, from its EXIF `DateTimeOriginal` (read as UTC); `None` when it
+    /// has none (the archive then uses the file's modification time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_at: Option<chrono::DateTime<chrono::Utc>>,
     /// Photo size after EXIF orientation.
     pub width: u32,
     pub height: u32,

@@ -112,6 +112,12 @@ impl Shared {
     pub(crate) fn thumbnail_path(&self, job: demeter_domain::JobId) -> PathBuf {
         self.thumbnails.join(format!("{job}.jpg"))
     }
+
+    /// An archived result's thumbnail: kept while its archive record is, after the job's own
+    /// thumbnail has been swept with the job.
+    pub(crate) fn archived_thumbnail_path(&self, result: uuid::Uuid) -> PathBuf {
+        self.thumbnails.join(demeter_domain::archive::THUMBNAILS_DIR).join(format!("{result}.jpg"))
+    }
 }
 
 /// The engine's side effects of a command: announce on its stream, wake its workers, sweep.
@@ -201,7 +207,7 @@ impl Engine {
 
         std::fs::create_dir_all(&data_dir).map_err(|source| EngineError::DataDir { path: data_dir.clone(), source })?;
         let (thumbnails, overlays) = (data_dir.join("thumbnails"), data_dir.join("overlays"));
-        for dir in [&thumbnails, &overlays] {
+        for dir in [&thumbnails, &thumbnails.join(demeter_domain::archive::THUMBNAILS_DIR), &overlays] {
             std::fs::create_dir_all(dir).map_err(|source| EngineError::DataDir { path: dir.clone(), source })?;
         }
         let (store, moved_aside) = Store::open_or_rebuild(&data_dir, config.store.cache_capacity_mb << 20)?;

@@ -73,6 +73,7 @@ pub fn run(
     let need = if wants_qr { demeter_infer::qr::SEARCH_SIDE } else { analyzer.decode_long_side() };
     let decoded =
         demeter_infer::decode_for(&bytes, input.limits, need).map_err(|e| JobError::permanent(e.to_string()))?;
+    let taken_at = demeter_infer::taken::taken_at(&bytes);
     drop(bytes);
     let (width, height) = (decoded.width, decoded.height);
     // Only a grey, smaller copy is kept for the QR search; the decoded photo itself becomes the
@@ -115,6 +116,7 @@ pub fn run(
         execution_provider: analyzer.provider().as_str().to_owned(),
         device: analyzer.provider().device().to_owned(),
         timings_ms: timings,
+        taken_at,
         width,
         height,
         grid: detection.grid,

@@ -1,5 +1,7 @@
 //! The TTL sweeper: removes expired sessions and jobs (and their thumbnails and overlays) through the
-//! expiry index, in bounded batches so polls are never starved while it runs.
+//! expiry index, in bounded batches so polls are never starved while it runs; and, when
+//! `results.retention_days` is set, archived results older than that (the archive outlives the
+//! jobs otherwise).
 
 use std::{sync::Arc, thread, time::Duration};
 
@@ -44,6 +46,9 @@ pub(crate) fn sweep(shared: &Shared) -> (usize, usize) {
         shared.overlays.remove(&report.jobs);
         !shared.stopping()
     });
+    if let Some(days) = shared.config.results.retention_days {
+        sweep_archive(shared, days);
+    }
     match removed {
         Ok(t) => {
             if t.sessions + t.jobs > 0 {
@@ -55,5 +60,32 @@ pub(crate) fn sweep(shared: &Shared) -> (usize, usize) {
             warn!(error = %e, "TTL sweep failed; will retry");
             (0, 0)
         }
+    }
+}
+
+/// Removes archived results processed more than `days` ago, a batch at a time, with their
+/// thumbnails.
+fn sweep_archive(shared: &Shared, days: f64) {
+    let cutoff = shared.clock.now() - chrono::Duration::milliseconds((days * 86_400_000.0) as i64);
+    let mut total = 0;
+    loop {
+        match shared.store.sweep_archive(cutoff, BATCH) {
+            Ok((ids, more)) => {
+                for id in &ids {
+                    let _ = std::fs::remove_file(shared.archived_thumbnail_path(*id));
+                }
+                total += ids.len();
+                if !more || shared.stopping() {
+                    break;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "results retention sweep failed; will retry");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        info!(results = total, days, "archived results past their retention removed");
     }
 }

@@ -430,6 +430,17 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
             if let Err(e) = shared.store.record_stage_timings(&result.timings_ms) {
                 warn!(error = %e, "cannot record stage timings; ETAs learn from the next job");
             }
+            // The archive keeps this result's thumbnail after the job's goes with the job: a
+            // second name for the same file (thumbnails are replaced by rename, never rewritten
+            // in place), or a copy where links are not possible. Before the result is stored,
+            // so an archived result never lacks its thumbnail for long.
+            let archived = shared.archived_thumbnail_path(result.session_id);
+            if std::fs::hard_link(&thumbnail, &archived)
+                .or_else(|_| std::fs::copy(&thumbnail, &archived).map(drop))
+                .is_err()
+            {
+                warn!(job = %id, "cannot keep the thumbnail in the results archive; the result is archived without it");
+            }
             shared.store.update(id, |j| j.complete(result, now))
         }
         Err(Interrupt::Failed(err)) => {

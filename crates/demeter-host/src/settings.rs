@@ -187,7 +187,7 @@ mod tests {
         assert!(text.contains("# greenhouse 3") && text.contains("# two days"), "{text}");
         let after = read_file(&path).unwrap();
         assert_eq!(after, saved);
-        assert_eq!(after.store.job_ttl_hours, 40);
+        assert_eq!(after.store.job_ttl_hours, 40.0);
         assert_eq!(DesktopSettings::from_config(&after), wanted);
         assert_eq!(after.server.listen, "0.0.0.0:9000".parse().unwrap(), "the port is kept");
     }

@@ -31,6 +31,7 @@ pub mod overlay;
 pub mod qr;
 pub mod resize;
 pub mod runtime;
+pub mod taken;
 pub mod thumbnail;
 pub mod yolo;
 

@@ -75,6 +75,10 @@ fn entries() -> Vec<(Route, MethodRouter<AppState>)> {
         (r("GET", "/api/v1/jobs/{id}/overlay", Needs(Viewer)), get(api::jobs::overlay)),
         (r("GET", "/api/v1/events", Needs(Viewer)), get(crate::events::stream)),
         (r("GET", "/api/v1/openapi.json", Needs(Viewer)), get(api::openapi::document)),
+        // The results archive (an uploader sees its own uploads).
+        (r("GET", "/api/v1/results", Needs(Viewer)), get(api::archive::list)),
+        (r("GET", "/api/v1/results.csv", Needs(Viewer)), get(api::archive::list_csv)),
+        (r("GET", "/api/v1/results/{id}/thumbnail", Needs(Viewer)), get(api::archive::thumbnail)),
         // Sending photos.
         (
             r("POST", "/api/v1/photos/upload", Needs(Uploader)),

@@ -178,6 +178,7 @@ async fn poll_returns_the_seed_shape_with_every_state() {
                     execution_provider: "CPU".into(),
                     device: "cpu".into(),
                     timings_ms: Default::default(),
+                    taken_at: None,
                     width: 10,
                     height: 10,
                     grid: None,

@@ -15,6 +15,8 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("stored {what} is unreadable: {source}")]
     Codec { what: &'static str, source: serde_json::Error },
+    #[error("stored {what} is unreadable: {source}")]
+    Binary { what: &'static str, source: postcard::Error },
     #[error("job {0} not found")]
     JobNotFound(JobId),
     #[error(transparent)]

@@ -39,6 +39,42 @@ pub(crate) fn parse_expiry(k: &[u8]) -> Option<(ExpiryKind, [u8; 16])> {
     Some((kind, k[9..25].try_into().ok()?))
 }
 
+/// `archive_taken`: every archived result in the order the photos were taken.
+pub(crate) fn archive_taken(taken_at: DateTime<Utc>, result: &[u8; 16]) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&ms_key(taken_at));
+    k[8..].copy_from_slice(result);
+    k
+}
+
+/// `archive_location`: a location's results in the order taken. The location id is a prefix
+/// closed by a 0 byte (ids are text without NUL; results without a location have the empty id).
+pub(crate) fn archive_location(location: &str, taken_at: DateTime<Utc>, result: &[u8; 16]) -> Vec<u8> {
+    let mut k = archive_location_prefix(location);
+    k.extend_from_slice(&ms_key(taken_at));
+    k.extend_from_slice(result);
+    k
+}
+
+pub(crate) fn archive_location_prefix(location: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(location.len() + 25);
+    k.extend_from_slice(location.as_bytes());
+    k.push(0);
+    k
+}
+
+/// The time part of an `archive_location` key with `prefix`: the bound for a time range.
+pub(crate) fn archive_location_at(prefix: &[u8], t: DateTime<Utc>) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(&ms_key(t));
+    k
+}
+
+/// The result id at the end of an archive index key.
+pub(crate) fn archive_result_of(k: &[u8]) -> Option<[u8; 16]> {
+    k.get(k.len().checked_sub(16)?..)?.try_into().ok()
+}
+
 pub(crate) fn session_job(session: &[u8; 16], job: &[u8; 16]) -> [u8; 32] {
     let mut k = [0u8; 32];
     k[..16].copy_from_slice(session);

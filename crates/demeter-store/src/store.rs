@@ -82,6 +82,10 @@ pub struct Store {
     expiry: Tree,
     /// Small appliance-wide values: learned stage durations, the pause switch.
     meta: Tree,
+    /// The results archive ([`crate::archive`]): records, by time taken, by location.
+    pub(crate) archive: Tree,
+    pub(crate) archive_taken: Tree,
+    pub(crate) archive_location: Tree,
     /// Serialises read-modify-write sequences (held from a change's transaction through its
     /// flush). One process owns the database (sled's file lock), so an in-process lock is
     /// enough, and transactions never conflict or retry. Readers of what the API reports take
@@ -190,6 +194,9 @@ impl Store {
             seen_hash: tree("seen_hash")?,
             expiry: tree("expiry")?,
             meta: tree("meta")?,
+            archive: tree("archive")?,
+            archive_taken: tree("archive_taken")?,
+            archive_location: tree("archive_location")?,
             db,
             path,
             write: RwLock::new(()),
@@ -221,7 +228,7 @@ impl Store {
         &self.path
     }
 
-    fn lock(&self) -> RwLockWriteGuard<'_, ()> {
+    pub(crate) fn lock(&self) -> RwLockWriteGuard<'_, ()> {
         self.write.write().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -249,6 +256,11 @@ impl Store {
     fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// [`Store::flush`], for the archive's writers (which hold the write lock).
+    pub(crate) fn flush_now(&self) -> Result<()> {
+        self.flush()
     }
 
     /// Stores a new upload session and its expiry entry.
@@ -451,13 +463,21 @@ impl Store {
         self.flush()
     }
 
+    /// Writes a job (and, when it has just completed, its archive record) and keeps `queue` and
+    /// `processing` in step with its state, in one transaction. Callers hold the write lock.
     fn write_job_unflushed(&self, job: &Job) -> Result<()> {
         let id = job.id.as_bytes();
-        let change = (&self.jobs, &self.queue, &self.processing).transaction(|(jobs, queue, processing)| {
+        let archived = self.archive_record(job)?;
+        let trees =
+            (&self.jobs, &self.queue, &self.processing, &self.archive, &self.archive_taken, &self.archive_location);
+        let change = trees.transaction(|(jobs, queue, processing, archive, taken, location)| {
             if jobs.get(id)?.is_none() {
                 return Err(abort(StoreError::JobNotFound(job.id)));
             }
             jobs.insert(id, encode(job))?;
+            if let Some(record) = &archived {
+                crate::archive::insert((archive, taken, location), record)?;
+            }
             let (queued, running) = match job.state {
                 JobState::Pending { .. } => (true, false),
                 JobState::Processing { .. } => (false, true),
@@ -662,9 +682,10 @@ impl Store {
         }
     }
 
-    /// Convenience for callers computing expiry times.
-    pub fn expires(now: DateTime<Utc>, hours: u64) -> DateTime<Utc> {
-        now + Duration::hours(i64::try_from(hours).unwrap_or(i64::MAX / 3_600_000))
+    /// When something made at `now` with a time to live of `hours` (fractions allowed; the
+    /// config keeps it within a century) expires, to the millisecond.
+    pub fn expires(now: DateTime<Utc>, hours: f64) -> DateTime<Utc> {
+        now + Duration::milliseconds((hours * 3_600_000.0).round().clamp(1.0, 3.2e12) as i64)
     }
 }
 

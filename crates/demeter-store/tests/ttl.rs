@@ -26,7 +26,7 @@ fn fill(store: &Store, created: DateTime<Utc>, jobs: usize, tag: usize) -> (Sess
     let s = UploadSession {
         id: SessionId::new_v7(),
         created_at: created,
-        expires_at: Store::expires(created, 24),
+        expires_at: Store::expires(created, 24.0),
         source: SessionSource::Folder { subfolder: Some(format!("bench-{tag}")) },
     };
     store.insert_session(&s).unwrap();
@@ -35,7 +35,7 @@ fn fill(store: &Store, created: DateTime<Utc>, jobs: usize, tag: usize) -> (Sess
             let name = format!("bench-{tag}/{n}.jpg");
             let job =
                 Job::new(JobId::new_v7(), s.id, format!("{tag}-{n}"), format!("/p/{name}").into(), name, 1, 1, created);
-            let stored = store.enqueue(&job, &format!("{tag}-{n}"), Store::expires(created, 48)).unwrap();
+            let stored = store.enqueue(&job, &format!("{tag}-{n}"), Store::expires(created, 48.0)).unwrap();
             assert_eq!(stored, EnqueueOutcome::Stored);
             job.id
         })

@@ -3,6 +3,7 @@
 //! routes and the role each needs are declared in [`crate::routes`].
 
 pub(crate) mod actions;
+pub(crate) mod archive;
 pub(crate) mod jobs;
 pub(crate) mod models;
 pub mod openapi;

@@ -1,0 +1,217 @@
+//! The results archive on a real sled database: written with each completed result (once, and
+//! again for a reprocess), kept after the job's TTL sweep and across reopening, paged by cursor
+//! in both orders under every filter (checked against a plain list of the same records), a
+//! location's series from the index alone, and the retention sweep.
+
+use chrono::{DateTime, Duration, Utc};
+use demeter_domain::{
+    archive::{ArchivedResult, TakenAtSource},
+    Job, JobId, JobResult, SessionId, SessionSource, UploadSession,
+};
+use demeter_store::{ArchiveQuery, Store};
+use proptest::prelude::*;
+
+const CACHE: u64 = 8 << 20;
+
+fn t(s: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_750_000_000 + s, 0).unwrap()
+}
+
+fn upload_session(store: &Store, owner: Option<&str>) -> SessionId {
+    let s = UploadSession {
+        id: SessionId::new_v7(),
+        created_at: t(0),
+        expires_at: t(0) + Duration::hours(24),
+        source: SessionSource::Upload { files: 1, owner: owner.map(str::to_owned) },
+    };
+    store.insert_session(&s).unwrap();
+    s.id
+}
+
+fn completed(store: &Store, session: SessionId, name: &str, plants: u32, location: &str) -> (Job, JobResult) {
+    let job = Job::new(JobId::new_v7(), session, name.into(), format!("/p/{name}").into(), name.into(), 1, 5, t(0));
+    store.enqueue(&job, name, t(0) + Duration::hours(48)).unwrap();
+    store.claim_next(0, t(1)).unwrap().unwrap();
+    let result = JobResult {
+        session_id: uuid::Uuid::now_v7(),
+        total_detected: plants,
+        plants: (0..plants).map(|i| demeter_domain::Plant { bbox: [i, i, 10, 10], ..Default::default() }).collect(),
+        storage_location_id: Some(location.into()),
+        taken_at: Some(t(100)),
+        ..Default::default()
+    };
+    store.update(job.id, |j| j.complete(result.clone(), t(2))).unwrap();
+    (job, result)
+}
+
+#[test]
+fn a_completed_result_is_archived_once_kept_after_its_job_and_a_reprocess_adds_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job, first);
+    {
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        let s = upload_session(&store, Some("phone"));
+        (job, first) = completed(&store, s, "b1.jpg", 3, "B1");
+        let r = store.archived(first.session_id).unwrap().unwrap();
+        assert_eq!((r.total_detected, r.boxes.len(), r.owner.as_deref()), (3, 3, Some("phone")));
+        assert_eq!((r.taken_at, r.taken_at_source, r.processed_at), (t(100), TakenAtSource::Exif, t(2)));
+        assert_eq!(r.location_id.as_deref(), Some("B1"));
+        // Writing the completed job again (a no-op change) archives nothing more.
+        store.update(job.id, |_| Ok(())).unwrap();
+        assert_eq!(store.archive_len(), 1);
+        // A reprocess: the job runs again and its new result is archived beside the first.
+        store.update(job.id, |j| j.reprocess(Some("strict".into()), t(3))).unwrap();
+        store.claim_next(0, t(4)).unwrap().unwrap();
+        let again = JobResult { session_id: uuid::Uuid::now_v7(), total_detected: 2, ..Default::default() };
+        store.update(job.id, |j| j.complete(again, t(5))).unwrap();
+        assert_eq!(store.archive_len(), 2);
+        // The job's TTL sweep leaves the archive alone.
+        let swept = store.sweep_due(t(0) + Duration::hours(49), 100, |_| true).unwrap();
+        assert_eq!(swept.jobs, 1);
+        assert!(store.job(job.id).unwrap().is_none());
+    }
+    // Reopened (no shutdown): both records are there.
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    assert_eq!(store.archive_len(), 2);
+    assert_eq!(store.archived(first.session_id).unwrap().unwrap().filename, "b1.jpg");
+    let series = store.location_series("B1", None, None).unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!((series[0].total_detected, series[0].taken_at), (3, t(100)));
+    // The reprocessed result had no location: it is under "".
+    assert_eq!(store.archive_locations().unwrap(), vec![(String::new(), 1), ("B1".into(), 1)]);
+}
+
+#[test]
+fn the_retention_sweep_removes_only_what_was_processed_before_the_cutoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    let records: Vec<ArchivedResult> = (0..10).map(|i| record(i, "B1", t(i), None)).collect();
+    store.archive_insert_many(&records).unwrap();
+    let (removed, more) = store.sweep_archive(t(4), 3).unwrap();
+    assert_eq!((removed.len(), more), (3, true));
+    let (removed, more) = store.sweep_archive(t(4), 3).unwrap();
+    assert_eq!((removed.len(), more), (1, false));
+    assert_eq!(store.archive_len(), 6);
+    assert_eq!(store.location_series("B1", None, None).unwrap().len(), 6);
+    assert_eq!(
+        store.archive_page(&ArchiveQuery { limit: 100, ..Default::default() }).unwrap().unwrap().results.len(),
+        6
+    );
+}
+
+/// A record taken at `taken` (and processed `i` seconds in), in `location`, by `owner`.
+fn record(i: i64, location: &str, taken: DateTime<Utc>, owner: Option<&str>) -> ArchivedResult {
+    ArchivedResult {
+        // v7 ids in processing order, as the pipeline makes them.
+        result_id: uuid::Uuid::new_v7(uuid::Timestamp::from_unix(uuid::NoContext, 1_750_000_000 + i as u64, 0)),
+        job_id: JobId::new_v7(),
+        upload_session_id: SessionId(uuid::Uuid::from_u128(i as u128 % 3)),
+        filename: format!("{location}/photo-{i}.jpg"),
+        content_hash: format!("{i:016x}"),
+        taken_at: taken,
+        taken_at_source: TakenAtSource::Mtime,
+        processed_at: t(i),
+        location_id: (!location.is_empty()).then(|| location.to_owned()),
+        location_name: None,
+        location_rule: None,
+        model_name: if i % 2 == 0 { "plant-exg".into() } else { "yolo".into() },
+        model_version: "2".into(),
+        model_sha256: "0".repeat(64),
+        total_detected: i as u32,
+        class_counts: Default::default(),
+        grid: None,
+        plant_cover: 0.1,
+        boxes: vec![[1, 2, 3, 4]; 24],
+        width: 2592,
+        height: 1944,
+        trusted: true,
+        trust_reasons: vec![],
+        owner: owner.map(str::to_owned),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Every filter and both orders, paged with small limits: the pages together are exactly
+    /// the matching records of a plain list, in order, with no duplicates.
+    #[test]
+    fn pages_join_up_to_exactly_the_filtered_list(
+        takes in proptest::collection::vec((0i64..50, 0usize..3, 0usize..3), 1..40),
+        location in proptest::option::of(0usize..3),
+        model in proptest::option::of(0usize..2),
+        owner in proptest::option::of(0usize..3),
+        since in proptest::option::of(0i64..50),
+        until in proptest::option::of(0i64..60),
+        limit in 1usize..7,
+        oldest_first: bool,
+    ) {
+        let locations = ["B1", "B2", ""];
+        let owners = [Some("ann"), Some("bo"), None];
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        let records: Vec<ArchivedResult> = takes
+            .iter()
+            .enumerate()
+            .map(|(i, (taken, loc, own))| record(i as i64, locations[*loc], t(*taken), owners[*own]))
+            .collect();
+        store.archive_insert_many(&records).unwrap();
+        let query = ArchiveQuery {
+            location: location.map(|l| locations[l].to_owned()),
+            since: since.map(t),
+            until: until.map(t),
+            model: model.map(|m| ["plant-exg", "yolo"][m].to_owned()),
+            owner: owner.and_then(|o| owners[o].map(str::to_owned)),
+            limit,
+            oldest_first,
+            ..Default::default()
+        };
+        let mut want: Vec<&ArchivedResult> = records
+            .iter()
+            .filter(|r| query.location.as_ref().is_none_or(|l| r.location_id.as_deref().unwrap_or("") == l))
+            .filter(|r| query.since.is_none_or(|s| r.taken_at >= s) && query.until.is_none_or(|u| r.taken_at < u))
+            .filter(|r| query.model.as_ref().is_none_or(|m| &r.model_name == m))
+            .filter(|r| query.owner.is_none() || r.owner == query.owner)
+            .collect();
+        want.sort_by_key(|r| (r.taken_at, r.result_id));
+        if !oldest_first {
+            want.reverse();
+        }
+        let mut got = Vec::new();
+        let mut query = query;
+        for _ in 0..100 {
+            let page = store.archive_page(&query).unwrap().unwrap();
+            prop_assert!(page.results.len() <= limit);
+            got.extend(page.results);
+            match page.next_cursor {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
+        }
+        let got: Vec<_> = got.iter().map(|r| r.result_id).collect();
+        let want: Vec<_> = want.iter().map(|r| r.result_id).collect();
+        prop_assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn a_cursor_from_elsewhere_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    for cursor in ["zz", "abc", "00"] {
+        let q =
+            ArchiveQuery { location: Some("B1".into()), cursor: Some(cursor.into()), limit: 5, ..Default::default() };
+        assert!(store.archive_page(&q).unwrap().is_err(), "{cursor}");
+    }
+}
+
+#[test]
+fn a_typical_record_costs_well_under_a_kilobyte() {
+    // 24 plants (a common plug tray), two timestamps, hashes, names: the binary record and its
+    // index entries.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    store.archive_insert_many(&[record(1, "B1", t(1), Some("ann"))]).unwrap();
+    let bytes = store.archive_bytes().unwrap();
+    assert!(bytes < 700, "{bytes} bytes");
+}
