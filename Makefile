@@ -20,7 +20,7 @@ EVAL_PKGS ?= -p demeter-daemon
 # Photos with ground truth (manifest.json) that the counting goal is judged on.
 DEV_SET ?= ../shared/data/real
 
-.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test node desktop-deps desktop-test desktop contract-test eval soak bench bench-deps clean help
+.PHONY: run build test setup ort models model-check fmt lint browser-deps browser-test ui-vendor ui-vendor-check node desktop-deps desktop-test desktop contract-test eval soak bench bench-deps clean help
 
 help:
 	@echo "make run    install what is missing, build (release), run the daemon on ./photos"
@@ -80,6 +80,18 @@ browser-deps: node
 	@command -v chromium >/dev/null || { sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium >/dev/null; }
 	cd tests/browser && npm ci --no-audit --no-fund --silent
+
+# The charting library compiled into the status page (ui/vendor/, include_str!): the checked-in
+# files must be byte for byte the locked npm package's. `make ui-vendor` refreshes them after a
+# version bump in ui/vendor/package.json.
+UPLOT_FILES := uPlot.iife.min.js uPlot.min.css
+ui-vendor-check: node
+	cd ui/vendor && npm ci --no-audit --no-fund --silent && \
+	  for f in $(UPLOT_FILES); do cmp node_modules/uplot/dist/$$f $$f || { echo "ui/vendor/$$f differs from the locked uplot package; run make ui-vendor" >&2; exit 1; }; done && \
+	  cmp node_modules/uplot/LICENSE uPlot.LICENSE
+ui-vendor: node
+	cd ui/vendor && npm install --no-audit --no-fund --silent && \
+	  for f in $(UPLOT_FILES); do cp node_modules/uplot/dist/$$f $$f; done && cp node_modules/uplot/LICENSE uPlot.LICENSE
 
 # The status page in real headless Chromium against the real daemon (screenshots: target/browser-artifacts).
 browser-test: ort browser-deps
@@ -150,7 +162,7 @@ eval: ort
 soak: ort
 	DEMETER_KILL_CYCLES=100 $(CARGO) test --locked -p demeter-tests --test e2e -- kill_9_cycles --nocapture
 
-test: ort model-check fmt browser-deps desktop-deps
+test: ort model-check fmt ui-vendor-check browser-deps desktop-deps
 	$(CARGO) build --locked $(ALL_BIN_PKGS)
 	$(CARGO) test --locked --workspace --no-fail-fast
 	$(MAKE) --no-print-directory eval EVAL_PKGS="$(ALL_BIN_PKGS)"

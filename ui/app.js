@@ -1,5 +1,5 @@
 // Demeter status page: sessions, live session view (SSE with polling fallback), job detail,
-// uploads. No framework; every value from the server goes into the page through textContent.
+// uploads, and the results archive (locations over time, a gallery). No framework; every value from the server goes into the page through textContent.
 'use strict';
 
 const main = document.getElementById('main');
@@ -466,6 +466,199 @@ async function showJob(id) {
   return null;
 }
 
+// ---- results archive: locations over time, gallery ----------------------------------------------
+
+function day(iso) {
+  return new Date(iso).toLocaleDateString(undefined, { day: 'numeric', month: 'short', year: 'numeric' });
+}
+
+function changeText(loc) {
+  if (loc.change === null) return 'first photo';
+  const sign = loc.change > 0 ? '+' : loc.change < 0 ? '−' : '±';
+  return `${sign}${Math.abs(loc.change)} since ${day(loc.previous.taken_at)}`;
+}
+
+// A location's count (left axis) and plant cover (right axis) over time, one point per photo.
+// uPlot draws on a canvas sized to its box: it is resized with the page, so it reads at phone
+// width. Beside it, the same numbers as a table for screen readers and copying.
+function seriesChart(points, label) {
+  const box = el('div', { class: 'chart', role: 'img', 'aria-label': `${label}: plants and cover over time, ${points.length} photos`,
+    'data-points': String(points.length) });
+  const xs = points.map((p) => new Date(p.taken_at).getTime() / 1000);
+  const data = [xs, points.map((p) => p.total_detected), points.map((p) => Math.round(p.plant_cover * 1000) / 10)];
+  let plot = null;
+  const draw = () => {
+    const width = Math.max(240, box.clientWidth);
+    if (plot) { plot.setSize({ width, height: 220 }); return; }
+    // Counts from zero (a drop from 20 to 19 must not look like a collapse), in whole plants;
+    // cover in percent on the right. The axes name the lines; the key below the chart colours them.
+    plot = new uPlot({
+      width, height: 220,
+      legend: { show: false },
+      scales: {
+        // One photo: a month around it, not an axis of years.
+        x: { time: true, range: (u, min, max) => (min === max ? [min - 15 * 86400, max + 15 * 86400] : [min, max]) },
+        plants: { range: (u, min, max) => [0, Math.max(5, Math.ceil(max * 1.15))] },
+        cover: { range: [0, 100] },
+      },
+      axes: [
+        { space: 60 },
+        { scale: 'plants', label: 'plants', size: 44, incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000] },
+        { scale: 'cover', side: 1, label: 'cover %', size: 44, grid: { show: false } },
+      ],
+      series: [
+        {},
+        { label: 'plants', scale: 'plants', stroke: '#2e7d32', width: 2, points: { show: true, size: 7, fill: '#2e7d32' } },
+        { label: 'cover %', scale: 'cover', stroke: '#1565c0', dash: [4, 4], points: { show: true, size: 5 } },
+      ],
+    }, data, box);
+  };
+  const resize = new ResizeObserver(() => { if (box.isConnected) draw(); });
+  resize.observe(box);
+  const rows = points.map((p) => el('tr', {}, el('td', { text: new Date(p.taken_at).toLocaleString() }),
+    el('td', { text: String(p.total_detected) }), el('td', { text: `${(p.plant_cover * 100).toFixed(1)} %` })));
+  const table = el('details', { class: 'points' }, el('summary', { text: 'Numbers' }),
+    el('table', {}, el('thead', {}, el('tr', {}, el('th', { text: 'Taken' }), el('th', { text: 'Plants' }), el('th', { text: 'Cover' }))),
+      el('tbody', {}, ...rows)));
+  const key = el('p', { class: 'key' }, el('span', { class: 'key-plants', text: 'plants' }), ' ',
+    el('span', { class: 'key-cover', text: 'plant cover %' }));
+  return { node: el('div', {}, box, key, table), stop: () => resize.disconnect() };
+}
+
+async function showLocations() {
+  let d;
+  try {
+    d = await getJson('/api/v1/locations');
+  } catch (e) {
+    if (e instanceof HttpError && e.status === 401) { showSignIn(); return null; }
+    main.replaceChildren(el('h1', { text: 'Locations' }), el('p', { role: 'alert', text: `Cannot load the locations: ${e.message}` }));
+    return null;
+  }
+  const charts = [];
+  const cards = await Promise.all(d.locations.map(async (loc) => {
+    const label = loc.name || loc.id || 'No location';
+    const s = await getJson(`/api/v1/series?location=${encodeURIComponent(loc.id)}`);
+    const chart = seriesChart(s.points, label);
+    charts.push(chart);
+    const alert = loc.dropped
+      ? el('span', { class: 'badge failed alert', role: 'status', text: `dropped more than ${d.drop_percent} %` }) : null;
+    return el('section', { class: 'location', 'data-location': loc.id, 'aria-label': label },
+      el('div', { class: 'location-head' },
+        el('img', { src: loc.latest.thumbnail_url, alt: '', loading: 'lazy' }),
+        el('div', {},
+          el('h2', { text: label }),
+          el('p', {}, el('strong', { class: 'count', text: `${loc.latest.total_detected} plants` }),
+            ` on ${day(loc.latest.taken_at)} · `, el('span', { class: loc.change < 0 ? 'down' : 'up', text: changeText(loc) }), ' ', alert),
+          el('p', {}, el('a', { href: `#/gallery?location=${encodeURIComponent(loc.id)}`, text: `Photos of ${label}` })))),
+      chart.node);
+  }));
+  main.replaceChildren(el('h1', { text: 'Locations' }),
+    cards.length ? el('div', { class: 'locations' }, ...cards)
+      : el('p', { text: 'No results yet: counted photos appear here by location, and stay after their sessions end.' }));
+  return () => charts.forEach((c) => c.stop());
+}
+
+// The gallery: archived results, newest first, filtered by location, date and model; a lightbox
+// with previous and next and the boxes drawn over the photo.
+function galleryQuery() {
+  const q = (location.hash.split('?')[1]) || '';
+  return new URLSearchParams(q);
+}
+
+async function showGallery() {
+  const params = galleryQuery();
+  const filters = {};
+  for (const k of ['location', 'since', 'until', 'model', 'q']) if (params.get(k)) filters[k] = params.get(k);
+  let locs = [];
+  try { locs = (await getJson('/api/v1/locations')).locations; } catch (_) { /* the filter offers none */ }
+  const form = el('form', { class: 'filters', 'aria-label': 'Filter photos' });
+  const field = (label, input) => el('label', {}, el('span', { text: label }), input);
+  const locSelect = el('select', { name: 'location' }, el('option', { value: '', text: 'All locations' }),
+    ...locs.map((l) => el('option', { value: l.id, text: l.name || l.id || 'No location', selected: filters.location === l.id })));
+  form.append(field('Location', locSelect),
+    field('From', el('input', { type: 'date', name: 'since', value: filters.since || '' })),
+    field('To', el('input', { type: 'date', name: 'until', value: filters.until || '' })),
+    field('Model', el('input', { type: 'text', name: 'model', value: filters.model || '', placeholder: 'any' })),
+    field('File name', el('input', { type: 'search', name: 'q', value: filters.q || '' })),
+    el('button', { type: 'submit', class: 'primary', text: 'Show' }));
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const next = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v) next.set(k, v);
+    location.hash = `#/gallery?${next}`;
+  });
+  const grid = el('ul', { class: 'gallery', 'aria-label': 'Photos' });
+  const more = el('button', { type: 'button', hidden: true, text: 'Load more' });
+  const status = el('p', { class: 'muted', role: 'status' });
+  const items = [];
+  let cursor = null;
+  const load = async () => {
+    const q = new URLSearchParams(filters);
+    // "To" a day includes that day: the API's `until` is exclusive.
+    if (filters.until) q.set('until', new Date(Date.parse(filters.until) + 86400000).toISOString().slice(0, 10));
+    q.set('limit', '60');
+    if (cursor) q.set('cursor', cursor);
+    const page = await getJson(`/api/v1/results?${q}`);
+    for (const r of page.results) {
+      const i = items.length;
+      items.push(r);
+      grid.append(el('li', {}, el('button', { type: 'button', class: 'tile', 'aria-label': `${r.filename}, ${r.total_detected} plants`, on: { click: () => open(i) } },
+        el('img', { src: r.thumbnail_url, alt: '', loading: 'lazy' }),
+        el('span', { class: 'tile-count', text: String(r.total_detected) }),
+        el('span', { class: 'tile-caption', text: `${r.location_name || r.location_id || '—'} · ${day(r.taken_at)}` }))));
+    }
+    cursor = page.next_cursor;
+    more.hidden = !cursor;
+    status.textContent = items.length ? `${items.length} photo${items.length === 1 ? '' : 's'}${cursor ? ' so far' : ''}` : 'No photos match.';
+  };
+  more.addEventListener('click', () => load().catch((e) => { status.textContent = e.message; }));
+
+  const box = el('dialog', { class: 'lightbox', 'aria-label': 'Photo' });
+  const show = (i) => {
+    const r = items[i];
+    const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg');
+    svg.setAttribute('viewBox', `0 0 ${r.width} ${r.height}`);
+    svg.setAttribute('class', 'boxes');
+    svg.setAttribute('aria-hidden', 'true');
+    for (const [x, y, w, h] of r.boxes) {
+      const rect = document.createElementNS('http://www.w3.org/2000/svg', 'rect');
+      for (const [k, v] of Object.entries({ x, y, width: w, height: h })) rect.setAttribute(k, String(v));
+      svg.append(rect);
+    }
+    const prev = el('button', { type: 'button', text: '← Previous', disabled: i === 0, on: { click: () => { show(i - 1); refocus('prev'); } } });
+    const next = el('button', { type: 'button', text: 'Next →', disabled: i === items.length - 1, on: { click: () => { show(i + 1); refocus('next'); } } });
+    prev.dataset.nav = 'prev';
+    next.dataset.nav = 'next';
+    const where = r.location_name || r.location_id || 'no location';
+    box.replaceChildren(
+      el('figure', {}, el('div', { class: 'overlay-wrap' }, el('img', { src: r.thumbnail_url, alt: `${r.filename}: ${r.total_detected} plants` }), svg),
+        el('figcaption', {}, el('strong', { text: `${r.total_detected} plants` }),
+          ` · ${where} · taken ${new Date(r.taken_at).toLocaleString()} · ${r.model_name} ${r.model_version} · ${r.filename}`,
+          r.trusted ? null : el('span', { class: 'muted', text: ' · count uncertain' }))),
+      el('div', { class: 'lightbox-nav' }, prev, el('span', { text: `${i + 1} of ${items.length}` }), next,
+        el('button', { type: 'button', text: 'Close', on: { click: () => box.close() } })));
+    box.dataset.index = String(i);
+  };
+  // Keeps the focus on the button pressed (or its enabled neighbour at either end).
+  const refocus = (which) => {
+    const b = box.querySelector(`button[data-nav="${which}"]`);
+    (b && !b.disabled ? b : box.querySelector('button[data-nav]:not([disabled])'))?.focus();
+  };
+  const open = (i) => { show(i); if (!box.open) box.showModal(); };
+  // Arrow keys page through while the lightbox is open, wherever the focus is (the button that
+  // had it is replaced with the photo).
+  const onKey = (ev) => {
+    if (!box.open) return;
+    const i = Number(box.dataset.index);
+    if (ev.key === 'ArrowLeft' && i > 0) show(i - 1);
+    if (ev.key === 'ArrowRight' && i < items.length - 1) show(i + 1);
+  };
+  document.addEventListener('keydown', onKey);
+  main.replaceChildren(el('h1', { text: 'Gallery' }), form, status, grid, more, box);
+  try { await load(); } catch (e) { status.textContent = `Cannot load the photos: ${e.message}`; }
+  return () => { document.removeEventListener('keydown', onKey); if (box.open) box.close(); };
+}
+
 // ---- sign-in ---------------------------------------------------------------------------------
 
 const user = document.getElementById('user');
@@ -604,8 +797,14 @@ async function route() {
   followHealth();
   const [, kind, id] = (location.hash || '#/').split('/');
   if (kind === 'pair-phone') { await showPairing(); main.focus({ preventScroll: true }); return; }
+  const page = (kind || '').split('?')[0];
+  for (const a of document.querySelectorAll('nav.views a')) {
+    if (a.dataset.view === (page || 'sessions')) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
   if (kind === 'session' && id) view = await showSession(id);
   else if (kind === 'job' && id) view = await showJob(id);
+  else if (page === 'locations') view = await showLocations();
+  else if (page === 'gallery') view = await showGallery();
   else view = await showSessions();
   main.focus({ preventScroll: true });
 }

@@ -54,6 +54,17 @@ impl Digest {
         let open = if let [one] = reports { Some(one.upload_session_id) } else { None };
         Self { title, body, outcome: totals.outcome, open }
     }
+
+    /// A location's count fell: said at once, never folded into a batch's digest.
+    pub fn of_drop(drop: &demeter_domain::notify::CountDrop) -> Self {
+        let place = drop.location_name.as_deref().unwrap_or(&drop.location_id);
+        Self {
+            title: format!("Plants lost at {place}"),
+            body: format!("{} — {}", drop.message, drop.filename),
+            outcome: Outcome::Partial,
+            open: None,
+        }
+    }
 }
 
 /// Where clicks on shown notifications lead, by notification id.
@@ -99,12 +110,17 @@ pub fn on_click<R: Runtime>(
     }
 }
 
-/// Shows a notification for each group of sessions finishing together, until the engine stops.
+/// Shows a notification for each group of sessions finishing together, and for each location
+/// whose count dropped, until the engine stops.
 pub async fn forward<R: Runtime>(app: AppHandle<R>, mut rx: broadcast::Receiver<EngineEvent>) {
     use broadcast::error::RecvError;
     loop {
         let first = match rx.recv().await {
             Ok(EngineEvent::SessionFinished(r)) => r,
+            Ok(EngineEvent::CountDropped(drop)) => {
+                show(&app, &Digest::of_drop(&drop));
+                continue;
+            }
             Ok(_) => continue,
             Err(RecvError::Lagged(n)) => {
                 warn!(missed = n, "notifications fell behind; some finished sessions may not be announced");
@@ -120,6 +136,7 @@ pub async fn forward<R: Runtime>(app: AppHandle<R>, mut rx: broadcast::Receiver<
                     batch.retain(|b: &SessionReport| b.upload_session_id != r.upload_session_id);
                     batch.push(r);
                 }
+                Ok(Ok(EngineEvent::CountDropped(drop))) => show(&app, &Digest::of_drop(&drop)),
                 Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
                 Ok(Err(RecvError::Closed)) | Err(_) => break,
             }

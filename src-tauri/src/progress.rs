@@ -183,7 +183,7 @@ impl Tracker {
             }
             // The tray says "paused" beside the progress.
             EngineEvent::Paused(_) => true,
-            EngineEvent::Session(_) => false,
+            EngineEvent::Session(_) | EngineEvent::CountDropped(_) => false,
         }
     }
 

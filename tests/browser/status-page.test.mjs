@@ -412,3 +412,58 @@ test('a multi-class model shows per-class counts and a legend of the overlay col
     yolo.stop();
   }
 });
+
+test('Locations charts each bench with a point per photo at phone width; the gallery opens a photo with its boxes', async () => {
+  // Its own daemon: a clean archive, and sessions swept in seconds (the archive outlives them).
+  const d = await startDaemon({ DEMETER_SESSION_TTL_HOURS: '0.0005', DEMETER_JOB_TTL_HOURS: '0.001', DEMETER_SWEEP_INTERVAL_SECS: '1' });
+  try {
+    mkdirSync(join(d.watch, 'bench-a'));
+    mkdirSync(join(d.watch, 'bench-b'));
+    for (let i = 0; i < 3; i++) copyFileSync(photo(i), join(d.watch, 'bench-a', `day-${i}.jpg`));
+    copyFileSync(photo(3), join(d.watch, 'bench-b', 'day-0.jpg'));
+    await waitFor('four results archived', async () => (await d.api('/api/v1/results')).results.length === 4);
+    await waitFor('the sessions swept', async () => (await d.api('/api/v1/sessions')).sessions.length === 0);
+
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+    await page.goto(d.url);
+    await page.fill('#token', ADMIN_TOKEN);
+    await page.click('button:has-text("Sign in")');
+    await page.waitForSelector('h1:has-text("Recent sessions")');
+    await page.click('nav.views a:has-text("Locations")');
+    await page.waitForSelector('section.location[data-location="bench-a"] canvas');
+    const a = page.locator('section.location[data-location="bench-a"]');
+    assert.equal(await a.locator('.chart').getAttribute('data-points'), '3', 'one point per photo of bench-a');
+    assert.equal(await a.locator('.points tbody tr').count(), 3);
+    assert.equal(await page.locator('section.location[data-location="bench-b"] .points tbody tr').count(), 1);
+    const latest = (await d.api('/api/v1/series?location=bench-a')).points.at(-1).total_detected;
+    assert.match(await a.locator('.count').textContent(), new RegExp(`^${latest} plants$`));
+    // The chart fits the phone's width: no sideways scrolling.
+    const widths = await page.evaluate(() => ({ doc: document.documentElement.scrollWidth, view: innerWidth,
+      chart: document.querySelector('.chart canvas').getBoundingClientRect().width }));
+    assert.ok(widths.doc <= widths.view && widths.chart > 200 && widths.chart <= widths.view, JSON.stringify(widths));
+    await page.screenshot({ path: join(artifacts, 'locations-phone.png'), fullPage: true });
+
+    // From the location to its photos; a photo opens in the lightbox, with next and previous.
+    await a.locator('a:has-text("Photos of bench-a")').click();
+    await page.waitForSelector('.gallery .tile');
+    assert.equal(await page.locator('.gallery .tile').count(), 3);
+    await page.locator('.gallery .tile').first().click();
+    const box = page.locator('dialog.lightbox');
+    await box.waitFor();
+    const first = await box.locator('figcaption').textContent();
+    assert.match(first, /plants · bench-a · taken /);
+    const results = (await d.api('/api/v1/results?location=bench-a')).results;
+    assert.equal(await box.locator('svg.boxes rect').count(), results[0].boxes.length, 'every plant boxed');
+    await page.waitForFunction(() => document.querySelector('dialog.lightbox img')?.complete);
+    await page.screenshot({ path: join(artifacts, 'gallery-lightbox-phone.png') });
+    await box.locator('button:has-text("Next")').click();
+    assert.notEqual(await box.locator('figcaption').textContent(), first);
+    assert.match(await box.textContent(), /2 of 3/);
+    await page.keyboard.press('ArrowLeft');
+    assert.equal(await box.locator('figcaption').textContent(), first);
+    await box.locator('button:has-text("Close")').click();
+    await page.close();
+  } finally {
+    d.stop();
+  }
+});

@@ -1,6 +1,8 @@
-//! `--notify-webhook`: one JSON POST per finished session, retried when the receiver fails.
+//! `--notify-webhook`: one JSON POST per finished session, retried when the receiver fails, and
+//! one per location whose count dropped.
 
 use std::{
+    fs,
     io::{BufRead, BufReader, Read, Write},
     net::TcpListener,
     sync::{Arc, Mutex},
@@ -163,4 +165,39 @@ fn an_https_or_malformed_webhook_stops_start_up_with_a_clear_line() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("notify.webhook") && stderr.contains("http://"), "{stderr}");
+}
+
+#[test]
+fn a_locations_count_dropping_is_posted_once_and_badged_in_the_locations_api() {
+    let (url, got) = accepting_receiver();
+    let d = Daemon::start_with(&[("DEMETER_NOTIFY_WEBHOOK", &url)]);
+    fs::create_dir(d.watch_dir().join("bench-3")).unwrap();
+    // The same tray, whole and then with its right half cut away: plants removed. Saved without
+    // EXIF, so the order taken is the order the files were written.
+    let tray = image::open(&real_photos()[0]).unwrap();
+    let (w, h) = (tray.width(), tray.height());
+    tray.save(d.watch_dir().join("bench-3/monday.png")).unwrap();
+    let monday = wait_for("Monday's photo counted", Duration::from_secs(60), || {
+        let (_, r) = d.get("/api/v1/results?location=bench-3");
+        r["results"].as_array().unwrap().first().map(|r| r["total_detected"].as_u64().unwrap())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    tray.crop_imm(0, 0, w / 2, h).save(d.watch_dir().join("bench-3/tuesday.png")).unwrap();
+    let drop = wait_for("the drop posted", Duration::from_secs(60), || {
+        got.lock().unwrap().iter().map(|(_, b)| b.clone()).find(|b| b["outcome"] == "count_dropped")
+    });
+    let tuesday = drop["to"].as_u64().unwrap();
+    assert_eq!(drop["from"].as_u64(), Some(monday));
+    assert!(tuesday * 10 < monday * 9, "{drop}");
+    assert_eq!(drop["location_id"], "bench-3");
+    assert_eq!(drop["filename"], "bench-3/tuesday.png");
+    assert!(drop["message"].as_str().unwrap().starts_with(&format!("bench-3: {monday} → {tuesday} plants (−")));
+    let (_, locations) = d.get("/api/v1/locations");
+    let bench = &locations["locations"][0];
+    assert_eq!((bench["id"].as_str(), bench["dropped"].as_bool()), (Some("bench-3"), Some(true)), "{locations}");
+    assert_eq!(bench["change"].as_i64(), Some(tuesday as i64 - monday as i64));
+    // Once: the session's own report arrives too, and no second drop.
+    std::thread::sleep(Duration::from_secs(2));
+    let drops = got.lock().unwrap().iter().filter(|(_, b)| b["outcome"] == "count_dropped").count();
+    assert_eq!(drops, 1);
 }

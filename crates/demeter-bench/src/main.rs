@@ -3,6 +3,7 @@
 //! crates on the real photos of `../shared/data/real`; nothing here is a test, and nothing
 //! in `make test` asserts a time.
 
+mod archive;
 mod daemon;
 mod eta;
 mod fixtures;
@@ -55,6 +56,8 @@ enum Bench {
     Scale,
     /// The status page in Chromium on a 5,000-photo session.
     Page,
+    /// The results archive with 1,000,000 results: series, start-up, bytes per result.
+    Archive,
 }
 
 /// What every benchmark may use.
@@ -115,6 +118,7 @@ fn main() -> Result<()> {
             Bench::Eta => vec![eta::run(&cli.opts)?],
             Bench::Scale => vec![scale::run(&cli.opts)?],
             Bench::Page => vec![page::run(&cli.opts)?],
+            Bench::Archive => vec![archive::run(&cli.opts)?],
         };
         for s in &new {
             eprintln!("{}", s.body);

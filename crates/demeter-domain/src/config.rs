@@ -21,6 +21,8 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// The results archive: how long results are kept after their jobs are swept.
     pub results: ResultsConfig,
+    /// When a location's count is worth telling growers about.
+    pub alerts: AlertsConfig,
     /// Storage locations and how photos are matched to them.
     pub locations: crate::location::LocationsConfig,
 }
@@ -39,6 +41,27 @@ pub struct ResultsConfig {
     /// Archived results older than this many days (by when they were processed) are removed by
     /// the sweep, with their thumbnails. `None` (the default): every result is kept.
     pub retention_days: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A location whose count falls by more than this share (percent) from one photo to the
+    /// next is reported once: plants died or were removed.
+    pub drop_percent: f64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self { drop_percent: 10.0 }
+    }
+}
+
+impl AlertsConfig {
+    /// Whether going from `before` to `after` plants is a drop worth an alert.
+    pub fn is_drop(&self, before: u32, after: u32) -> bool {
+        before > 0 && after < before && f64::from(before - after) * 100.0 > self.drop_percent * f64::from(before)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -383,6 +406,9 @@ impl Config {
                     self.store.session_ttl_hours = parse_env("DEMETER_SESSION_TTL_HOURS", value)?
                 }
                 "DEMETER_JOB_TTL_HOURS" => self.store.job_ttl_hours = parse_env("DEMETER_JOB_TTL_HOURS", value)?,
+                "DEMETER_ALERTS_DROP_PERCENT" => {
+                    self.alerts.drop_percent = parse_env("DEMETER_ALERTS_DROP_PERCENT", value)?
+                }
                 "DEMETER_RESULTS_RETENTION_DAYS" => {
                     self.results.retention_days = Some(parse_env("DEMETER_RESULTS_RETENTION_DAYS", value)?)
                 }
@@ -459,6 +485,9 @@ impl Config {
         }
         if self.store.job_ttl_hours < self.store.session_ttl_hours {
             return invalid("store.job_ttl_hours", "must be at least store.session_ttl_hours");
+        }
+        if !(self.alerts.drop_percent > 0.0 && self.alerts.drop_percent <= 100.0) {
+            return invalid("alerts.drop_percent", "must be more than 0 and at most 100");
         }
         if let Some(days) = self.results.retention_days {
             if !(days > 0.0 && days <= 36_500.0) {
@@ -593,6 +622,12 @@ mod tests {
         c.store.session_ttl_hours = 0.0005;
         c.results.retention_days = Some(0.0);
         assert!(c.validate().unwrap_err().to_string().contains("results.retention_days"));
+        c.results.retention_days = None;
+        c.alerts.drop_percent = 0.0;
+        assert!(c.validate().unwrap_err().to_string().contains("alerts.drop_percent"));
+        // More than 10 %: 20 → 17 is a drop, 20 → 18 is not; nothing from nothing, nor a rise.
+        let a = AlertsConfig::default();
+        assert!(a.is_drop(20, 17) && !a.is_drop(20, 18) && !a.is_drop(0, 0) && !a.is_drop(5, 9));
         let mut c = Config::default();
         c.apply_env([("DEMETER_FAILED_AUTH_BURST", "0")]).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("server.failed_auth_burst"));

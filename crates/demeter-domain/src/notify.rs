@@ -110,6 +110,63 @@ impl Totals {
     }
 }
 
+/// A location's count fell by more than `alerts.drop_percent` from one photo to the next:
+/// plants died or were removed. Said once, for the photo that showed it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CountDrop {
+    /// Always `"count_dropped"`, so a webhook receiver tells it from a session's report.
+    pub outcome: DropOutcome,
+    pub location_id: String,
+    pub location_name: Option<String>,
+    /// The count of the photo before, and of this one.
+    pub from: u32,
+    pub to: u32,
+    /// How much it fell, in percent.
+    pub drop_percent: f64,
+    /// This photo's archived result, and when it was taken.
+    pub result_id: uuid::Uuid,
+    pub taken_at: chrono::DateTime<chrono::Utc>,
+    pub filename: String,
+    /// One line for a person, e.g. "Bench 3: 20 → 14 plants (−30 %)".
+    pub message: String,
+}
+
+/// The `outcome` of a [`CountDrop`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropOutcome {
+    CountDropped,
+}
+
+impl CountDrop {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        location_id: String,
+        location_name: Option<String>,
+        from: u32,
+        to: u32,
+        result_id: uuid::Uuid,
+        taken_at: chrono::DateTime<chrono::Utc>,
+        filename: String,
+    ) -> Self {
+        let drop_percent = if from == 0 { 0.0 } else { f64::from(from.saturating_sub(to)) * 100.0 / f64::from(from) };
+        let place = location_name.clone().unwrap_or_else(|| location_id.clone());
+        let message = format!("{place}: {from} → {to} plants (−{} %)", drop_percent.round());
+        Self {
+            outcome: DropOutcome::CountDropped,
+            location_id,
+            location_name,
+            from,
+            to,
+            drop_percent,
+            result_id,
+            taken_at,
+            filename,
+            message,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +239,21 @@ mod tests {
         assert_eq!(Totals::of(std::slice::from_ref(&a)).message(), a.message);
         let both = Totals::of(&[a, b]);
         assert_eq!((both.outcome, both.message()), (Outcome::Partial, "Completed 3, failed 1".to_owned()));
+    }
+
+    #[test]
+    fn a_drop_says_where_from_what_to_what() {
+        let d = CountDrop::new(
+            "B3".into(),
+            Some("Bench 3".into()),
+            20,
+            14,
+            uuid::Uuid::nil(),
+            chrono::Utc::now(),
+            "b3.jpg".into(),
+        );
+        assert_eq!(d.message, "Bench 3: 20 → 14 plants (−30 %)");
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["outcome"], "count_dropped");
     }
 }

@@ -32,6 +32,8 @@ pub enum EngineEvent {
     SessionFinished(SessionReport),
     /// Claiming was paused (`true`) or resumed.
     Paused(bool),
+    /// A location's count fell by more than `alerts.drop_percent` since its photo before.
+    CountDropped(Box<demeter_domain::notify::CountDrop>),
 }
 
 /// How to start an engine.

@@ -473,10 +473,47 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
         }
     }
     match stored {
-        Ok(j) => shared.publish(EngineEvent::Job(Box::new(j))),
+        Ok(j) => {
+            // A new photo (not a reprocess of an old one) may show plants lost at its location.
+            let drop = if job.previous_result.is_none() { count_drop(shared, &j) } else { None };
+            shared.publish(EngineEvent::Job(Box::new(j)));
+            if let Some(drop) = drop {
+                warn!(location = %drop.location_id, from = drop.from, to = drop.to, "{}", drop.message);
+                shared.publish(EngineEvent::CountDropped(Box::new(drop)));
+            }
+        }
         // The job stays `processing` in the store and is reclaimed at the next start.
         Err(e) => error!(job = %id, error = %e, "cannot store the job's outcome"),
     }
+}
+
+/// The drop `job`'s new result shows at its location: its count against the photo taken just
+/// before it there, when it is the location's latest and fell by more than
+/// `alerts.drop_percent`. Said once: only for the result that first showed it.
+fn count_drop(shared: &Shared, job: &Job) -> Option<demeter_domain::notify::CountDrop> {
+    let r = job.result()?;
+    let location = r.storage_location_id.as_deref()?;
+    let record = demeter_domain::archive::ArchivedResult::new(job, r, shared.clock.now(), None);
+    let (before, after) = match shared.store.location_neighbours(location, record.taken_at, r.session_id) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "cannot read the location's series; no drop alert for this photo");
+            return None;
+        }
+    };
+    let before = before?;
+    if after.is_some() || !shared.config.alerts.is_drop(before.total_detected, r.total_detected) {
+        return None;
+    }
+    Some(demeter_domain::notify::CountDrop::new(
+        location.to_owned(),
+        r.storage_location_name.clone(),
+        before.total_detected,
+        r.total_detected,
+        r.session_id,
+        record.taken_at,
+        job.filename.clone(),
+    ))
 }
 
 /// Tells the circuit breaker what this photo said about the inference device, and logs the

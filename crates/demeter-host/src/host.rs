@@ -289,7 +289,7 @@ async fn forward_events(mut rx: broadcast::Receiver<EngineEvent>, state: AppStat
                         events::publish_jobs(&state, &std::mem::take(&mut jobs))?;
                         events::publish_session(&state, &session);
                     }
-                    EngineEvent::SessionFinished(_) | EngineEvent::Paused(_) => {}
+                    EngineEvent::SessionFinished(_) | EngineEvent::Paused(_) | EngineEvent::CountDropped(_) => {}
                 }
             }
             events::publish_jobs(&state, &jobs)?;

@@ -30,6 +30,10 @@ use tokio::net::TcpListener;
 const INDEX_HTML: &str = include_str!("../../../ui/index.html");
 const APP_JS: &str = include_str!("../../../ui/app.js");
 const STYLE_CSS: &str = include_str!("../../../ui/style.css");
+/// uPlot (MIT), the Locations charts: the npm package's files, checked in under `ui/vendor/`
+/// and verified against the lock file by `make ui-vendor-check`. Never from a CDN.
+const UPLOT_JS: &str = include_str!("../../../ui/vendor/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("../../../ui/vendor/uPlot.min.css");
 
 /// See [`AppState::overlay`].
 pub type OverlayFn = dyn Fn(demeter_domain::JobId) -> Result<Option<(uuid::Uuid, Vec<u8>)>, Box<dyn std::error::Error + Send + Sync>>
@@ -97,6 +101,14 @@ async fn app_js() -> impl IntoResponse {
 
 async fn style_css() -> impl IntoResponse {
     asset("text/css; charset=utf-8", STYLE_CSS)
+}
+
+async fn uplot_js() -> impl IntoResponse {
+    asset("text/javascript; charset=utf-8", UPLOT_JS)
+}
+
+async fn uplot_css() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", UPLOT_CSS)
 }
 
 async fn index() -> impl IntoResponse {

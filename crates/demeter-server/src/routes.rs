@@ -57,6 +57,8 @@ fn entries() -> Vec<(Route, MethodRouter<AppState>)> {
         (r("GET", "/", Public), get(crate::index)),
         (r("GET", "/app.js", Public), get(crate::app_js)),
         (r("GET", "/style.css", Public), get(crate::style_css)),
+        (r("GET", "/uplot.js", Public), get(crate::uplot_js)),
+        (r("GET", "/uplot.css", Public), get(crate::uplot_css)),
         (r("GET", "/health", Public), get(crate::health)),
         (r("GET", "/metrics", Needs(Viewer)), get(crate::metrics::metrics)),
         // Signing in.
@@ -79,6 +81,8 @@ fn entries() -> Vec<(Route, MethodRouter<AppState>)> {
         (r("GET", "/api/v1/results", Needs(Viewer)), get(api::archive::list)),
         (r("GET", "/api/v1/results.csv", Needs(Viewer)), get(api::archive::list_csv)),
         (r("GET", "/api/v1/results/{id}/thumbnail", Needs(Viewer)), get(api::archive::thumbnail)),
+        (r("GET", "/api/v1/locations", Needs(Viewer)), get(api::archive::locations)),
+        (r("GET", "/api/v1/series", Needs(Viewer)), get(api::archive::series)),
         // Sending photos.
         (
             r("POST", "/api/v1/photos/upload", Needs(Uploader)),
@@ -202,7 +206,9 @@ mod tests {
         documented.sort();
         let mut declared: Vec<_> = table()
             .iter()
-            .filter(|r| !matches!(r.path, "/" | "/app.js" | "/style.css" | "/api/v1/openapi.json"))
+            .filter(|r| {
+                !matches!(r.path, "/" | "/app.js" | "/style.css" | "/uplot.js" | "/uplot.css" | "/api/v1/openapi.json")
+            })
             .map(|r| {
                 let role = match r.access {
                     Public => None,

@@ -147,9 +147,9 @@ impl Store {
             Some(end)
         });
         if let Some(cursor) = &query.cursor {
-            let Some(after) = decode_cursor(cursor).filter(|c| c.starts_with(&prefix)) else {
-                return Ok(Err(BadCursor));
-            };
+            // A cursor is a key of the index read; one from elsewhere only moves the bound (to
+            // an empty page, for a cursor outside this location's range).
+            let Some(after) = decode_cursor(cursor) else { return Ok(Err(BadCursor)) };
             if query.oldest_first {
                 // Strictly after the cursor: the cursor with a 0 byte appended is its successor.
                 let mut next = after;
@@ -222,34 +222,59 @@ impl Store {
         }
         for entry in self.archive_location.range(lower..upper) {
             let (k, v) = entry?;
-            let time = &k[prefix.len()..prefix.len() + 8];
-            let ms = (u64::from_be_bytes(time.try_into().expect("8 bytes")) ^ (1 << 63)) as i64;
-            let (Some(id), Ok(v)) = (keys::archive_result_of(&k), <[u8; 8]>::try_from(&v[..])) else { continue };
-            out.push(SeriesPoint {
-                taken_at: DateTime::from_timestamp_millis(ms).unwrap_or_default(),
-                result_id: Uuid::from_bytes(id),
-                total_detected: u32::from_be_bytes(v[..4].try_into().expect("4 bytes")),
-                plant_cover: f32::from_be_bytes(v[4..].try_into().expect("4 bytes")),
-            });
+            if let Some(p) = point(&prefix, &k, &v) {
+                out.push(p);
+            }
         }
         Ok(out)
     }
 
-    /// Every location id in the archive with its result count (`""`: without a location).
-    pub fn archive_locations(&self) -> Result<Vec<(String, usize)>> {
-        let mut out: Vec<(String, usize)> = Vec::new();
+    /// Every location id in the archive (`""`: results without a location), in order: one
+    /// seek per location, however many results each has.
+    pub fn archive_locations(&self) -> Result<Vec<String>> {
+        let mut out = Vec::new();
         let mut next: Vec<u8> = Vec::new();
-        // Skip from one location to the next: one seek per location, not a scan of them all.
         while let Some(entry) = self.archive_location.range(next.clone()..).next() {
             let (k, _) = entry?;
             let Some(end) = k.iter().position(|b| *b == 0) else { break };
-            let id = String::from_utf8_lossy(&k[..end]).into_owned();
-            let prefix = keys::archive_location_prefix(&id);
-            let count = self.archive_location.scan_prefix(&prefix).count();
-            out.push((id, count));
-            next = prefix;
+            out.push(String::from_utf8_lossy(&k[..end]).into_owned());
+            next = k[..=end].to_vec();
             *next.last_mut().expect("the prefix ends in 0") += 1;
         }
+        Ok(out)
+    }
+
+    /// The photos of `location` just before and just after the one taken at `taken_at` as
+    /// `result` (in the order taken), from the index alone.
+    pub fn location_neighbours(
+        &self,
+        location: &str,
+        taken_at: DateTime<Utc>,
+        result: Uuid,
+    ) -> Result<(Option<SeriesPoint>, Option<SeriesPoint>)> {
+        let prefix = keys::archive_location_prefix(location);
+        let key = keys::archive_location(location, taken_at, result.as_bytes());
+        let before = self.archive_location.range(prefix.clone()..key.clone()).next_back().transpose()?;
+        let mut after_start = key;
+        after_start.push(0);
+        let after = self.archive_location.range(after_start..).next().transpose()?;
+        let at = |e: Option<(sled::IVec, sled::IVec)>| {
+            e.filter(|(k, _)| k.starts_with(&prefix)).and_then(|(k, v)| point(&prefix, &k, &v))
+        };
+        Ok((at(before), at(after)))
+    }
+
+    /// A location's last `n` points, oldest first (the latest photo and the ones before it).
+    pub fn location_tail(&self, location: &str, n: usize) -> Result<Vec<SeriesPoint>> {
+        let prefix = keys::archive_location_prefix(location);
+        let mut out = Vec::with_capacity(n);
+        for entry in self.archive_location.scan_prefix(&prefix).rev().take(n) {
+            let (k, v) = entry?;
+            if let Some(p) = point(&prefix, &k, &v) {
+                out.push(p);
+            }
+        }
+        out.reverse();
         Ok(out)
     }
 
@@ -306,6 +331,19 @@ impl Store {
         self.archive_location.apply_batch(batch.2)?;
         self.flush_now()
     }
+}
+
+/// The point an `archive_location` entry holds.
+fn point(prefix: &[u8], k: &[u8], v: &[u8]) -> Option<SeriesPoint> {
+    let time: [u8; 8] = k.get(prefix.len()..prefix.len() + 8)?.try_into().ok()?;
+    let ms = (u64::from_be_bytes(time) ^ (1 << 63)) as i64;
+    let v: [u8; 8] = v.try_into().ok()?;
+    Some(SeriesPoint {
+        taken_at: DateTime::from_timestamp_millis(ms)?,
+        result_id: Uuid::from_bytes(keys::archive_result_of(k)?),
+        total_detected: u32::from_be_bytes(v[..4].try_into().ok()?),
+        plant_cover: f32::from_be_bytes(v[4..].try_into().ok()?),
+    })
 }
 
 fn encode_cursor(key: &[u8]) -> String {

@@ -78,7 +78,8 @@ fn a_completed_result_is_archived_once_kept_after_its_job_and_a_reprocess_adds_a
     assert_eq!(series.len(), 1);
     assert_eq!((series[0].total_detected, series[0].taken_at), (3, t(100)));
     // The reprocessed result had no location: it is under "".
-    assert_eq!(store.archive_locations().unwrap(), vec![(String::new(), 1), ("B1".into(), 1)]);
+    assert_eq!(store.archive_locations().unwrap(), vec![String::new(), "B1".into()]);
+    assert_eq!(store.location_tail("B1", 2).unwrap(), series);
 }
 
 #[test]
@@ -195,13 +196,25 @@ proptest! {
 }
 
 #[test]
-fn a_cursor_from_elsewhere_is_refused() {
+fn a_cursor_that_is_not_hex_is_refused_and_one_from_elsewhere_reads_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), CACHE).unwrap();
-    for cursor in ["zz", "abc", "00"] {
+    store.archive_insert_many(&[record(1, "B1", t(1), None)]).unwrap();
+    for cursor in ["zz", "abc"] {
         let q =
             ArchiveQuery { location: Some("B1".into()), cursor: Some(cursor.into()), limit: 5, ..Default::default() };
         assert!(store.archive_page(&q).unwrap().is_err(), "{cursor}");
+    }
+    for oldest_first in [false, true] {
+        let q = ArchiveQuery {
+            location: Some("B1".into()),
+            cursor: Some(if oldest_first { "ff" } else { "00" }.into()),
+            limit: 5,
+            oldest_first,
+            ..Default::default()
+        };
+        let page = store.archive_page(&q).unwrap().unwrap();
+        assert!(page.results.is_empty() && page.next_cursor.is_none());
     }
 }
 

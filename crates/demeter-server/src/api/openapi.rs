@@ -28,6 +28,8 @@ use utoipa::OpenApi;
         super::archive::list,
         super::archive::list_csv,
         super::archive::thumbnail,
+        super::archive::locations,
+        super::archive::series,
         super::models::install,
         crate::events::stream,
         crate::metrics::metrics,
