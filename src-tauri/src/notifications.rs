@@ -190,4 +190,21 @@ mod tests {
         let d = Digest::of(&[report(4, 0, 0), report(4, 0, 0)]);
         assert_eq!((d.outcome, d.body.as_str()), (Outcome::AllFailed, "All 8 photos failed — check the model or GPU"));
     }
+
+    #[test]
+    fn a_count_drop_is_its_own_notification_naming_the_place() {
+        let drop = demeter_domain::notify::CountDrop::new(
+            "B3".into(),
+            Some("Bench 3".into()),
+            20,
+            14,
+            uuid::Uuid::nil(),
+            chrono::Utc::now(),
+            "B3/IMG_0412.jpg".into(),
+        );
+        let d = Digest::of_drop(&drop);
+        assert_eq!(d.title, "Plants lost at Bench 3");
+        assert_eq!(d.body, "Bench 3: 20 → 14 plants (−30 %) — B3/IMG_0412.jpg");
+        assert_eq!(d.open, None);
+    }
 }

@@ -476,10 +476,11 @@ async def main_scenario(bus, watcher, tmp, photos, data, home):
             fail(f"expected one notification for the 3 trickled photos, saw {seen}")
 
         # Two more photos after that batch's gap closed: a new batch, announced once on its
-        # own (not as an update of the first).
+        # own (not as an update of the first). Into the folder's root: these are other trays,
+        # and in bench-5 the first would rightly be announced as plants lost there.
         before = len(notifications(monitor_log))
         for i, name in enumerate(["06_apps-phenotyping__topviewpi_20170830.0955_quinoa_qq74.jpg", "10_easy-leaf-area__IMG_1980.jpg"]):
-            shutil.copy(os.path.join(REAL, name), os.path.join(bench5, f"late{i}.jpg"))
+            shutil.copy(os.path.join(REAL, name), os.path.join(photos, f"late{i}.jpg"))
         wait_until("the second batch's notification", lambda: notifications(monitor_log)[before:] or None, 60)
         await asyncio.sleep(COALESCE_S + 4)
         seen = notifications(monitor_log)[before:]

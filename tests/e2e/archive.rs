@@ -51,7 +51,10 @@ fn results_stay_listed_by_location_after_their_sessions_and_jobs_are_swept() {
             sessions.iter().all(|id| d.get(&format!("/api/v1/photos/jobs/status?upload_session_id={id}")).0 == 404);
         (gone && d.sessions().is_empty()).then_some(())
     });
-    // ...the results stay, per location, with count, boxes, model and timestamps.
+    // ...the results stay, per location, with count, boxes, model and timestamps, also for a
+    // photo deleted from the folder since.
+    fs::remove_file(d.watch_dir().join("bench-a/monday.jpg")).unwrap();
+    d.request("POST", "/admin/cleanup-sessions").call().unwrap();
     let (code, page) = d.get("/api/v1/results?location=bench-a");
     assert_eq!(code, 200, "{page}");
     let results = page["results"].as_array().unwrap();

@@ -921,6 +921,53 @@ mod auth_rules {
     }
 
     #[tokio::test]
+    async fn an_uploader_sees_only_its_own_archived_results() {
+        let f = Fixture::new();
+        let alice = f.auth.tokens.create("alice", Role::Uploader, t0()).unwrap();
+        let viewer = f.auth.tokens.create("screen", Role::Viewer, t0()).unwrap();
+        let record = |name: &str, owner: Option<&str>| {
+            let job = Job::new(JobId::new_v7(), SessionId::new_v7(), "i".into(), name.into(), name.into(), 1, 1, t0());
+            let result = JobResult {
+                session_id: uuid::Uuid::now_v7(),
+                total_detected: 3,
+                storage_location_id: Some("B1".into()),
+                ..Default::default()
+            };
+            demeter_domain::archive::ArchivedResult::new(&job, &result, t0(), owner.map(str::to_owned))
+        };
+        let mine = record("mine.jpg", Some("alice"));
+        let theirs = record("theirs.jpg", Some("bob"));
+        let folder = record("folder.jpg", None);
+        f.store.archive_insert_many(&[mine.clone(), theirs.clone(), folder]).unwrap();
+        let names = |body: &Value| -> Vec<String> {
+            let mut v: Vec<String> = body["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["filename"].as_str().unwrap().to_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let (_, _, body) = call(f.app(), "GET", "/api/v1/results", &[("authorization", &bearer(&alice))]).await;
+        assert_eq!(names(&body), ["mine.jpg"]);
+        let (_, _, body) = call(f.app(), "GET", "/api/v1/results", &[("authorization", &bearer(&viewer))]).await;
+        assert_eq!(names(&body), ["folder.jpg", "mine.jpg", "theirs.jpg"]);
+        let (_, _, series) =
+            call(f.app(), "GET", "/api/v1/series?location=B1", &[("authorization", &bearer(&alice))]).await;
+        assert_eq!(series["points"].as_array().unwrap().len(), 1);
+        let thumb = |r: &demeter_domain::archive::ArchivedResult| format!("/api/v1/results/{}/thumbnail", r.result_id);
+        let (code, _, _) = call(f.app(), "GET", &thumb(&theirs), &[("authorization", &bearer(&alice))]).await;
+        assert_eq!(code, StatusCode::FORBIDDEN);
+        // The viewer may: there is just no thumbnail file in this fixture.
+        let (code, _, body) = call(f.app(), "GET", &thumb(&theirs), &[("authorization", &bearer(&viewer))]).await;
+        assert_eq!((code, body["error"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")));
+        let (code, _, body) =
+            call(f.app(), "GET", "/api/v1/results?since=yesterday", &[("authorization", &bearer(&viewer))]).await;
+        assert_eq!((code, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
+    }
+
+    #[tokio::test]
     async fn sign_in_sets_a_strict_http_only_cookie_and_cookie_changes_need_this_origin() {
         let f = Fixture::new();
         let login = |token: &str| {
