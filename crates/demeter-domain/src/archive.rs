@@ -200,6 +200,7 @@ mod tests {
         assert_eq!(csv_field("tray.jpg"), "tray.jpg");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("line\nbreak.jpg"), "\"line\nbreak.jpg\"");
         assert_eq!(csv_field("=HYPERLINK(1)"), "'=HYPERLINK(1)");
         assert_eq!(csv_field("-3"), "-3", "a negative number stays a number");
         assert_eq!(ArchivedResult::CSV_HEADER.split(',').count(), 25);

@@ -50,6 +50,7 @@ pub struct ResultsParams {
     #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
     /// `asc`: oldest first; default `desc`, newest first.
+    #[param(inline)]
     order: Option<Order>,
 }
 
@@ -91,14 +92,14 @@ impl ResultsParams {
             return Err(AppError::BadRequest(format!("limit must be between 1 and {MAX_LIMIT}")));
         }
         let oldest_first = self.order == Some(Order::Asc);
-        // An empty value is no filter (a form's blank field), except for `location`, where
-        // empty names the photos without one.
+        // An empty text is no filter (a form's blank field), except for `location`, where
+        // empty names the photos without one. Times and ids must be what they say (400).
         let given = |v: Option<String>| v.filter(|v| !v.is_empty());
-        let session = given(self.session).as_deref().map(super::parse_session).transpose()?;
+        let session = self.session.as_deref().map(super::parse_session).transpose()?;
         Ok(ArchiveQuery {
             location: self.location,
-            since: given(self.since).as_deref().map(|s| parse_time("since", s)).transpose()?,
-            until: given(self.until).as_deref().map(|s| parse_time("until", s)).transpose()?,
+            since: self.since.as_deref().map(|s| parse_time("since", s)).transpose()?,
+            until: self.until.as_deref().map(|s| parse_time("until", s)).transpose()?,
             model: given(self.model),
             session,
             q: given(self.q),
@@ -185,21 +186,7 @@ pub(crate) async fn thumbnail(
         return Err(AppError::Forbidden("this result belongs to another uploader".into()));
     }
     let path = state.thumbnails.join(demeter_domain::archive::THUMBNAILS_DIR).join(format!("{id}.jpg"));
-    match tokio::fs::read(path).await {
-        Ok(bytes) => Ok((
-            [
-                (header::CONTENT_TYPE, "image/jpeg".to_owned()),
-                (header::CACHE_CONTROL, "private, max-age=86400, immutable".to_owned()),
-                (header::ETAG, format!("\"{id}\"")),
-            ],
-            bytes,
-        )
-            .into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(AppError::NotFound("this result has no thumbnail".into()))
-        }
-        Err(e) => Err(AppError::Internal(Box::new(e))),
-    }
+    super::jpeg_file(path, id.to_string(), "this result has no thumbnail").await
 }
 
 /// A location's latest photo and how its count moved since the one before.
@@ -350,9 +337,8 @@ pub(crate) async fn series(
     Extension(who): Extension<Identity>,
     Query(params): Query<SeriesParams>,
 ) -> Result<Json<SeriesResponse>, AppError> {
-    let given = |v: Option<String>| v.filter(|v| !v.is_empty());
-    let since = given(params.since).as_deref().map(|s| parse_time("since", s)).transpose()?;
-    let until = given(params.until).as_deref().map(|s| parse_time("until", s)).transpose()?;
+    let since = params.since.as_deref().map(|s| parse_time("since", s)).transpose()?;
+    let until = params.until.as_deref().map(|s| parse_time("until", s)).transpose()?;
     let location = params.location;
     let out = tokio::task::spawn_blocking(move || -> Result<_, AppError> {
         let points = series_for(&state, &who, &location, since, until)?;

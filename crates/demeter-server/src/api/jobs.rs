@@ -73,21 +73,7 @@ pub(crate) async fn thumbnail(
     let id = parse_job(&raw).map_err(|_| AppError::NotFound("no thumbnail here".into()))?;
     let path = state.thumbnails.join(format!("{id}.jpg"));
     tokio::task::spawn_blocking(move || load_live_job(&state, &who, id).map(|_| ())).await??;
-    match tokio::fs::read(path).await {
-        Ok(bytes) => Ok((
-            [
-                (header::CONTENT_TYPE, "image/jpeg".to_owned()),
-                (header::CACHE_CONTROL, "private, max-age=86400, immutable".to_owned()),
-                (header::ETAG, format!("\"{id}\"")),
-            ],
-            bytes,
-        )
-            .into_response()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(AppError::NotFound("no thumbnail for this job (not processed yet, failed, or expired)".into()))
-        }
-        Err(e) => Err(AppError::Internal(Box::new(e))),
-    }
+    super::jpeg_file(path, id.to_string(), "no thumbnail for this job (not processed yet, failed, or expired)").await
 }
 
 /// Where a job's overlay is: versioned by the result it shows (`?v=`), so a browser that keeps

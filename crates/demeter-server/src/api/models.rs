@@ -57,8 +57,9 @@ pub struct InstallResponse {
     pub inferred: Vec<String>,
 }
 
-/// The install form, for the OpenAPI document.
+/// The install form, for the OpenAPI document (other fields are refused with 400).
 #[derive(utoipa::ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct InstallForm {
     /// The ONNX file.
@@ -99,18 +100,27 @@ pub(crate) async fn install(
                 let bytes = field.bytes().await.map_err(form_error)?;
                 onnx = Some((file_name, bytes.to_vec()));
             }
-            _ => {
+            "manifest" | "name" | "family" | "classes" | "plant_classes" | "layout" | "input_size" | "confidence"
+            | "iou" => {
                 let bytes = field.bytes().await.map_err(form_error)?;
                 if bytes.len() > MAX_TEXT_BYTES {
                     return Err(AppError::TooLarge(format!("field {name:?} is over {} KB", MAX_TEXT_BYTES >> 10)));
                 }
+                // A well-formed form whose text cannot be a manifest or a value: 422, as for a
+                // model that does not load.
                 let text = String::from_utf8(bytes.to_vec())
-                    .map_err(|_| AppError::BadRequest(format!("field {name:?} is not UTF-8 text")))?;
+                    .map_err(|_| AppError::Unprocessable(format!("field {name:?} is not UTF-8 text")))?;
                 if name == "manifest" {
                     manifest = Some(text);
                 } else {
                     hints.insert(name, text);
                 }
+            }
+            other => {
+                return Err(AppError::BadRequest(format!(
+                    "unknown field {other:?}; the form's fields are model, manifest, name, family, classes, \
+                     plant_classes, layout, input_size, confidence and iou"
+                )))
             }
         }
     }

@@ -7,7 +7,7 @@ use axum::{
     Extension, Json,
 };
 use demeter_auth::Identity;
-use demeter_domain::{Job, Stage};
+use demeter_domain::{archive::csv_field, Job, Stage};
 use serde::Serialize;
 
 use super::{poll::parse_session, poll::session_gone, views::SessionSnapshot};
@@ -99,16 +99,6 @@ pub(crate) async fn results_json(
     Ok(Json(rows(state, who, raw).await?))
 }
 
-/// A CSV field: quoted when needed, and defused when a spreadsheet would run it as a formula.
-fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_owned() };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
 /// `GET /api/v1/sessions/{id}/results.csv`.
 #[utoipa::path(get, path = "/api/v1/sessions/{id}/results.csv", tag = "status", params(("id" = uuid::Uuid, Path)), responses((status = 200, description = "One row per photo", content_type = "text/csv"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn results_csv(
@@ -150,17 +140,4 @@ pub(crate) async fn results_csv(
         out,
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_field;
-
-    #[test]
-    fn csv_fields_are_quoted_and_formulas_defused() {
-        assert_eq!(csv_field("a.jpg"), "a.jpg");
-        assert_eq!(csv_field("a,b.jpg"), "\"a,b.jpg\"");
-        assert_eq!(csv_field("say \"hi\"\n.jpg"), "\"say \"\"hi\"\"\n.jpg\"");
-        assert_eq!(csv_field("=cmd()"), "'=cmd()");
-    }
 }
