@@ -46,17 +46,21 @@ pub struct ModelUpload {
     pub hints: BTreeMap<String, String>,
 }
 
-/// A model installed while running, as the answer describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A model installed while running: the answer to `POST /api/v1/models`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct InstalledModel {
     pub name: String,
     pub version: String,
+    /// `mask`, `yolo-detect` or `yolo-seg`.
     pub family: String,
+    /// SHA-256 of the ONNX file.
     pub sha256: String,
-    /// Where it runs ("CPU", "CUDA") and why.
+    /// Where it runs (`CPU`, `CUDA`) and why.
     pub execution_provider: String,
     pub reason: String,
-    /// What was inferred, and from where, when no manifest was sent.
+    /// Without a manifest: what was inferred from the export, and from where.
+    #[serde(rename = "inferred")]
     pub notes: Vec<String>,
 }
 

@@ -42,21 +42,6 @@ pub(crate) async fn list(State(state): State<AppState>) -> Json<ModelsResponse> 
     Json(ModelsResponse { default: h.model.name, models: h.installed_models, devices: h.devices })
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct InstallResponse {
-    pub name: String,
-    pub version: String,
-    /// `mask`, `yolo-detect` or `yolo-seg`.
-    pub family: String,
-    /// SHA-256 of the ONNX file.
-    pub sha256: String,
-    /// Where it runs (`CPU`, `CUDA`) and why.
-    pub execution_provider: String,
-    pub reason: String,
-    /// Without a manifest: what was inferred from the export, and from where.
-    pub inferred: Vec<String>,
-}
-
 /// The install form, for the OpenAPI document (other fields are refused with 400).
 #[derive(utoipa::ToSchema, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,11 +69,11 @@ struct InstallForm {
 }
 
 /// `POST /api/v1/models` (admin): checks a model as start-up would and installs it.
-#[utoipa::path(post, path = "/api/v1/models", tag = "models", request_body(content = inline(InstallForm), content_type = "multipart/form-data"), responses((status = 201, body = InstallResponse, description = "Installed: it can be named in a reprocess now, and loads at every start"), (status = 400, body = ErrorBody, description = "No model file, or a malformed form"), (status = 409, body = ErrorBody, description = "A model of that name is installed"), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody, description = "The model would not load: the reason start-up would give")))]
+#[utoipa::path(post, path = "/api/v1/models", tag = "models", request_body(content = inline(InstallForm), content_type = "multipart/form-data"), responses((status = 201, body = demeter_domain::command::InstalledModel, description = "Installed: it can be named in a reprocess now, and loads at every start"), (status = 400, body = ErrorBody, description = "No model file, or a malformed form"), (status = 409, body = ErrorBody, description = "A model of that name is installed"), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody, description = "The model would not load: the reason start-up would give")))]
 pub(crate) async fn install(
     State(state): State<AppState>,
     mut multipart: Multipart,
-) -> Result<(StatusCode, Json<InstallResponse>), AppError> {
+) -> Result<(StatusCode, Json<demeter_domain::command::InstalledModel>), AppError> {
     let mut onnx = None;
     let mut manifest = None;
     let mut hints = BTreeMap::new();
@@ -131,18 +116,7 @@ pub(crate) async fn install(
     };
     let upload = ModelUpload { file_name, onnx, manifest, hints };
     match super::actions::execute(&state, Command::InstallModel(Box::new(upload))).await? {
-        Outcome::ModelInstalled(m) => Ok((
-            StatusCode::CREATED,
-            Json(InstallResponse {
-                name: m.name,
-                version: m.version,
-                family: m.family,
-                sha256: m.sha256,
-                execution_provider: m.execution_provider,
-                reason: m.reason,
-                inferred: m.notes,
-            }),
-        )),
+        Outcome::ModelInstalled(m) => Ok((StatusCode::CREATED, Json(*m))),
         other => Err(AppError::Internal(format!("unexpected outcome {other:?}").into())),
     }
 }
