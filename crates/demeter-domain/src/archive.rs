@@ -91,14 +91,21 @@ pub struct ArchivedGrid {
     pub occupied: u32,
 }
 
+/// When `job`'s photo was taken, and how that is known: the EXIF date its `result` read, else
+/// the file's modification time (else when the job was made). What the archive records and
+/// what a location's photos are ordered by.
+pub fn taken_at(job: &Job, result: &JobResult) -> (DateTime<Utc>, TakenAtSource) {
+    match result.taken_at {
+        Some(t) => (t, TakenAtSource::Exif),
+        None => (mtime(job.mtime_ns).unwrap_or(job.created_at), TakenAtSource::Mtime),
+    }
+}
+
 impl ArchivedResult {
     /// The record of `job`'s completed `result`, processed at `processed_at`, uploaded by
     /// `owner`.
     pub fn new(job: &Job, result: &JobResult, processed_at: DateTime<Utc>, owner: Option<String>) -> Self {
-        let (taken_at, taken_at_source) = match result.taken_at {
-            Some(t) => (t, TakenAtSource::Exif),
-            None => (mtime(job.mtime_ns).unwrap_or(job.created_at), TakenAtSource::Mtime),
-        };
+        let (taken_at, taken_at_source) = taken_at(job, result);
         Self {
             result_id: result.session_id,
             job_id: job.id,

@@ -31,6 +31,11 @@ pub enum Command {
     InstallModel(Box<ModelUpload>),
 }
 
+/// What a [`ModelUpload`]'s `hints` may name: the `demeter model import` flags, with
+/// underscores.
+pub const HINT_FIELDS: [&str; 8] =
+    ["name", "family", "classes", "plant_classes", "layout", "input_size", "confidence", "iou"];
+
 /// A model sent to a running appliance.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelUpload {

@@ -41,7 +41,7 @@ pub fn installed_dirs(data_dir: &Path) -> Vec<PathBuf> {
 pub(crate) fn install(shared: &Shared, upload: ModelUpload) -> Result<InstalledModel, CommandError> {
     let ModelUpload { file_name, onnx, manifest, hints } = upload;
     let runtime = shared.factory.runtime();
-    let invalid = |e: String| CommandError::Invalid(e);
+    let invalid = CommandError::Invalid;
     let (manifest, notes) = match manifest {
         Some(text) => (text, Vec::new()),
         None => {

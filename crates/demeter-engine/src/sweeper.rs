@@ -63,29 +63,19 @@ pub(crate) fn sweep(shared: &Shared) -> (usize, usize) {
     }
 }
 
-/// Removes archived results processed more than `days` ago, a batch at a time, with their
-/// thumbnails.
+/// Removes archived results processed more than `days` ago, with their thumbnails, paced like
+/// the TTL sweep.
 fn sweep_archive(shared: &Shared, days: f64) {
     let cutoff = shared.clock.now() - chrono::Duration::milliseconds((days * 86_400_000.0) as i64);
-    let mut total = 0;
-    loop {
-        match shared.store.sweep_archive(cutoff, BATCH) {
-            Ok((ids, more)) => {
-                for id in &ids {
-                    let _ = std::fs::remove_file(shared.archived_thumbnail_path(*id));
-                }
-                total += ids.len();
-                if !more || shared.stopping() {
-                    break;
-                }
-            }
-            Err(e) => {
-                warn!(error = %e, "results retention sweep failed; will retry");
-                break;
-            }
+    let removed = shared.store.sweep_archive_due(cutoff, BATCH, |ids| {
+        for id in ids {
+            let _ = std::fs::remove_file(shared.archived_thumbnail_path(*id));
         }
-    }
-    if total > 0 {
-        info!(results = total, days, "archived results past their retention removed");
+        !shared.stopping()
+    });
+    match removed {
+        Ok(0) => {}
+        Ok(n) => info!(results = n, days, "archived results past their retention removed"),
+        Err(e) => warn!(error = %e, "results retention sweep failed; will retry"),
     }
 }

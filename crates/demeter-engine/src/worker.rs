@@ -493,8 +493,8 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
 fn count_drop(shared: &Shared, job: &Job) -> Option<demeter_domain::notify::CountDrop> {
     let r = job.result()?;
     let location = r.storage_location_id.as_deref()?;
-    let record = demeter_domain::archive::ArchivedResult::new(job, r, shared.clock.now(), None);
-    let (before, after) = match shared.store.location_neighbours(location, record.taken_at, r.session_id) {
+    let (taken_at, _) = demeter_domain::archive::taken_at(job, r);
+    let (before, after) = match shared.store.location_neighbours(location, taken_at, r.session_id) {
         Ok(n) => n,
         Err(e) => {
             warn!(error = %e, "cannot read the location's series; no drop alert for this photo");
@@ -511,7 +511,7 @@ fn count_drop(shared: &Shared, job: &Job) -> Option<demeter_domain::notify::Coun
         before.total_detected,
         r.total_detected,
         r.session_id,
-        record.taken_at,
+        taken_at,
         job.filename.clone(),
     ))
 }

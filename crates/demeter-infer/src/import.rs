@@ -106,8 +106,8 @@ impl Hints {
                 "iou" => hints.iou = Some(number(key, value)?),
                 other => {
                     return Err(format!(
-                        "unknown field {other:?}; a model's fields are model, manifest, name, family, classes, \
-                         plant_classes, layout, input_size, confidence and iou"
+                        "unknown field {other:?}; the hints are {}",
+                        demeter_domain::command::HINT_FIELDS.join(", ")
                     ))
                 }
             }

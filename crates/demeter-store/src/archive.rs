@@ -136,16 +136,7 @@ impl Store {
             Some(loc) => (&self.archive_location, keys::archive_location_prefix(loc)),
             None => (&self.archive_taken, Vec::new()),
         };
-        let bound = |t: Option<DateTime<Utc>>| t.map(|t| keys::archive_location_at(&prefix, t));
-        let mut lower = bound(query.since).unwrap_or_else(|| prefix.clone());
-        // Everything with the prefix: up to the prefix with its last byte raised (the
-        // location's closing 0 becomes 1); no bound at all for the whole index.
-        let mut upper = bound(query.until).or_else(|| {
-            let mut end = prefix.clone();
-            let last = end.last_mut()?;
-            *last += 1;
-            Some(end)
-        });
+        let (mut lower, mut upper) = bounds(&prefix, query.since, query.until);
         if let Some(cursor) = &query.cursor {
             // A cursor is a key of the index read; one from elsewhere only moves the bound (to
             // an empty page, for a cursor outside this location's range).
@@ -207,15 +198,8 @@ impl Store {
         until: Option<DateTime<Utc>>,
     ) -> Result<Vec<SeriesPoint>> {
         let prefix = keys::archive_location_prefix(location);
-        let lower = since.map_or_else(|| prefix.clone(), |t| keys::archive_location_at(&prefix, t));
-        let upper = until.map_or_else(
-            || {
-                let mut end = prefix.clone();
-                *end.last_mut().expect("the prefix ends in 0") += 1;
-                end
-            },
-            |t| keys::archive_location_at(&prefix, t),
-        );
+        let (lower, upper) = bounds(&prefix, since, until);
+        let upper = upper.expect("a location's prefix is never empty");
         let mut out = Vec::new();
         if upper <= lower {
             return Ok(out);
@@ -278,6 +262,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes every result processed before `cutoff`, `batch` at a time and paced like the TTL
+    /// sweep ([`Store::sweep_due`]), so the API never waits more than one batch. `each` gets each
+    /// batch's ids (to delete their thumbnails) and returns `false` to stop early. Returns how
+    /// many went.
+    pub fn sweep_archive_due(
+        &self,
+        cutoff: DateTime<Utc>,
+        batch: usize,
+        mut each: impl FnMut(&[Uuid]) -> bool,
+    ) -> Result<usize> {
+        let mut total = 0;
+        crate::store::paced(
+            || self.sweep_archive(cutoff, batch),
+            |(ids, more)| {
+                total += ids.len();
+                each(ids) && *more
+            },
+        )?;
+        Ok(total)
+    }
+
     /// Removes up to `batch` results processed before `cutoff`, oldest first, with their index
     /// entries; returns their ids (their thumbnails go too) and whether more are due.
     pub fn sweep_archive(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<(Vec<Uuid>, bool)> {
@@ -331,6 +336,21 @@ impl Store {
         self.archive_location.apply_batch(batch.2)?;
         self.flush_now()
     }
+}
+
+/// The keys of an archive index with `prefix` (empty: the whole of `archive_taken`) taken in
+/// `[since, until)`: the lower bound, and the upper one (`None`: to the end of the index). Without
+/// `until`, everything with the prefix: up to the prefix with its last byte raised (a location's
+/// closing 0 becomes 1).
+fn bounds(prefix: &[u8], since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> (Vec<u8>, Option<Vec<u8>>) {
+    let at = |t: DateTime<Utc>| keys::archive_location_at(prefix, t);
+    let lower = since.map_or_else(|| prefix.to_vec(), at);
+    let upper = until.map(at).or_else(|| {
+        let mut end = prefix.to_vec();
+        *end.last_mut()? += 1;
+        Some(end)
+    });
+    (lower, upper)
 }
 
 /// The point an `archive_location` entry holds.

@@ -669,23 +669,36 @@ impl Store {
         mut each: impl FnMut(&SweepReport) -> bool,
     ) -> Result<SweepTotals> {
         let mut totals = SweepTotals::default();
-        loop {
-            let started = std::time::Instant::now();
-            let report = self.sweep_expired(now, batch)?;
-            totals.calls += 1;
-            totals.sessions += report.sessions;
-            totals.jobs += report.jobs.len();
-            if !each(&report) || !report.more {
-                return Ok(totals);
-            }
-            std::thread::sleep(started.elapsed());
-        }
+        paced(
+            || self.sweep_expired(now, batch),
+            |report| {
+                totals.calls += 1;
+                totals.sessions += report.sessions;
+                totals.jobs += report.jobs.len();
+                each(report) && report.more
+            },
+        )?;
+        Ok(totals)
     }
 
     /// When something made at `now` with a time to live of `hours` (fractions allowed; the
     /// config keeps it within a century) expires, to the millisecond.
     pub fn expires(now: DateTime<Utc>, hours: f64) -> DateTime<Utc> {
         now + Duration::milliseconds((hours * 3_600_000.0).round().clamp(1.0, 3.2e12) as i64)
+    }
+}
+
+/// Runs `step` (one batch of a sweep, under the write lock) until `go_on` says stop, pausing
+/// after each batch as long as it took: a long sweep takes at most half of the store's time, and
+/// a reader waits at most one batch.
+pub(crate) fn paced<R>(mut step: impl FnMut() -> Result<R>, mut go_on: impl FnMut(&R) -> bool) -> Result<()> {
+    loop {
+        let started = std::time::Instant::now();
+        let done = step()?;
+        if !go_on(&done) {
+            return Ok(());
+        }
+        std::thread::sleep(started.elapsed());
     }
 }
 

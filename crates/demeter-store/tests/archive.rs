@@ -98,6 +98,21 @@ fn the_retention_sweep_removes_only_what_was_processed_before_the_cutoff() {
         store.archive_page(&ArchiveQuery { limit: 100, ..Default::default() }).unwrap().unwrap().results.len(),
         6
     );
+    // The paced sweep goes batch by batch to the cutoff, telling each batch's ids.
+    let mut batches = Vec::new();
+    let n = store.sweep_archive_due(t(8), 2, |ids| {
+        batches.push(ids.len());
+        true
+    });
+    assert_eq!(n.unwrap(), 4);
+    assert_eq!(batches, [2, 2], "no empty batch after the last");
+    assert_eq!(
+        store.location_series("B1", None, None).unwrap().iter().map(|p| p.total_detected).collect::<Vec<_>>(),
+        [8, 9]
+    );
+    // Stopped early (a shutdown), it leaves the rest for the next sweep.
+    assert_eq!(store.sweep_archive_due(t(100), 1, |_| false).unwrap(), 1);
+    assert_eq!(store.archive_len(), 1);
 }
 
 /// A record taken at `taken` (and processed `i` seconds in), in `location`, by `owner`.

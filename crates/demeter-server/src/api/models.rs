@@ -12,7 +12,7 @@ use axum::{
     http::StatusCode,
     Json,
 };
-use demeter_domain::command::{Command, ModelUpload, Outcome};
+use demeter_domain::command::{Command, ModelUpload, Outcome, HINT_FIELDS};
 use serde::Serialize;
 
 use crate::{
@@ -81,12 +81,12 @@ pub(crate) async fn install(
         let name = field.name().unwrap_or("").chars().take(64).collect::<String>();
         match name.as_str() {
             "model" => {
-                let file_name = field.file_name().map_or_else(|| "model.onnx".to_owned(), safe_file_name);
+                let file_name =
+                    field.file_name().and_then(super::upload::safe_base_name).unwrap_or_else(|| "model.onnx".into());
                 let bytes = field.bytes().await.map_err(form_error)?;
                 onnx = Some((file_name, bytes.to_vec()));
             }
-            "manifest" | "name" | "family" | "classes" | "plant_classes" | "layout" | "input_size" | "confidence"
-            | "iou" => {
+            text if text == "manifest" || HINT_FIELDS.contains(&text) => {
                 let bytes = field.bytes().await.map_err(form_error)?;
                 if bytes.len() > MAX_TEXT_BYTES {
                     return Err(AppError::TooLarge(format!("field {name:?} is over {} KB", MAX_TEXT_BYTES >> 10)));
@@ -103,8 +103,8 @@ pub(crate) async fn install(
             }
             other => {
                 return Err(AppError::BadRequest(format!(
-                    "unknown field {other:?}; the form's fields are model, manifest, name, family, classes, \
-                     plant_classes, layout, input_size, confidence and iou"
+                    "unknown field {other:?}; the form's fields are model, manifest, {}",
+                    HINT_FIELDS.join(", ")
                 )))
             }
         }
@@ -118,17 +118,6 @@ pub(crate) async fn install(
     match super::actions::execute(&state, Command::InstallModel(Box::new(upload))).await? {
         Outcome::ModelInstalled(m) => Ok((StatusCode::CREATED, Json(*m))),
         other => Err(AppError::Internal(format!("unexpected outcome {other:?}").into())),
-    }
-}
-
-/// The last path component of a sent file name, without control characters.
-fn safe_file_name(raw: &str) -> String {
-    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    let name: String = base.chars().filter(|c| !c.is_control()).take(120).collect();
-    if name.trim().is_empty() {
-        "model.onnx".into()
-    } else {
-        name
     }
 }
 

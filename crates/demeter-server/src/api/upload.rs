@@ -65,16 +65,19 @@ fn not_a_photo(name: &str, head: &[u8]) -> Option<String> {
     }
 }
 
-/// Keeps the last path component, drops control characters and separators, caps the length.
-pub fn safe_name(raw: &str, index: usize) -> String {
+/// Keeps the last path component, drops control characters and separators and leading dots,
+/// caps the length; `None` when nothing is left.
+pub fn safe_base_name(raw: &str) -> Option<String> {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
     let cleaned: String = base.chars().filter(|c| !c.is_control() && !matches!(c, '/' | '\\' | ':')).collect();
     let trimmed = cleaned.trim().trim_start_matches('.').to_owned();
-    let mut name: String = trimmed.chars().take(120).collect();
-    if name.is_empty() {
-        name = format!("photo-{}.jpg", index + 1);
-    }
-    name
+    let name: String = trimmed.chars().take(120).collect();
+    (!name.is_empty()).then_some(name)
+}
+
+/// [`safe_base_name`], or `photo-<index + 1>.jpg` when nothing is left.
+pub fn safe_name(raw: &str, index: usize) -> String {
+    safe_base_name(raw).unwrap_or_else(|| format!("photo-{}.jpg", index + 1))
 }
 
 fn unique(dir: &Path, name: &str) -> PathBuf {
