@@ -169,8 +169,8 @@ pub fn run(opts: &Opts) -> Result<Section> {
              it is still live, so the file is {:.1} times the live records right after a bulk fill; the records \
              themselves, with their index entries, are the first row. The series is read from the location index alone (each entry holds its photo's count and cover), so it \
              costs one range scan and no record reads; start-up opens the trees and reads nothing of the archive. \
-             The retention sweep removes 200 results at a time, holding the store's write lock only for a batch; \
-             archive reads take no lock.\n",
+             The retention sweep removes 200 results at a time, holding the store's write lock only for a batch \
+             and then pausing as long as the batch took (as the TTL sweep does); archive reads take no lock.\n",
             filled.as_secs_f64(),
             per_result,
             logical as f64 / 1e6,
