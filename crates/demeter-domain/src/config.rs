@@ -38,8 +38,8 @@ pub struct NotifyConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResultsConfig {
-    /// Archived results older than this many days (by when they were processed) are removed by
-    /// the sweep, with their thumbnails. `None` (the default): every result is kept.
+    /// Archived results of photos taken more than this many days ago are removed by the sweep,
+    /// with their thumbnails. `None` (the default): every result is kept.
     pub retention_days: Option<f64>,
 }
 

@@ -1,7 +1,7 @@
 //! The TTL sweeper: removes expired sessions and jobs (and their thumbnails and overlays) through the
 //! expiry index, in bounded batches so polls are never starved while it runs; and, when
-//! `results.retention_days` is set, archived results older than that (the archive outlives the
-//! jobs otherwise).
+//! `results.retention_days` is set, archived results of photos taken longer ago than that (the
+//! archive outlives the jobs otherwise).
 
 use std::{sync::Arc, thread, time::Duration};
 
@@ -63,7 +63,7 @@ pub(crate) fn sweep(shared: &Shared) -> (usize, usize) {
     }
 }
 
-/// Removes archived results processed more than `days` ago, with their thumbnails, paced like
+/// Removes archived results of photos taken more than `days` ago, with their thumbnails, paced like
 /// the TTL sweep.
 fn sweep_archive(shared: &Shared, days: f64) {
     let cutoff = shared.clock.now() - chrono::Duration::milliseconds((days * 86_400_000.0) as i64);

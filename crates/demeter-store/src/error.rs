@@ -17,6 +17,14 @@ pub enum StoreError {
     Codec { what: &'static str, source: serde_json::Error },
     #[error("stored {what} is unreadable: {source}")]
     Binary { what: &'static str, source: postcard::Error },
+    #[error("the results archive's file {path}: {source}")]
+    ArchiveIo { path: PathBuf, source: std::io::Error },
+    #[error(
+        "the results archive's record at byte {offset} of {path} is damaged (its length or checksum does not match)"
+    )]
+    ArchiveFrame { path: PathBuf, offset: u64 },
+    #[error("an entry of the results archive's index is malformed")]
+    ArchiveEntry,
     #[error("job {0} not found")]
     JobNotFound(JobId),
     #[error(transparent)]

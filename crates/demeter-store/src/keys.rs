@@ -39,15 +39,7 @@ pub(crate) fn parse_expiry(k: &[u8]) -> Option<(ExpiryKind, [u8; 16])> {
     Some((kind, k[9..25].try_into().ok()?))
 }
 
-/// `archive_taken`: every archived result in the order the photos were taken.
-pub(crate) fn archive_taken(taken_at: DateTime<Utc>, result: &[u8; 16]) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&ms_key(taken_at));
-    k[8..].copy_from_slice(result);
-    k
-}
-
-/// `archive_location`: a location's results in the order taken. The location id is a prefix
+/// `archive_by_location`: a location's results in the order taken. The location id is a prefix
 /// closed by a 0 byte (ids are text without NUL; results without a location have the empty id).
 pub(crate) fn archive_location(location: &str, taken_at: DateTime<Utc>, result: &[u8; 16]) -> Vec<u8> {
     let mut k = archive_location_prefix(location);
@@ -63,7 +55,7 @@ pub(crate) fn archive_location_prefix(location: &str) -> Vec<u8> {
     k
 }
 
-/// The time part of an `archive_location` key with `prefix`: the bound for a time range.
+/// The time part of an `archive_by_location` key with `prefix`: the bound for a time range.
 pub(crate) fn archive_location_at(prefix: &[u8], t: DateTime<Utc>) -> Vec<u8> {
     let mut k = prefix.to_vec();
     k.extend_from_slice(&ms_key(t));

@@ -17,9 +17,8 @@
 //! | `seen_hash`    | BLAKE3 of the content                  | job id           | a byte-identical copy is not processed twice |
 //! | `expiry`       | expires-at ms ++ kind ++ id            | –                | the sweeper reads only what is due |
 //! | `meta`         | `stage_stats`, `paused`                | JSON / –         | learned ETAs and the pause switch survive restarts |
-//! | `archive`      | result id (UUIDv7)                     | `ArchivedResult`, postcard | results outlive their jobs ([`archive`]) |
-//! | `archive_taken` | taken-at ms ++ result id              | –                | the archive by time taken |
-//! | `archive_location` | location \0 taken-at ms ++ result id | count, cover   | a location's series without reading records |
+//! | `archive_by_location` | location \0 taken-at ms ++ result id | count, cover, where the record is | results outlive their jobs ([`archive`]): a location's series without reading records; the records are in `<data>/archive/` |
+//! | `archive_late_ids` | result id                           | where the record is | the few results the segments' id lists skip |
 //!
 //! The `seen_*` indexes outlive job TTLs on purpose: photos stay in the folder (the source of
 //! truth) long after their job expires, and must not be processed again on every rescan.
@@ -29,6 +28,6 @@ mod error;
 mod keys;
 mod store;
 
-pub use archive::{ArchivePage, ArchiveQuery, BadCursor, SeriesPoint};
+pub use archive::{ArchiveBytes, ArchivePage, ArchiveQuery, BadCursor, SeriesPoint};
 pub use error::StoreError;
 pub use store::{EnqueueOutcome, SeenKey, Store, SweepReport, SweepTotals};

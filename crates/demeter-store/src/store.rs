@@ -14,9 +14,13 @@ use sled::{transaction::ConflictableTransactionError, Transactional, Tree};
 use tracing::{debug, info};
 
 use crate::{
+    archive::log::RecordLog,
     error::StoreError,
     keys::{self, ExpiryKind},
 };
+
+/// The folder under the data directory that holds the archive's segment files.
+pub const ARCHIVE_DIR: &str = "archive";
 
 const META_STAGE_STATS: &[u8] = b"stage_stats";
 const META_PAUSED: &[u8] = b"paused";
@@ -70,7 +74,7 @@ pub struct SweepTotals {
 /// The sled-backed store. Cheap to share behind an `Arc`; all methods are blocking (call them
 /// from worker threads or `spawn_blocking`, never while holding up the async runtime for long).
 pub struct Store {
-    db: sled::Db,
+    pub(crate) db: sled::Db,
     path: PathBuf,
     jobs: Tree,
     sessions: Tree,
@@ -83,9 +87,10 @@ pub struct Store {
     /// Small appliance-wide values: learned stage durations, the pause switch.
     meta: Tree,
     /// The results archive ([`crate::archive`]): records, by time taken, by location.
-    pub(crate) archive: Tree,
-    pub(crate) archive_taken: Tree,
-    pub(crate) archive_location: Tree,
+    pub(crate) archive_by_location: Tree,
+    pub(crate) archive_late_ids: Tree,
+    /// The archive's records themselves, in segment files beside the database.
+    pub(crate) records: RecordLog,
     /// Serialises read-modify-write sequences (held from a change's transaction through its
     /// flush). One process owns the database (sled's file lock), so an in-process lock is
     /// enough, and transactions never conflict or retry. Readers of what the API reports take
@@ -175,6 +180,13 @@ impl Store {
     /// Opens (or creates) the database in `dir`. A database held by another process and a
     /// corrupt one are reported as such, never as a panic.
     pub fn open(dir: &Path, cache_capacity_bytes: u64) -> Result<Self> {
+        Self::open_with_segments(dir, cache_capacity_bytes, crate::archive::log::SEGMENT_BYTES)
+    }
+
+    /// [`Store::open`] with the archive's segment files closed at `segment_bytes` (small ones
+    /// let tests see segments come and go).
+    #[doc(hidden)]
+    pub fn open_with_segments(dir: &Path, cache_capacity_bytes: u64, segment_bytes: u64) -> Result<Self> {
         let path = dir.join("db");
         std::fs::create_dir_all(&path).map_err(|e| StoreError::Open { path: path.clone(), source: e.into() })?;
         let db = sled::Config::new()
@@ -194,15 +206,26 @@ impl Store {
             seen_hash: tree("seen_hash")?,
             expiry: tree("expiry")?,
             meta: tree("meta")?,
-            archive: tree("archive")?,
-            archive_taken: tree("archive_taken")?,
-            archive_location: tree("archive_location")?,
+            archive_by_location: tree("archive_by_location")?,
+            archive_late_ids: tree("archive_late_ids")?,
+            records: RecordLog::open(&dir.join(ARCHIVE_DIR), segment_bytes)?,
             db,
             path,
             write: RwLock::new(()),
             generations: Mutex::default(),
             sizes: IndexSizes::default(),
         };
+        let moved = store.migrate_inline_archive()?;
+        if moved > 0 {
+            info!(results = moved, "moved the results archive out of the database into its segment files");
+        }
+        if !store.db.was_recovered() {
+            let rebuilt = store.reindex_archive()?;
+            if rebuilt > 0 {
+                tracing::warn!(results = rebuilt, dir = %store.records.dir().display(),
+                    "a new job database: the results archive's index was rebuilt from its segment files");
+            }
+        }
         info!(path = %store.path.display(), "job store open");
         Ok(store)
     }
@@ -467,16 +490,16 @@ impl Store {
     /// `processing` in step with its state, in one transaction. Callers hold the write lock.
     fn write_job_unflushed(&self, job: &Job) -> Result<()> {
         let id = job.id.as_bytes();
-        let archived = self.archive_record(job)?;
-        let trees =
-            (&self.jobs, &self.queue, &self.processing, &self.archive, &self.archive_taken, &self.archive_location);
-        let change = trees.transaction(|(jobs, queue, processing, archive, taken, location)| {
+        // The record is on disk before the transaction that indexes it.
+        let archived = self.archive_record(job)?.map(|r| self.archive_prepare(&r)).transpose()?;
+        let trees = (&self.jobs, &self.queue, &self.processing, &self.archive_by_location, &self.archive_late_ids);
+        let change = trees.transaction(|(jobs, queue, processing, by_location, late)| {
             if jobs.get(id)?.is_none() {
                 return Err(abort(StoreError::JobNotFound(job.id)));
             }
             jobs.insert(id, encode(job))?;
-            if let Some(record) = &archived {
-                crate::archive::insert((archive, taken, location), record)?;
+            if let Some(writes) = &archived {
+                writes.apply_tx((by_location, late))?;
             }
             let (queued, running) = match job.state {
                 JobState::Pending { .. } => (true, false),

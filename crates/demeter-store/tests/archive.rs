@@ -71,7 +71,7 @@ fn a_completed_result_is_archived_once_kept_after_its_job_and_a_reprocess_adds_a
         assert!(store.job(job.id).unwrap().is_none());
     }
     // Reopened (no shutdown): both records are there.
-    let store = Store::open(dir.path(), CACHE).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.archive_len(), 2);
     assert_eq!(store.archived(first.session_id).unwrap().unwrap().filename, "b1.jpg");
     let series = store.location_series("B1", None, None).unwrap();
@@ -83,7 +83,7 @@ fn a_completed_result_is_archived_once_kept_after_its_job_and_a_reprocess_adds_a
 }
 
 #[test]
-fn the_retention_sweep_removes_only_what_was_processed_before_the_cutoff() {
+fn the_retention_sweep_removes_only_what_was_taken_before_the_cutoff() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), CACHE).unwrap();
     let records: Vec<ArchivedResult> = (0..10).map(|i| record(i, "B1", t(i), None)).collect();
@@ -113,6 +113,20 @@ fn the_retention_sweep_removes_only_what_was_processed_before_the_cutoff() {
     // Stopped early (a shutdown), it leaves the rest for the next sweep.
     assert_eq!(store.sweep_archive_due(t(100), 1, |_| false).unwrap(), 1);
     assert_eq!(store.archive_len(), 1);
+}
+
+/// Opens the store again after dropping it (sled lets go of its file lock from a background
+/// thread just after the last handle goes; a real restart is a new process).
+fn reopen(dir: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(dir, CACHE) {
+            Err(demeter_store::StoreError::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 /// A record taken at `taken` (and processed `i` seconds in), in `location`, by `owner`.
@@ -153,7 +167,7 @@ proptest! {
     /// the matching records of a plain list, in order, with no duplicates.
     #[test]
     fn pages_join_up_to_exactly_the_filtered_list(
-        takes in proptest::collection::vec((0i64..50, 0usize..3, 0usize..3), 1..40),
+        takes in proptest::collection::vec((0i64..50, 0usize..3, 0usize..3), 1..120),
         location in proptest::option::of(0usize..3),
         model in proptest::option::of(0usize..2),
         owner in proptest::option::of(0usize..3),
@@ -239,7 +253,131 @@ fn a_typical_record_costs_well_under_a_kilobyte() {
     // index entries.
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), CACHE).unwrap();
-    store.archive_insert_many(&[record(1, "B1", t(1), Some("ann"))]).unwrap();
+    let records: Vec<ArchivedResult> = (0..64).map(|i| record(i, "B1", t(i), Some("ann"))).collect();
+    store.archive_insert_many(&records).unwrap();
     let bytes = store.archive_bytes().unwrap();
-    assert!(bytes < 700, "{bytes} bytes");
+    assert!((bytes.index + bytes.segments) / 64 < 600, "{bytes:?}");
+    assert!(bytes.index / 64 < 100, "the index entries are small, packed: {bytes:?}");
+}
+
+#[test]
+fn retention_deletes_the_segment_files_no_record_is_left_in() {
+    let dir = tempfile::tempdir().unwrap();
+    // Segments of three records each.
+    let store = Store::open_with_segments(dir.path(), CACHE, 1_000).unwrap();
+    let records: Vec<ArchivedResult> = (0..40).map(|i| record(i, "B1", t(i), None)).collect();
+    for r in &records {
+        store.archive_insert_many(std::slice::from_ref(r)).unwrap();
+    }
+    let before = store.archive_segments().unwrap();
+    assert!(before.len() >= 12, "{before:?}");
+    assert_eq!(store.sweep_archive_due(t(30), 7, |_| true).unwrap(), 30);
+    let after = store.archive_segments().unwrap();
+    assert!(after.len() <= 5 && after.first() > before.first(), "{before:?} → {after:?}");
+    // A swept result is gone by its id too, though its record may still be in a segment.
+    assert_eq!(store.archived(records[29].result_id).unwrap(), None);
+    assert_eq!(store.archived(records[30].result_id).unwrap().as_ref(), Some(&records[30]));
+    // What is left reads back whole, and new records go on being written.
+    let left = store.archive_page(&ArchiveQuery { limit: 100, oldest_first: true, ..Default::default() });
+    assert_eq!(left.unwrap().unwrap().results, records[30..].to_vec());
+    store.archive_insert_many(&[record(50, "B1", t(50), None)]).unwrap();
+    assert_eq!(store.archive_len(), 11);
+}
+
+#[test]
+fn a_result_whose_id_comes_late_is_found_by_its_id_through_restarts_and_a_rebuild() {
+    // Two workers finishing at once: ids made in one order, stored in the other.
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<ArchivedResult> = (0..20).map(|i| record(i, "B1", t(i), None)).collect();
+    let order: Vec<usize> = (0..20)
+        .map(|i| {
+            if i % 4 == 1 {
+                i - 1
+            } else if i % 4 == 0 {
+                i + 1
+            } else {
+                i
+            }
+        })
+        .collect();
+    {
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        for &i in &order {
+            store.archive_insert_many(std::slice::from_ref(&records[i])).unwrap();
+        }
+        for r in &records {
+            assert_eq!(store.archived(r.result_id).unwrap().as_ref(), Some(r));
+        }
+        assert!(store.archive_bytes().unwrap().index > 0);
+    }
+    let store = reopen(dir.path());
+    for r in &records {
+        assert_eq!(store.archived(r.result_id).unwrap().as_ref(), Some(r), "after a restart");
+    }
+    drop(store);
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    let store = reopen(dir.path());
+    for r in &records {
+        assert_eq!(store.archived(r.result_id).unwrap().as_ref(), Some(r), "after a rebuild");
+    }
+    assert_eq!(store.archived(uuid::Uuid::now_v7()).unwrap(), None);
+}
+
+#[test]
+fn a_new_database_rebuilds_the_archive_from_its_segment_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<ArchivedResult> =
+        (0..100).map(|i| record(i, ["B1", "B2", ""][i as usize % 3], t(100 - i), None)).collect();
+    let (series, page) = {
+        let store = Store::open(dir.path(), CACHE).unwrap();
+        store.archive_insert_many(&records).unwrap();
+        let page = store.archive_page(&ArchiveQuery { limit: 1000, ..Default::default() }).unwrap().unwrap();
+        (store.location_series("B2", None, None).unwrap(), page.results)
+    };
+    // The job database is lost (deleted, or moved aside as corrupt): the photo folder queues
+    // every photo again, and the archive comes back from its segments.
+    std::fs::remove_dir_all(dir.path().join("db")).unwrap();
+    let store = reopen(dir.path());
+    assert_eq!(store.archive_len(), 100);
+    assert_eq!(store.location_series("B2", None, None).unwrap(), series);
+    assert_eq!(store.archive_page(&ArchiveQuery { limit: 1000, ..Default::default() }).unwrap().unwrap().results, page);
+    // Reopening an existing database reads nothing again.
+    drop(store);
+    let store = reopen(dir.path());
+    assert_eq!(store.archive_len(), 100);
+}
+
+#[test]
+fn an_archive_kept_in_the_database_moves_to_segment_files_at_the_first_start() {
+    // The layout before the segment files: records (postcard) in `archive`, by result id, and
+    // two unpacked indexes.
+    let dir = tempfile::tempdir().unwrap();
+    let records: Vec<ArchivedResult> = (0..50).map(|i| record(i, ["B1", "B2"][i as usize % 2], t(i), None)).collect();
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let old = db.open_tree("archive").unwrap();
+        for r in &records {
+            old.insert(r.result_id.as_bytes(), postcard::to_stdvec(r).unwrap()).unwrap();
+        }
+        db.open_tree("archive_taken").unwrap().insert(b"x", b"").unwrap();
+        db.open_tree("archive_location").unwrap().insert(b"y", b"").unwrap();
+        db.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), CACHE).unwrap();
+    assert_eq!(store.archive_len(), 50);
+    assert_eq!(store.archived(records[7].result_id).unwrap().as_ref(), Some(&records[7]));
+    assert_eq!(store.location_series("B2", None, None).unwrap().len(), 25);
+    assert!(!store.archive_segments().unwrap().is_empty());
+    drop(store);
+    let store = reopen(dir.path());
+    assert_eq!(store.archive_len(), 50, "moved once");
+    drop(store);
+    let db = loop {
+        match sled::open(dir.path().join("db")) {
+            Ok(db) => break db,
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    };
+    let names: Vec<String> = db.tree_names().iter().map(|n| String::from_utf8_lossy(n).into_owned()).collect();
+    assert!(!names.iter().any(|n| n == "archive" || n == "archive_taken" || n == "archive_location"), "{names:?}");
 }
