@@ -65,6 +65,20 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
     walkdir::WalkDir::new(dir).into_iter().flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
 }
 
+/// The cost on disk of `n` results written as the pipeline writes them: each appended and synced
+/// on its own, its key stored and the database flushed, one result at a time.
+fn one_at_a_time(n: usize) -> Result<(usize, f64)> {
+    let root = tempfile::tempdir()?;
+    let data = root.path().join("data");
+    let store = Store::open(&data, 64 << 20)?;
+    let empty = dir_bytes(&data.join("db"));
+    for i in 0..n {
+        store.archive_insert_many(&[record(i, n)])?;
+    }
+    let bytes = dir_bytes(&data.join("db")).saturating_sub(empty) + dir_bytes(store.archive_dir());
+    Ok((n, bytes as f64 / n as f64))
+}
+
 fn timed(d: &Daemon, path: &str, reps: usize) -> Result<Samples> {
     let mut s = Samples::default();
     for _ in 0..reps {
@@ -94,6 +108,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
     let segments = dir_bytes(&segments_dir);
     let on_disk = db_grown + segments;
     let per = |bytes: u64| bytes as f64 / n as f64;
+    let (single_n, single_disk) = one_at_a_time(opts.scaled(20_000, 2_000))?;
     let per_result = per(logical.index + logical.segments);
     let per_result_disk = per(on_disk);
 
@@ -156,7 +171,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
             if startups.max() < 1000.0 { "met" } else { "NOT met" },
             per_result,
             per_result_disk,
-            if per_result_disk <= 1024.0 { "met" } else { "NOT met" },
+            if per_result_disk.max(single_disk) <= 1024.0 { "met" } else { "NOT met" },
         ),
         body: format!(
             "{n} archived results (synthetic, each as the pipeline writes it: {PLANTS} plants or a few fewer, their \
@@ -168,6 +183,7 @@ pub fn run(opts: &Opts) -> Result<Section> {
              | **on disk, in all** | **{:.0} bytes per result** ({:.0} MB) |\n\
              | of which the segment files (`archive/`) | {:.0} bytes per result |\n\
              | of which the database (`db/` grown by) | {:.0} bytes per result |\n\
+             | on disk, {single_n} results written one at a time as the pipeline writes them (each synced and flushed) | {single_disk:.0} bytes per result |\n\
              | start-up with the full archive (to `/health` answering), {} runs | {:.0} ms median, {:.0} ms max |\n\
              | a location's series, {points} points (`GET /api/v1/series`) | {} |\n\
              | the Locations summary, {LOCATIONS} locations (`GET /api/v1/locations`) | {} |\n\
