@@ -52,8 +52,27 @@ pub struct UploadSession {
 /// arrived at most `gap` (`session_gap_secs`) before `now`, so the next one would join it. The
 /// batch is announced when this ends (the engine's completion tracker applies the same rule).
 pub fn waiting_for_more_photos(jobs: &[crate::Job], now: DateTime<Utc>, gap: Duration) -> bool {
-    let last = jobs.iter().map(|j| j.created_at).max();
-    last.is_some_and(|last| jobs.iter().all(crate::Job::is_terminal) && now - last < gap)
+    Arrivals::of(jobs).waiting(now, gap)
+}
+
+/// What [`waiting_for_more_photos`] needs of a session's jobs, to be kept beside a summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrivals {
+    /// When the newest job was made.
+    pub last: Option<DateTime<Utc>>,
+    /// Every job completed or failed.
+    pub all_done: bool,
+}
+
+impl Arrivals {
+    pub fn of(jobs: &[crate::Job]) -> Self {
+        Self { last: jobs.iter().map(|j| j.created_at).max(), all_done: jobs.iter().all(crate::Job::is_terminal) }
+    }
+
+    /// All done so far, and the last photo came within `gap` of `now`.
+    pub fn waiting(self, now: DateTime<Utc>, gap: Duration) -> bool {
+        self.last.is_some_and(|last| self.all_done && now - last < gap)
+    }
 }
 
 /// Counts of a session's jobs by status, as the seed's `summary`.

@@ -9,7 +9,7 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use demeter_auth::Identity;
-use demeter_domain::{SessionId, SessionSummary};
+use demeter_domain::{session::Arrivals, SessionId, SessionSummary};
 use serde::{Deserialize, Serialize};
 
 use super::views::{JobView, SessionSnapshot};
@@ -132,18 +132,27 @@ pub(crate) async fn list_sessions(
             if s.expires_at <= now || !crate::auth::may_see(&who, &s) {
                 continue;
             }
-            let jobs = state.store.read_durable(|store| store.session_jobs(s.id))?;
+            // Read before the jobs, so a summary built from an older read is never kept as
+            // current (see `poll_cache`).
+            let generation = state.store.session_generation(s.id);
+            let (summary, arrivals) = match state.polls.summary(s.id, generation) {
+                Some(kept) => kept,
+                None => {
+                    let jobs = state.store.read_durable(|store| store.session_jobs(s.id))?;
+                    let built = (SessionSummary::from_jobs(&jobs), Arrivals::of(&jobs));
+                    if state.store.session_generation(s.id) == generation {
+                        state.polls.put_summary(s.id, generation, built.0.clone(), built.1);
+                    }
+                    built
+                }
+            };
             out.push(SessionView {
                 upload_session_id: s.id.to_string(),
                 created_at: s.created_at,
                 expires_at: s.expires_at,
                 source: s.source,
-                summary: SessionSummary::from_jobs(&jobs),
-                waiting_for_more_photos: demeter_domain::session::waiting_for_more_photos(
-                    &jobs,
-                    now,
-                    state.session_gap(),
-                ),
+                summary,
+                waiting_for_more_photos: arrivals.waiting(now, state.session_gap()),
             });
         }
         Ok(out)

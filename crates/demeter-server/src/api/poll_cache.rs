@@ -7,6 +7,11 @@
 //! or its jobs) — indefinitely for a finished session, for at most [`ACTIVE_TTL`] while jobs
 //! are pending or running (their progress and ETAs move with time), and never past the
 //! session's expiry. Access is still checked on every request.
+//!
+//! The sessions list (`GET /api/v1/sessions`, which the page asks for every few seconds) keeps
+//! each session's summary the same way, for as long as its generation is unchanged: counts by
+//! status change only with a stored change, so a list of 200 sessions decodes only the jobs of
+//! those that changed.
 
 use std::{
     collections::HashMap,
@@ -16,7 +21,7 @@ use std::{
 
 use axum::body::Bytes;
 use chrono::{DateTime, Utc};
-use demeter_domain::{SessionId, UploadSession};
+use demeter_domain::{session::Arrivals, SessionId, SessionSummary, UploadSession};
 
 /// How long an answer for a session with unfinished jobs is reused.
 pub const ACTIVE_TTL: Duration = Duration::from_millis(250);
@@ -31,10 +36,11 @@ struct Entry {
     body: Bytes,
 }
 
-/// Serialized poll answers per session.
+/// Serialized poll answers per session, and summaries for the sessions list.
 #[derive(Default)]
 pub struct PollCache {
     entries: Mutex<HashMap<SessionId, Entry>>,
+    summaries: Mutex<HashMap<SessionId, (u64, SessionSummary, Arrivals)>>,
 }
 
 impl PollCache {
@@ -59,6 +65,26 @@ impl PollCache {
             entries.clear();
         }
         entries.insert(id, Entry { generation, built: Instant::now(), finished, session, body });
+    }
+}
+
+impl PollCache {
+    /// The summary kept for `id` at `generation`.
+    pub fn summary(&self, id: SessionId, generation: u64) -> Option<(SessionSummary, Arrivals)> {
+        let summaries = self.summaries.lock().unwrap_or_else(|e| e.into_inner());
+        summaries.get(&id).filter(|(g, ..)| *g == generation).map(|(_, s, a)| (s.clone(), *a))
+    }
+
+    /// Keeps a summary built from a read that started at `generation` (see [`PollCache::put`]).
+    pub fn put_summary(&self, id: SessionId, generation: u64, summary: SessionSummary, arrivals: Arrivals) {
+        let mut summaries = self.summaries.lock().unwrap_or_else(|e| e.into_inner());
+        if summaries.get(&id).is_some_and(|(g, ..)| *g > generation) {
+            return;
+        }
+        if summaries.len() >= MAX_ENTRIES && !summaries.contains_key(&id) {
+            summaries.clear();
+        }
+        summaries.insert(id, (generation, summary, arrivals));
     }
 }
 
@@ -99,5 +125,20 @@ mod tests {
         assert!(cache.get(s.id, 1, Utc::now()).is_some());
         std::thread::sleep(ACTIVE_TTL + Duration::from_millis(20));
         assert!(cache.get(s.id, 1, Utc::now()).is_none(), "progress and ETAs move with time");
+    }
+
+    #[test]
+    fn summaries_are_reused_while_their_session_is_unchanged() {
+        let cache = PollCache::default();
+        let id = SessionId::new_v7();
+        let summary = |done: u32| SessionSummary { total_jobs: 4, completed: done, ..Default::default() };
+        let arrivals = Arrivals { last: Some(Utc::now()), all_done: false };
+        assert!(cache.summary(id, 1).is_none());
+        cache.put_summary(id, 1, summary(1), arrivals);
+        assert_eq!(cache.summary(id, 1), Some((summary(1), arrivals)));
+        assert!(cache.summary(id, 2).is_none(), "a job of the session changed");
+        cache.put_summary(id, 3, summary(3), arrivals);
+        cache.put_summary(id, 2, summary(2), arrivals);
+        assert_eq!(cache.summary(id, 3).unwrap().0, summary(3), "an older read does not replace a newer one");
     }
 }
