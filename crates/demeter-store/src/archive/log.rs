@@ -3,9 +3,9 @@
 //! A million results must cost at most a kilobyte each on disk. Kept in sled, a ~450-byte
 //! record cost 1.3–1.5 KB: sled's log holds each page as last written and frees a segment only
 //! when under half of it is live, so it stays 2.6–3 times its live data. Records are written
-//! once, never changed, and leave oldest first (retention), which is what an append-only file
-//! does at its own size. So a record lives here, and the database keeps a 12-byte [`RecordRef`]
-//! to it beside the small index entries.
+//! once, never changed, and leave about in the order they came (retention), which is what an
+//! append-only file does at its own size. So a record lives here, and the database keeps one key
+//! per result with a 12-byte [`RecordRef`] to it.
 //!
 //! Layout: `<data>/archive/00000001.log`, `00000002.log`, …; the highest is the one written.
 //! Each record is a frame: its length (u32, little-endian), the CRC-32 of its bytes (u32,
@@ -26,8 +26,10 @@
 //! a torn frame at the end, which nothing refers to either. Both go with their segment.
 //!
 //! Removal: the retention sweep removes references; a segment no reference points into any
-//! more is deleted whole ([`RecordLog::remove_unused`]). Records leave oldest first, so the
-//! log's dead weight is at most about one segment.
+//! more is deleted whole ([`RecordLog::remove_unused`]). Retention goes by when photos were
+//! taken, and photos are mostly processed soon after, so records leave about in the order they
+//! were appended and the dead weight is about one segment (a backlog of old photos processed
+//! late stays until the newest record of its segments goes).
 
 use std::{
     collections::{BTreeMap, BTreeSet},

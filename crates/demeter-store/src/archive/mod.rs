@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 use demeter_domain::{archive::ArchivedResult, Job, JobState, SessionId, SessionSource};
 use sled::{
     transaction::{ConflictableTransactionError, TransactionalTree},
-    IVec,
+    IVec, Transactional,
 };
 use uuid::Uuid;
 
@@ -435,34 +435,36 @@ impl Store {
     }
 
     /// Removes up to `batch` results taken before `cutoff` (the oldest of each location first),
-    /// each key with its late id in one batch; returns their ids (their thumbnails go too) and
-    /// whether more are due.
+    /// their keys and late ids in one transaction; returns their ids (their thumbnails go too)
+    /// and whether more are due.
     pub fn sweep_archive(&self, cutoff: DateTime<Utc>, batch: usize) -> Result<(Vec<Uuid>, bool)> {
         let _g = self.lock();
-        let mut removed = Vec::new();
-        let (mut keys, mut late) = (sled::Batch::default(), sled::Batch::default());
-        for location in self.archive_locations()? {
+        let mut due: Vec<(IVec, [u8; 16])> = Vec::new();
+        let mut more = false;
+        'locations: for location in self.archive_locations()? {
             let prefix = keys::archive_location_prefix(&location);
             for entry in self.archive_by_location.range(prefix.clone()..keys::archive_location_at(&prefix, cutoff)) {
                 let (k, _) = entry?;
-                if removed.len() == batch {
-                    self.archive_late_ids.apply_batch(late)?;
-                    self.archive_by_location.apply_batch(keys)?;
-                    self.flush_now()?;
-                    return Ok((removed, true));
+                if due.len() == batch {
+                    more = true;
+                    break 'locations;
                 }
                 let id = keys::archive_result_of(&k).ok_or(StoreError::ArchiveEntry)?;
-                keys.remove(k);
-                late.remove(&id);
-                removed.push(Uuid::from_bytes(id));
+                due.push((k, id));
             }
         }
-        if !removed.is_empty() {
-            self.archive_late_ids.apply_batch(late)?;
-            self.archive_by_location.apply_batch(keys)?;
-            self.flush_now()?;
+        if due.is_empty() {
+            return Ok((Vec::new(), false));
         }
-        Ok((removed, false))
+        (&self.archive_by_location, &self.archive_late_ids).transaction(|(by_location, late)| {
+            for (k, id) in &due {
+                by_location.remove(k)?;
+                late.remove(id)?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        })?;
+        self.flush_now()?;
+        Ok((due.into_iter().map(|(_, id)| Uuid::from_bytes(id)).collect(), more))
     }
 
     /// Writes archive records directly (the benchmark's million, and tests): appended with one
