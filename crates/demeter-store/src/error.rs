@@ -23,6 +23,8 @@ pub enum StoreError {
         "the results archive's record at byte {offset} of {path} is damaged (its length or checksum does not match)"
     )]
     ArchiveFrame { path: PathBuf, offset: u64 },
+    #[error("an archived result is in record format {0}, which this version of Demeter cannot read (it was written by a newer one)")]
+    ArchiveVersion(u8),
     #[error("an entry of the results archive's index is malformed")]
     ArchiveEntry,
     #[error("job {0} not found")]

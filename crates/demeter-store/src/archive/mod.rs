@@ -92,11 +92,28 @@ pub struct SeriesPoint {
 #[error("the cursor is not one this API gave (pass back next_cursor unchanged)")]
 pub struct BadCursor;
 
+/// The first byte of every record in the segments: the encoding that follows. Postcard needs
+/// every field in order, so a change to [`ArchivedResult`] gets a new version here and a
+/// decoder for the old ones (they are kept for years).
+const RECORD_V1: u8 = 1;
+
 pub(crate) fn encode_record(r: &ArchivedResult) -> Vec<u8> {
-    postcard::to_stdvec(r).expect("archive records always serialise")
+    let mut out = vec![RECORD_V1];
+    out.extend(postcard::to_stdvec(r).expect("archive records always serialise"));
+    out
 }
 
 pub(crate) fn decode_record(b: &[u8]) -> Result<ArchivedResult> {
+    match b.split_first() {
+        Some((&RECORD_V1, rest)) => decode_postcard(rest),
+        Some((&version, _)) => Err(StoreError::ArchiveVersion(version)),
+        None => Err(StoreError::ArchiveEntry),
+    }
+}
+
+/// A record as postcard alone: version 1 without its byte, as kept in the database before the
+/// segment files.
+fn decode_postcard(b: &[u8]) -> Result<ArchivedResult> {
     postcard::from_bytes(b).map_err(|source| StoreError::Binary { what: "archived result", source })
 }
 
@@ -535,7 +552,7 @@ impl Store {
         };
         for entry in old.iter() {
             let (_, v) = entry?;
-            chunk.push(decode_record(&v)?);
+            chunk.push(decode_postcard(&v)?);
             if chunk.len() == 10_000 {
                 flush(&mut chunk)?;
             }
@@ -673,4 +690,49 @@ fn decode_cursor(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_carry_their_format_and_an_unknown_one_is_refused_by_name() {
+        let r = ArchivedResult {
+            result_id: Uuid::now_v7(),
+            job_id: demeter_domain::JobId::new_v7(),
+            upload_session_id: SessionId::new_v7(),
+            filename: "b1/a.jpg".into(),
+            content_hash: "00ff00ff00ff00ff".into(),
+            taken_at: DateTime::from_timestamp(1_750_000_000, 0).unwrap(),
+            taken_at_source: demeter_domain::archive::TakenAtSource::Exif,
+            processed_at: DateTime::from_timestamp(1_750_000_100, 5).unwrap(),
+            location_id: Some("b1".into()),
+            location_name: None,
+            location_rule: None,
+            model_name: "plant-exg".into(),
+            model_version: "2".into(),
+            model_sha256: "ab".repeat(32),
+            total_detected: 3,
+            class_counts: Default::default(),
+            grid: None,
+            plant_cover: 0.25,
+            boxes: vec![[1, 2, 3, 4]; 3],
+            width: 640,
+            height: 480,
+            trusted: true,
+            trust_reasons: Vec::new(),
+            owner: None,
+        };
+        let bytes = encode_record(&r);
+        assert_eq!(bytes[0], RECORD_V1);
+        assert_eq!(decode_record(&bytes).unwrap(), r);
+        // What the database held before the segment files: the same without the byte.
+        assert_eq!(decode_postcard(&bytes[1..]).unwrap(), r);
+        let mut newer = bytes.clone();
+        newer[0] = 2;
+        let e = decode_record(&newer).unwrap_err();
+        assert!(matches!(e, StoreError::ArchiveVersion(2)), "{e}");
+        assert!(e.to_string().contains("record format 2"));
+    }
 }
