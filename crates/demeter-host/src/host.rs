@@ -278,6 +278,12 @@ async fn forward_events(mut rx: broadcast::Receiver<EngineEvent>, state: AppStat
                 Err(TryRecvError::Empty | TryRecvError::Closed) => break,
             }
         }
+        // Nobody listening and nothing but job events: nothing to build (the usual case on a
+        // machine with no page open), so no blocking thread is woken for it.
+        let only_jobs = batch.iter().all(|e| !matches!(e, EngineEvent::Session(_)));
+        if only_jobs && !lagged && state.hub.skip_if_unheard() {
+            continue;
+        }
         let state = state.clone();
         let published = tokio::task::spawn_blocking(move || {
             // Consecutive job events go out together; sessions in between keep their place.
