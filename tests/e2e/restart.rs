@@ -236,6 +236,20 @@ fn kill_9_cycles_lose_nothing_and_reported_outcomes_never_go_back() {
         assert_eq!((j["status"].as_str().unwrap(), &j["result"]["session_id"]), (*status, *run), "job {id}");
     }
     assert!(connections > cycles, "the client followed every restart ({connections} connections)");
+
+    // The results archive's half: every completed photo has exactly one record, the run the job
+    // reports (a record appended but not committed before a kill must not surface, and a
+    // committed one must not be lost).
+    let (code, archived) = d.get(&format!("/api/v1/results?session={session}&limit={}", 2 * n));
+    assert_eq!(code, 200, "{archived}");
+    let mut runs: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for r in archived["results"].as_array().unwrap() {
+        runs.entry(r["job_id"].as_str().unwrap()).or_default().push(&r["result_id"]);
+    }
+    assert_eq!(runs.len() as u64, n, "every completed photo is archived");
+    for (id, j) in &finals {
+        assert_eq!(runs[id], vec![&j["result"]["session_id"]], "job {id}: one record, the run the job reports");
+    }
     assert!(sse_outcome.len() as u64 >= n / 2, "the stream announced most outcomes ({})", sse_outcome.len());
     restart_ms.sort_unstable();
     eprintln!(
