@@ -139,6 +139,27 @@ pub enum JobState {
     },
 }
 
+/// What a session's summary needs of a job: when it arrived and where it is. The store reads it
+/// from a stored job without decoding the rest (a completed job's result is most of its bytes),
+/// so the sessions list costs little however often the page asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobHead {
+    pub created_at: DateTime<Utc>,
+    pub status: StatusName,
+}
+
+impl JobHead {
+    pub fn is_terminal(self) -> bool {
+        matches!(self.status, StatusName::Completed | StatusName::Failed)
+    }
+}
+
+impl From<&Job> for JobHead {
+    fn from(job: &Job) -> Self {
+        JobHead { created_at: job.created_at, status: job.status() }
+    }
+}
+
 /// The four status names of the API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -31,6 +31,6 @@ pub mod result;
 pub mod session;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use job::{ErrorKind, Job, JobError, JobId, JobState, Stage, StatusName, TransitionError};
+pub use job::{ErrorKind, Job, JobError, JobHead, JobId, JobState, Stage, StatusName, TransitionError};
 pub use result::{Grid, JobResult, ModelRef, Plant, Trust, TrustReason, CLASS_COLOURS};
 pub use session::{SessionGrouper, SessionId, SessionSource, SessionSummary, UploadSession};

@@ -66,7 +66,14 @@ pub struct Arrivals {
 
 impl Arrivals {
     pub fn of(jobs: &[crate::Job]) -> Self {
-        Self { last: jobs.iter().map(|j| j.created_at).max(), all_done: jobs.iter().all(crate::Job::is_terminal) }
+        Self::of_heads(jobs.iter().map(crate::JobHead::from))
+    }
+
+    pub fn of_heads(heads: impl IntoIterator<Item = crate::JobHead>) -> Self {
+        heads.into_iter().fold(Self { last: None, all_done: true }, |a, h| Self {
+            last: a.last.max(Some(h.created_at)),
+            all_done: a.all_done && h.is_terminal(),
+        })
     }
 
     /// All done so far, and the last photo came within `gap` of `now`.
@@ -92,11 +99,16 @@ impl SessionSummary {
     /// Folds jobs into a summary. Failed jobs count as done for the overall bar, so a session
     /// with failures still reaches 100 % when nothing is left to do.
     pub fn from_jobs<'a>(jobs: impl IntoIterator<Item = &'a crate::Job>) -> Self {
+        Self::from_heads(jobs.into_iter().map(crate::JobHead::from))
+    }
+
+    /// [`SessionSummary::from_jobs`] from what the store reads of each job.
+    pub fn from_heads(heads: impl IntoIterator<Item = crate::JobHead>) -> Self {
         use crate::StatusName::*;
         let mut s = SessionSummary::default();
-        for job in jobs {
+        for head in heads {
             s.total_jobs += 1;
-            match job.status() {
+            match head.status {
                 Pending => s.pending += 1,
                 Processing => s.processing += 1,
                 Completed => s.completed += 1,

@@ -103,6 +103,13 @@ impl Shared {
         let _ = self.events.send(e);
     }
 
+    /// Publishes a running job's next milestone: for the page and the event stream only. The
+    /// completion tracker has nothing to learn from it (the claim before it already told it
+    /// the job is unfinished), so its thread is not woken six times a photo for nothing.
+    pub(crate) fn publish_progress(&self, job: Job) {
+        let _ = self.events.send(EngineEvent::Job(Box::new(job)));
+    }
+
     pub(crate) fn breaker(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner())
     }

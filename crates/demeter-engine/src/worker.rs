@@ -398,7 +398,7 @@ fn process(shared: &Shared, models: &mut ModelSet, job: Job, slot: &WorkerSlot) 
             current = stage;
             // Progress is not flushed: a crash reclaims the job whatever its stage.
             match shared.store.update_progress(id, |j| j.advance(stage, shared.clock.now())) {
-                Ok(j) => shared.publish(EngineEvent::Job(Box::new(j))),
+                Ok(j) => shared.publish_progress(j),
                 Err(e) => warn!(job = %id, error = %e, "cannot store a milestone"),
             }
         }

@@ -8,7 +8,9 @@ use std::{
 };
 
 use chrono::{DateTime, Duration, Utc};
-use demeter_domain::{eta::StageStats, Job, JobId, JobState, SessionId, Stage, TransitionError, UploadSession};
+use demeter_domain::{
+    eta::StageStats, Job, JobHead, JobId, JobState, SessionId, Stage, StatusName, TransitionError, UploadSession,
+};
 use serde::{de::DeserializeOwned, Serialize};
 use sled::{transaction::ConflictableTransactionError, Transactional, Tree};
 use tracing::{debug, info};
@@ -161,6 +163,23 @@ impl IndexSizes {
         };
         add(&self.queue, change.queue);
         add(&self.processing, change.processing);
+    }
+}
+
+/// Which of the state indexes (`queue`, `processing`) a job belongs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Indexed {
+    queued: bool,
+    running: bool,
+}
+
+impl Indexed {
+    fn of(job: &Job) -> Self {
+        match job.state {
+            JobState::Pending { .. } => Indexed { queued: true, running: false },
+            JobState::Processing { .. } => Indexed { queued: false, running: true },
+            JobState::Completed { .. } | JobState::Failed { .. } => Indexed { queued: false, running: false },
+        }
     }
 }
 
@@ -383,6 +402,31 @@ impl Store {
         Ok(out)
     }
 
+    /// What a session's summary needs of each of its jobs ([`JobHead`]), in arrival order:
+    /// [`Store::session_jobs`] without decoding results, errors or paths.
+    pub fn session_job_heads(&self, id: SessionId) -> Result<Vec<JobHead>> {
+        /// The parts of a stored job a head is read from; serde skips the rest unparsed
+        /// into values (the state is read by its `status` tag alone).
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            created_at: DateTime<Utc>,
+            state: StoredState,
+        }
+        #[derive(serde::Deserialize)]
+        struct StoredState {
+            status: StatusName,
+        }
+        let mut out = Vec::new();
+        for entry in self.session_jobs.scan_prefix(id.as_bytes()) {
+            let (k, _) = entry?;
+            if let Some(job) = self.jobs.get(&k[16..])? {
+                let Stored { created_at, state } = decode("job", &job)?;
+                out.push(JobHead { created_at, status: state.status });
+            }
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` sessions, newest first.
     pub fn recent_sessions(&self, limit: usize) -> Result<Vec<UploadSession>> {
         self.sessions.iter().rev().take(limit).map(|e| decode("session", &e?.1)).collect()
@@ -474,8 +518,18 @@ impl Store {
     ) -> Result<Job> {
         let _g = self.lock();
         let mut job = self.job(id)?.ok_or(StoreError::JobNotFound(id))?;
+        let indexed = Indexed::of(&job);
         change(&mut job)?;
-        self.write_job_unflushed(&job)?;
+        if Indexed::of(&job) == indexed && !matches!(job.state, JobState::Completed { .. }) {
+            // The job stays in the same index (a running job's next stage): one key changes, so
+            // a plain insert does, under the write lock this read was made under. A transaction
+            // would seal sled's log buffer at commit and hand it to an I/O thread (sled wakes
+            // every idle I/O thread for that): six per photo, for nothing a crash needs.
+            self.jobs.insert(id.as_bytes(), encode(&job))?;
+            self.bump(job.upload_session_id);
+        } else {
+            self.write_job_unflushed(&job)?;
+        }
         Ok(job)
     }
 
@@ -501,11 +555,7 @@ impl Store {
             if let Some(writes) = &archived {
                 writes.apply_tx((by_location, late))?;
             }
-            let (queued, running) = match job.state {
-                JobState::Pending { .. } => (true, false),
-                JobState::Processing { .. } => (false, true),
-                JobState::Completed { .. } | JobState::Failed { .. } => (false, false),
-            };
+            let Indexed { queued, running } = Indexed::of(job);
             Ok(SizeChange {
                 queue: if queued {
                     SizeChange::inserted(queue.insert(id, &[])?)

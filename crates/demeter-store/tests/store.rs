@@ -4,7 +4,10 @@
 use std::{collections::BTreeMap, path::Path};
 
 use chrono::{DateTime, Duration, Utc};
-use demeter_domain::{ErrorKind, Job, JobError, JobId, JobResult, SessionId, SessionSource, StatusName, UploadSession};
+use demeter_domain::{
+    ErrorKind, Job, JobError, JobHead, JobId, JobResult, JobState, SessionId, SessionSource, Stage, StatusName,
+    UploadSession,
+};
 use demeter_store::{EnqueueOutcome, SeenKey, Store, StoreError};
 
 const CACHE: u64 = 8 << 20;
@@ -192,10 +195,27 @@ impl XorShift {
     }
 }
 
-fn check(store: &Store, session: SessionId, model: &BTreeMap<JobId, StatusName>, ctx: &str) {
-    let stored: BTreeMap<JobId, StatusName> =
-        store.session_jobs(session).unwrap().iter().map(|j| (j.id, j.status())).collect();
+fn check(
+    store: &Store,
+    session: SessionId,
+    model: &BTreeMap<JobId, StatusName>,
+    stages: &BTreeMap<JobId, Stage>,
+    ctx: &str,
+) {
+    let jobs = store.session_jobs(session).unwrap();
+    let stored: BTreeMap<JobId, StatusName> = jobs.iter().map(|j| (j.id, j.status())).collect();
     assert_eq!(&stored, model, "{ctx}");
+    let running: BTreeMap<JobId, Stage> = jobs
+        .iter()
+        .filter_map(|j| match j.state {
+            JobState::Processing { stage, .. } => Some((j.id, stage)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(&running, stages, "{ctx}: each running job's milestone");
+    // What the sessions list reads instead of whole jobs says the same.
+    let heads: Vec<JobHead> = jobs.iter().map(JobHead::from).collect();
+    assert_eq!(store.session_job_heads(session).unwrap(), heads, "{ctx}: job heads");
     let count = |s| model.values().filter(|v| **v == s).count();
     assert_eq!(store.pending_count(), count(StatusName::Pending), "{ctx}: queue");
     assert_eq!(store.processing_count(), count(StatusName::Processing), "{ctx}: processing index");
@@ -223,12 +243,15 @@ fn random_operations_with_restarts_match_a_model() {
         let mut store = reopen(dir.path());
         let s = session(&store, t(0));
         let mut model: BTreeMap<JobId, StatusName> = BTreeMap::new();
+        // Running jobs' milestones (kept unflushed: a restart may lose them, and reclaims the
+        // job whatever its stage).
+        let mut stages: BTreeMap<JobId, Stage> = BTreeMap::new();
         let mut rng = XorShift(seed * 2_654_435_761 + 1);
         let mut n = 0;
         let mut suspects = std::collections::HashSet::new();
         for step in 0..300 {
             let ctx = format!("seed {seed} step {step}");
-            match rng.next(10) {
+            match rng.next(11) {
                 0..=2 => {
                     n += 1;
                     let j = enqueue(&store, s, n);
@@ -248,6 +271,7 @@ fn random_operations_with_restarts_match_a_model() {
                     assert_eq!(claimed, expected, "{ctx}: FIFO claim");
                     if let Some(id) = claimed {
                         model.insert(id, StatusName::Processing);
+                        stages.insert(id, Stage::Read);
                     }
                 }
                 5..=6 => {
@@ -257,18 +281,39 @@ fn random_operations_with_restarts_match_a_model() {
                     if rng.next(2) == 0 {
                         store.update(id, |j| j.complete(result(), t(step))).unwrap();
                         model.insert(id, StatusName::Completed);
+                        stages.remove(&id);
                         suspects.remove(&id);
                     } else {
                         store.update(id, |j| j.fail(JobError::permanent("bad"), t(step))).unwrap();
                         model.insert(id, StatusName::Failed);
+                        stages.remove(&id);
                         suspects.remove(&id);
                     }
                 }
                 7 => {
-                    // An illegal transition changes nothing.
+                    // An illegal transition changes nothing, nor does a milestone for a job
+                    // that is not running.
                     if let Some(id) = model.iter().find(|(_, v)| **v == StatusName::Completed).map(|(k, _)| *k) {
                         assert!(store.update(id, |j| j.claim(0, t(step))).is_err(), "{ctx}");
+                        assert!(store.update_progress(id, |j| j.advance(Stage::Save, t(step))).is_err(), "{ctx}");
                     }
+                    if let Some(id) = model.iter().find(|(_, v)| **v == StatusName::Pending).map(|(k, _)| *k) {
+                        assert!(store.update_progress(id, |j| j.advance(Stage::Decode, t(step))).is_err(), "{ctx}");
+                    }
+                }
+                8 => {
+                    // A running job reaches a later stage (or the same one again).
+                    let running: Vec<JobId> = stages.keys().copied().collect();
+                    if running.is_empty() {
+                        continue;
+                    }
+                    let id = running[rng.next(running.len() as u64) as usize];
+                    const ALL: [Stage; 6] =
+                        [Stage::Read, Stage::Decode, Stage::Locate, Stage::Segment, Stage::Detect, Stage::Save];
+                    let next = stages[&id].max(ALL[rng.next(ALL.len() as u64) as usize]);
+                    let stored = store.update_progress(id, |j| j.advance(next, t(step))).unwrap();
+                    assert_eq!(stored.status(), StatusName::Processing, "{ctx}");
+                    stages.insert(id, next);
                 }
                 _ => {
                     // Restart: drop without ceremony, reopen, reclaim (generous attempt budget).
@@ -285,9 +330,10 @@ fn random_operations_with_restarts_match_a_model() {
                     for id in in_flight {
                         model.insert(id, StatusName::Pending);
                     }
+                    stages.clear();
                 }
             }
-            check(&store, s, &model, &ctx);
+            check(&store, s, &model, &stages, &ctx);
         }
     }
 }

@@ -138,8 +138,8 @@ pub(crate) async fn list_sessions(
             let (summary, arrivals) = match state.polls.summary(s.id, generation) {
                 Some(kept) => kept,
                 None => {
-                    let jobs = state.store.read_durable(|store| store.session_jobs(s.id))?;
-                    let built = (SessionSummary::from_jobs(&jobs), Arrivals::of(&jobs));
+                    let heads = state.store.read_durable(|store| store.session_job_heads(s.id))?;
+                    let built = (SessionSummary::from_heads(heads.iter().copied()), Arrivals::of_heads(heads));
                     if state.store.session_generation(s.id) == generation {
                         state.polls.put_summary(s.id, generation, built.0.clone(), built.1);
                     }
