@@ -392,6 +392,12 @@ impl Store {
 
     /// A session's jobs in arrival order. Reads only this session's index range.
     pub fn session_jobs(&self, id: SessionId) -> Result<Vec<Job>> {
+        self.session_jobs_as(id)
+    }
+
+    /// A session's jobs in arrival order, each decoded as `T` (a whole [`Job`], or the part of
+    /// one that a reader needs).
+    fn session_jobs_as<T: DeserializeOwned>(&self, id: SessionId) -> Result<Vec<T>> {
         let mut out = Vec::new();
         for entry in self.session_jobs.scan_prefix(id.as_bytes()) {
             let (k, _) = entry?;
@@ -416,15 +422,11 @@ impl Store {
         struct StoredState {
             status: StatusName,
         }
-        let mut out = Vec::new();
-        for entry in self.session_jobs.scan_prefix(id.as_bytes()) {
-            let (k, _) = entry?;
-            if let Some(job) = self.jobs.get(&k[16..])? {
-                let Stored { created_at, state } = decode("job", &job)?;
-                out.push(JobHead { created_at, status: state.status });
-            }
-        }
-        Ok(out)
+        Ok(self
+            .session_jobs_as::<Stored>(id)?
+            .into_iter()
+            .map(|Stored { created_at, state }| JobHead { created_at, status: state.status })
+            .collect())
     }
 
     /// Up to `limit` sessions, newest first.
@@ -518,18 +520,8 @@ impl Store {
     ) -> Result<Job> {
         let _g = self.lock();
         let mut job = self.job(id)?.ok_or(StoreError::JobNotFound(id))?;
-        let indexed = Indexed::of(&job);
         change(&mut job)?;
-        if Indexed::of(&job) == indexed && !matches!(job.state, JobState::Completed { .. }) {
-            // The job stays in the same index (a running job's next stage): one key changes, so
-            // a plain insert does, under the write lock this read was made under. A transaction
-            // would seal sled's log buffer at commit and hand it to an I/O thread (sled wakes
-            // every idle I/O thread for that): six per photo, for nothing a crash needs.
-            self.jobs.insert(id.as_bytes(), encode(&job))?;
-            self.bump(job.upload_session_id);
-        } else {
-            self.write_job_unflushed(&job)?;
-        }
+        self.write_job_unflushed(&job)?;
         Ok(job)
     }
 
@@ -546,6 +538,22 @@ impl Store {
         let id = job.id.as_bytes();
         // The record is on disk before the transaction that indexes it.
         let archived = self.archive_record(job)?.map(|r| self.archive_prepare(&r)).transpose()?;
+        let indexed = Indexed::of(job);
+        if archived.is_none()
+            && self.queue.contains_key(id)? == indexed.queued
+            && self.processing.contains_key(id)? == indexed.running
+        {
+            // Only the job's own key changes (a running job's next milestone, say): a plain
+            // insert does, and the write lock the caller holds keeps it in step with the
+            // indexes. A transaction would seal sled's log buffer at its commit and wake every
+            // idle sled I/O thread to write it: six times a photo, for nothing a crash needs.
+            if !self.jobs.contains_key(id)? {
+                return Err(StoreError::JobNotFound(job.id));
+            }
+            self.jobs.insert(id, encode(job))?;
+            self.bump(job.upload_session_id);
+            return Ok(());
+        }
         let trees = (&self.jobs, &self.queue, &self.processing, &self.archive_by_location, &self.archive_late_ids);
         let change = trees.transaction(|(jobs, queue, processing, by_location, late)| {
             if jobs.get(id)?.is_none() {
@@ -555,7 +563,7 @@ impl Store {
             if let Some(writes) = &archived {
                 writes.apply_tx((by_location, late))?;
             }
-            let Indexed { queued, running } = Indexed::of(job);
+            let Indexed { queued, running } = indexed;
             Ok(SizeChange {
                 queue: if queued {
                     SizeChange::inserted(queue.insert(id, &[])?)
