@@ -55,6 +55,14 @@ pub(crate) fn archive_location_prefix(location: &str) -> Vec<u8> {
     k
 }
 
+/// The first key after every `archive_by_location` key with `prefix` (from
+/// [`archive_location_prefix`]): its closing 0 becomes 1.
+pub(crate) fn archive_location_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    *end.last_mut().expect("a location's prefix ends in 0") += 1;
+    end
+}
+
 /// The time part of an `archive_by_location` key with `prefix`: the bound for a time range.
 pub(crate) fn archive_location_at(prefix: &[u8], t: DateTime<Utc>) -> Vec<u8> {
     let mut k = prefix.to_vec();

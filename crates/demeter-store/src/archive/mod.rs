@@ -329,7 +329,7 @@ impl Store {
             let lo = [prefix.as_slice(), &lower].concat();
             let hi = match &upper {
                 Some(u) => [prefix.as_slice(), u].concat(),
-                None => bounds(&prefix, None, None).1.expect("a location's prefix is never empty"),
+                None => keys::archive_location_end(&prefix),
             };
             ranges.push((prefix.len(), range(&self.archive_by_location, lo, Some(hi), rev).peekable()));
         }
@@ -375,8 +375,7 @@ impl Store {
             let (k, _) = entry?;
             let Some(end) = k.iter().position(|b| *b == 0) else { break };
             out.push(String::from_utf8_lossy(&k[..end]).into_owned());
-            next = k[..=end].to_vec();
-            *next.last_mut().expect("the prefix ends in 0") += 1;
+            next = keys::archive_location_end(&k[..=end]);
         }
         Ok(out)
     }
@@ -391,7 +390,7 @@ impl Store {
     ) -> Result<(Option<SeriesPoint>, Option<SeriesPoint>)> {
         let prefix = keys::archive_location_prefix(location);
         let key = keys::archive_location(location, taken_at, result.as_bytes());
-        let end = bounds(&prefix, None, None).1.expect("a location's prefix is never empty");
+        let end = keys::archive_location_end(&prefix);
         let before = self.points(&prefix, prefix.clone(), key.clone(), true).next().transpose()?;
         let mut after_start = key;
         after_start.push(0);
@@ -402,7 +401,7 @@ impl Store {
     /// A location's last `n` points, oldest first (the latest photo and the ones before it).
     pub fn location_tail(&self, location: &str, n: usize) -> Result<Vec<SeriesPoint>> {
         let prefix = keys::archive_location_prefix(location);
-        let end = bounds(&prefix, None, None).1.expect("a location's prefix is never empty");
+        let end = keys::archive_location_end(&prefix);
         let mut out = self.points(&prefix, prefix.clone(), end, true).take(n).collect::<Result<Vec<_>>>()?;
         out.reverse();
         Ok(out)
@@ -655,16 +654,11 @@ impl Iterator for Merge {
 
 /// The keys of an archive index with `prefix` (empty: taken-at ++ result id, as merged) taken in
 /// `[since, until)`: the lower bound, and the upper one (`None`: to the end of the index). Without
-/// `until`, everything with the prefix: up to the prefix with its last byte raised (a location's
-/// closing 0 becomes 1).
+/// `until`, everything with the prefix: up to [`keys::archive_location_end`].
 fn bounds(prefix: &[u8], since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> (Vec<u8>, Option<Vec<u8>>) {
     let at = |t: DateTime<Utc>| keys::archive_location_at(prefix, t);
     let lower = since.map_or_else(|| prefix.to_vec(), at);
-    let upper = until.map(at).or_else(|| {
-        let mut end = prefix.to_vec();
-        *end.last_mut()? += 1;
-        Some(end)
-    });
+    let upper = until.map(at).or_else(|| (!prefix.is_empty()).then(|| keys::archive_location_end(prefix)));
     (lower, upper)
 }
 
