@@ -109,18 +109,18 @@ impl Overlays {
         let decoded = std::fs::read(&job.path)
             .map_err(|e| e.to_string())
             .and_then(|bytes| demeter_infer::decode_for(&bytes, self.limits, OVERLAY_SIDE).map_err(|e| e.to_string()));
-        let rgb = match decoded {
-            Ok(d) => d.image.into_rgb8(),
+        match decoded {
+            Ok(d) => {
+                let (w, h) = d.upright_dimensions();
+                let (w, h) =
+                    if w.max(h) > OVERLAY_SIDE { demeter_infer::resize::fit_size(w, h, OVERLAY_SIDE) } else { (w, h) };
+                Some(d.into_rgb_sized(w, h))
+            }
             Err(e) => {
                 debug!(job = %job.id, path = %job.path.display(), error = %e, "cannot read the photo; overlay drawn on the thumbnail");
-                return None;
+                None
             }
-        };
-        Some(if rgb.width().max(rgb.height()) > OVERLAY_SIDE {
-            demeter_infer::resize::fit_long_side(&rgb, OVERLAY_SIDE)
-        } else {
-            rgb
-        })
+        }
     }
 }
 

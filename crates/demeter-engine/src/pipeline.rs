@@ -78,7 +78,7 @@ pub fn run(
     let (width, height) = (decoded.width, decoded.height);
     // Only a grey, smaller copy is kept for the QR search; the decoded photo itself becomes the
     // model's input.
-    let qr_image = wants_qr.then(|| demeter_infer::qr::search_image(&decoded.image));
+    let qr_image = wants_qr.then(|| demeter_infer::qr::search_image_of(&decoded));
     let prepared = analyzer.prepare_decoded(decoded);
 
     // The location first: a tray configured for it decides the cells the plants are counted in.

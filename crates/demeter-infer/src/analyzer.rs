@@ -83,7 +83,9 @@ pub trait Segment {
     /// results and boxes still refer to the original's size. Takes the decoded photo so an RGB
     /// one is not copied before it is resized.
     fn prepare_decoded(&self, d: crate::decode::Decoded) -> Prepared {
-        prepare_sized(self.model(), d.image.into_rgb8(), d.width, d.height)
+        let (orig_width, orig_height) = (d.width, d.height);
+        let (w, h) = self.model().input_size(orig_width, orig_height);
+        Prepared { rgb: d.into_rgb_sized(w, h), orig_width, orig_height }
     }
 
     /// How large a photo must be decoded for this model ([`crate::decode::decode_for`]): twice

@@ -2,6 +2,8 @@
 
 use image::{DynamicImage, GrayImage};
 
+use crate::decode::Decoded;
+
 /// QR codes are searched on the photo shrunk to this long side: a label of 5 % of the picture
 /// width still has ~100 px, plenty for a version-1–4 code, at a fraction of the cost.
 pub const SEARCH_SIDE: u32 = 2048;
@@ -14,6 +16,12 @@ pub fn search_image(img: &DynamicImage) -> GrayImage {
     } else {
         img.to_luma8()
     }
+}
+
+/// [`search_image`] of a photo from [`crate::decode_for`], made before the photo is turned
+/// upright (only the grey copy is turned).
+pub fn search_image_of(photo: &Decoded) -> GrayImage {
+    photo.derive(|img| DynamicImage::ImageLuma8(search_image(img))).into_luma8()
 }
 
 /// The texts of the QR codes that decode, in the order found. Unreadable codes are skipped.

@@ -12,10 +12,15 @@ use image::RgbImage;
 /// pixels each output pixel covers (a box filter, as `image`'s `thumbnail` does); enlarging a
 /// small photo interpolates bilinearly.
 pub fn fit_long_side(rgb: &RgbImage, side: u32) -> RgbImage {
-    let (w, h) = rgb.dimensions();
-    let ratio = (f64::from(side) / f64::from(w)).min(f64::from(side) / f64::from(h));
-    let (nw, nh) = (((f64::from(w) * ratio).round() as u32).max(1), ((f64::from(h) * ratio).round() as u32).max(1));
+    let (nw, nh) = fit_size(rgb.width(), rgb.height(), side);
     to_size(rgb, nw, nh)
+}
+
+/// The size [`fit_long_side`] gives a `w` × `h` image: long side `side`, aspect ratio kept.
+pub fn fit_size(w: u32, h: u32, side: u32) -> (u32, u32) {
+    let (w, h) = (w.max(1), h.max(1));
+    let ratio = (f64::from(side) / f64::from(w)).min(f64::from(side) / f64::from(h));
+    (((f64::from(w) * ratio).round() as u32).max(1), ((f64::from(h) * ratio).round() as u32).max(1))
 }
 
 /// `rgb` resized to exactly `nw` × `nh` (the model's input shape, which may stretch one axis by

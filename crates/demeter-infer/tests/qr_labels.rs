@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use demeter_infer::{decode, qr, DecodeLimits};
+use demeter_infer::{decode, decode_for, qr, DecodeLimits};
 use image::{DynamicImage, GenericImage, Luma};
 
 fn real(name: &str) -> DynamicImage {
@@ -39,4 +39,7 @@ fn labels_on_real_photos_are_read_and_photos_without_are_not() {
     tobacco.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
     let back = decode(&jpeg, DecodeLimits { max_pixels: 100_000_000 }).unwrap();
     assert_eq!(qr::read(&qr::search_image(&back)), vec!["Greenhouse 3 / Bench 12".to_owned()]);
+    // As the pipeline reads it: decoded at the search size, the grey copy turned upright.
+    let reduced = decode_for(&jpeg, DecodeLimits { max_pixels: 100_000_000 }, qr::SEARCH_SIDE).unwrap();
+    assert_eq!(qr::read(&qr::search_image_of(&reduced)), vec!["Greenhouse 3 / Bench 12".to_owned()]);
 }
