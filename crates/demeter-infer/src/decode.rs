@@ -92,9 +92,9 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<DynamicImage, Decode
 ///
 /// The pixels may still be as stored, with the EXIF turn not yet applied: a phone held upright
 /// writes its photos sideways with orientation 6, and a quarter turn of the decoded photo cost
-/// more than the model's whole resize (about 3 ms at 1296 × 972 on the bench machine), where
-/// turning the model's 384 × 512 input afterwards costs a sixth of that. So the turn comes
-/// last, in whichever of [`Decoded::into_rgb_sized`], [`Decoded::into_upright`] or
+/// more than the model's whole resize (about 3 ms at 1296 × 972 on the bench machine, `perf`
+/// in the daemon), where the model's 384 × 512 input has a sixth of the pixels to move. So the
+/// turn comes last, in whichever of [`Decoded::into_rgb_sized`], [`Decoded::into_upright`] or
 /// [`Decoded::derive`] the caller needs.
 #[derive(Debug, Clone)]
 pub struct Decoded {
