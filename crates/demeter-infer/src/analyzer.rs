@@ -76,7 +76,7 @@ pub trait Segment {
     /// `long_side`, smaller photos included, the short side in steps of `shape_multiple`), so
     /// that everything after this sees plants at the same scale whatever the camera's resolution.
     fn prepare(&self, img: &DynamicImage) -> Prepared {
-        prepare_sized(self.model(), img.to_rgb8(), img.width(), img.height())
+        self.prepare_decoded(crate::decode::Decoded::from_upright(img.clone()))
     }
 
     /// [`Segment::prepare`] for a photo decoded at reduced size ([`crate::decode::decode_for`]):
@@ -112,12 +112,6 @@ pub trait Segment {
             ModelOutput::Boxes(boxes) => detect_boxes(self.model(), boxes, p),
         }
     }
-}
-
-fn prepare_sized(model: &Model, rgb: RgbImage, orig_width: u32, orig_height: u32) -> Prepared {
-    let (w, h) = model.input_size(orig_width, orig_height);
-    let rgb = if rgb.dimensions() == (w, h) { rgb } else { crate::resize::to_size(&rgb, w, h) };
-    Prepared { rgb, orig_width, orig_height }
 }
 
 /// The model's input normalisation: scale, mean and std folded into one table per channel

@@ -112,6 +112,12 @@ impl Decoded {
         Self { stored, orientation, width, height }
     }
 
+    /// A photo already upright and at its full size (decoded in full, or made in memory).
+    pub fn from_upright(image: DynamicImage) -> Self {
+        let (width, height) = (image.width(), image.height());
+        Self::new(image, Orientation::NoTransforms, width, height)
+    }
+
     /// The decoded photo's own size once upright (at most the original's).
     pub fn upright_dimensions(&self) -> (u32, u32) {
         let (w, h) = (self.stored.width(), self.stored.height());
@@ -170,9 +176,7 @@ pub fn decode_for(bytes: &[u8], limits: DecodeLimits, long_side: u32) -> Result<
             return scaled;
         }
     }
-    let image = decode(bytes, limits)?;
-    let (width, height) = (image.width(), image.height());
-    Ok(Decoded::new(image, Orientation::NoTransforms, width, height))
+    Ok(Decoded::from_upright(decode(bytes, limits)?))
 }
 
 /// Progressive scans libjpeg-turbo reads before giving up on a photo (its documented defence

@@ -11,9 +11,7 @@ pub const THUMBNAIL_SIDE: u32 = 256;
 /// stretched by a few per cent to a shape of its family, [`crate::Model::input_size`]).
 pub fn thumbnail_jpeg(rgb: &RgbImage, original: (u32, u32)) -> Result<Vec<u8>, turbojpeg::Error> {
     let side = rgb.width().max(rgb.height()).min(THUMBNAIL_SIDE);
-    let (ow, oh) = (f64::from(original.0.max(1)), f64::from(original.1.max(1)));
-    let ratio = f64::from(side) / ow.max(oh);
-    let (w, h) = (((ow * ratio).round() as u32).max(1), ((oh * ratio).round() as u32).max(1));
+    let (w, h) = crate::resize::fit_size(original.0, original.1, side);
     if (w, h) == rgb.dimensions() {
         return jpeg(rgb);
     }
