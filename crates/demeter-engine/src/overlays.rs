@@ -112,8 +112,7 @@ impl Overlays {
         match decoded {
             Ok(d) => {
                 let (w, h) = d.upright_dimensions();
-                let (w, h) =
-                    if w.max(h) > OVERLAY_SIDE { demeter_infer::resize::fit_size(w, h, OVERLAY_SIDE) } else { (w, h) };
+                let (w, h) = demeter_infer::resize::fit_size(w, h, OVERLAY_SIDE.min(w.max(h)));
                 Some(d.into_rgb_sized(w, h))
             }
             Err(e) => {

@@ -76,7 +76,7 @@ pub trait Segment {
     /// `long_side`, smaller photos included, the short side in steps of `shape_multiple`), so
     /// that everything after this sees plants at the same scale whatever the camera's resolution.
     fn prepare(&self, img: &DynamicImage) -> Prepared {
-        self.prepare_decoded(crate::decode::Decoded::from_upright(img.clone()))
+        self.prepare_decoded(crate::decode::Decoded::from_upright(DynamicImage::ImageRgb8(img.to_rgb8())))
     }
 
     /// [`Segment::prepare`] for a photo decoded at reduced size ([`crate::decode::decode_for`]):

@@ -89,7 +89,7 @@ fn median_run_ms(a: &mut Analyzer, w: u32, h: u32) -> Result<f64, InferError> {
             image::Rgb([110, 90, g / 2])
         }
     });
-    let prepared = a.prepare(&image::DynamicImage::ImageRgb8(rgb));
+    let prepared = a.prepare_decoded(crate::decode::Decoded::from_upright(image::DynamicImage::ImageRgb8(rgb)));
     a.segment(&prepared)?;
     let mut ms: Vec<f64> = (0..TIMED_RUNS)
         .map(|_| {

@@ -8,15 +8,8 @@ use fast_image_resize::{
 };
 use image::RgbImage;
 
-/// `rgb` resized so its long side is `side`, aspect ratio kept. Shrinking averages the source
-/// pixels each output pixel covers (a box filter, as `image`'s `thumbnail` does); enlarging a
-/// small photo interpolates bilinearly.
-pub fn fit_long_side(rgb: &RgbImage, side: u32) -> RgbImage {
-    let (nw, nh) = fit_size(rgb.width(), rgb.height(), side);
-    to_size(rgb, nw, nh)
-}
-
-/// The size [`fit_long_side`] gives a `w` × `h` image: long side `side`, aspect ratio kept.
+/// The size of a `w` × `h` image brought to a long side of `side`, aspect ratio kept (for
+/// [`to_size`]).
 pub fn fit_size(w: u32, h: u32, side: u32) -> (u32, u32) {
     let (w, h) = (w.max(1), h.max(1));
     let ratio = (f64::from(side) / f64::from(w)).min(f64::from(side) / f64::from(h));
@@ -24,8 +17,9 @@ pub fn fit_size(w: u32, h: u32, side: u32) -> (u32, u32) {
 }
 
 /// `rgb` resized to exactly `nw` × `nh` (the model's input shape, which may stretch one axis by
-/// a few per cent: [`crate::Model::input_size`]). Box filter when both sides shrink, bilinear
-/// otherwise.
+/// a few per cent: [`crate::Model::input_size`]). Shrinking averages the source pixels each
+/// output pixel covers (a box filter, as `image`'s `thumbnail` does); enlarging a small photo
+/// interpolates bilinearly.
 pub fn to_size(rgb: &RgbImage, nw: u32, nh: u32) -> RgbImage {
     let (w, h) = rgb.dimensions();
     let (nw, nh) = (nw.max(1), nh.max(1));
@@ -47,6 +41,10 @@ mod tests {
 
     #[test]
     fn keeps_the_aspect_ratio_and_the_colours_both_ways() {
+        let fit_long_side = |rgb: &RgbImage, side| {
+            let (w, h) = fit_size(rgb.width(), rgb.height(), side);
+            to_size(rgb, w, h)
+        };
         let img = RgbImage::from_fn(1000, 600, |x, _| image::Rgb([if x < 500 { 200 } else { 20 }, 120, 40]));
         let small = fit_long_side(&img, 250);
         assert_eq!(small.dimensions(), (250, 150));
